@@ -1,0 +1,1 @@
+"""Thin factories behind the torch.hub entrypoints, one module per model family."""

@@ -1,0 +1,41 @@
+"""What every family's entrypoints share: how a model is made from the hub's arguments."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+LOADING_DOC = """
+    Args:
+        pretrained_model_name_or_path: a checkpoint name (``{default}``), a local directory with
+            ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``), or a weights file
+            with ``config.json`` beside it.
+        pretrained: False builds the architecture with fresh random weights (nothing downloaded).
+        config: a config object or path to use instead of the checkpoint's.
+        state_dict: weights to use instead of the checkpoint's.
+        torch_dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or ``"auto"``.
+        cache_dir, revision, force_download, local_files_only: where and how files are fetched.
+        **config_overrides: any config field, e.g. ``num_labels=3`` or ``summary_first_dropout=0.2``.
+"""
+
+
+def documented(example: str, default: str):
+    """Append the shared argument list and the entrypoint's example to its docstring."""
+
+    def decorate(entry):
+        entry.__doc__ = (entry.__doc__ or "").rstrip() + "\n" + LOADING_DOC.format(default=default) + example
+        return entry
+
+    return decorate
+
+
+def load_model(model_class, name_or_path: str | os.PathLike, pretrained: bool, kwargs: dict[str, Any]):
+    if pretrained:
+        return model_class.from_pretrained(name_or_path, **kwargs)
+    config = kwargs.pop("config", None)
+    torch_dtype = kwargs.pop("torch_dtype", kwargs.pop("dtype", None))
+    if config is None or not isinstance(config, model_class.config_class):
+        config = model_class.config_class.from_pretrained(config or name_or_path, **kwargs)
+    elif kwargs:
+        config = config.replace(**kwargs)
+    return model_class.from_config(config, torch_dtype=torch_dtype)

@@ -1,0 +1,96 @@
+"""GPT-2 entrypoints: thin factories over ``models.gpt2``."""
+
+from __future__ import annotations
+
+from ..models import (GPT2Config, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
+                      GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
+from .common import documented, load_model
+
+DEFAULT = "gpt2"
+_LOAD = "torch.hub.load('<owner>/<repo>', '{entry}', 'gpt2', trust_repo=True)"
+
+
+def _example(entry: str, body: str) -> str:
+    return f"""
+    Example::
+
+        import torch
+        model = {_LOAD.format(entry=entry)}
+{body}"""
+
+
+def gpt2Config(pretrained_model_name_or_path=DEFAULT, **kwargs):
+    """GPT-2's configuration: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a
+    checkpoint directory or its ``config.json``; keywords override fields.
+
+    Example::
+
+        import torch
+        config = torch.hub.load('<owner>/<repo>', 'gpt2Config', 'gpt2-medium', trust_repo=True)
+        assert (config.n_layer, config.n_embd) == (24, 1024)
+        model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', config=config, pretrained=False,
+                               trust_repo=True)  # random weights, nothing downloaded
+    """
+    return GPT2Config.from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+@documented(_example("gpt2Model", """\
+        tokens = torch.tensor([[31373, 995]])  # "hello world"
+        with torch.no_grad():
+            hidden_states, past = model(tokens)  # [1, 2, 768] and the key/value cache
+            next_states, past = model(torch.tensor([[13]]), past=past)
+"""), DEFAULT)
+def gpt2Model(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 transformer (no head): hidden states and the key/value cache."""
+    return load_model(GPT2Model, pretrained_model_name_or_path, pretrained, kwargs)
+
+
+@documented(_example("gpt2LMHeadModel", """\
+        tokens = torch.tensor([[31373, 995]])  # "hello world"
+        with torch.no_grad():
+            logits, past = model(tokens)  # logits: [1, 2, 50257]
+        next_token = logits[0, -1].argmax().item()
+"""), DEFAULT)
+def gpt2LMHeadModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 with the language-model head tied to the token embedding (fully pre-trained)."""
+    return load_model(GPT2LMHeadModel, pretrained_model_name_or_path, pretrained, kwargs)
+
+
+@documented(_example("gpt2DoubleHeadsModel", """\
+        choices = torch.tensor([[[31373, 995, 13], [31373, 1545, 13]]])  # [batch, choices, T]
+        mc_token_ids = torch.tensor([[2, 2]])  # score each choice at its last token
+        with torch.no_grad():
+            lm_logits, mc_logits, past = model(choices, mc_token_ids)  # mc_logits: [1, 2]
+"""), DEFAULT)
+def gpt2DoubleHeadsModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 with the language-model head and a multiple-choice head (the latter to be trained)."""
+    return load_model(GPT2DoubleHeadsModel, pretrained_model_name_or_path, pretrained, kwargs)
+
+
+@documented(_example("gpt2ForSequenceClassification", """\
+        # pass num_labels=... and pad_token_id=50256 to classify padded batches
+        with torch.no_grad():
+            logits = model(torch.tensor([[31373, 995]])).logits  # [1, num_labels]
+"""), DEFAULT)
+def gpt2ForSequenceClassification(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 with a classification head read at each sequence's last real token (to be trained)."""
+    return load_model(GPT2ForSequenceClassification, pretrained_model_name_or_path, pretrained, kwargs)
+
+
+@documented(_example("gpt2ForTokenClassification", """\
+        with torch.no_grad():
+            logits = model(torch.tensor([[31373, 995]])).logits  # [1, 2, num_labels]
+"""), DEFAULT)
+def gpt2ForTokenClassification(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 with a per-token classification head (to be trained)."""
+    return load_model(GPT2ForTokenClassification, pretrained_model_name_or_path, pretrained, kwargs)
+
+
+@documented(_example("gpt2ForQuestionAnswering", """\
+        with torch.no_grad():
+            out = model(torch.tensor([[31373, 995]]))
+        start, end = out.start_logits.argmax(-1), out.end_logits.argmax(-1)
+"""), DEFAULT)
+def gpt2ForQuestionAnswering(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
+    """GPT-2 with a span-prediction head for extractive question answering (to be trained)."""
+    return load_model(GPT2ForQuestionAnswering, pretrained_model_name_or_path, pretrained, kwargs)

@@ -1,0 +1,195 @@
+"""Task heads on top of a transformer, shared by GPT and GPT-2.
+
+A family makes its heads by naming its base model: ``class GPT2LMHeadModel(LMHeadModel,
+GPT2PreTrainedModel): base_model_class = GPT2Model``. Every head's ``forward`` takes the base
+model's arguments (``past``, ``attention_mask``, ``position_ids``, ...) by keyword and passes them on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import SequenceSummary
+from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
+                      SequenceClassifierOutputWithPast, TokenClassifierOutput)
+from .pretrained import PreTrainedModel
+
+IGNORE_INDEX = -100
+
+
+def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Next-token cross-entropy: position t predicts label t+1; labels of -100 are ignored."""
+    shifted_logits = logits[..., :-1, :].float().reshape(-1, logits.size(-1))  # [N, V]
+    shifted_labels = labels[..., 1:].reshape(-1).to(logits.device)  # [N]
+    return F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)
+
+
+def _labels(labels: Tensor | None, lm_labels: Tensor | None) -> Tensor | None:
+    if labels is not None and lm_labels is not None:
+        raise ValueError("give the language-model labels as labels or as lm_labels, not both")
+    return labels if labels is not None else lm_labels
+
+
+class _Head(PreTrainedModel):
+    base_model_class: type[PreTrainedModel]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = self.base_model_class(config)
+
+    def _wrap(self, out, return_dict: bool | None):
+        return out.to_tuple() if return_dict is False else out
+
+
+class LMHeadModel(_Head):
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids: Tensor | None = None, past=None, *, labels: Tensor | None = None,
+                lm_labels: Tensor | None = None, return_dict: bool | None = None, **kwargs) -> CausalLMOutputWithPast:
+        """Next-token logits ``[..., T, vocab_size]``; with ``labels`` (or the 2019 ``lm_labels``),
+        also the loss, labels being the inputs themselves (the shift happens inside)."""
+        body = self.transformer(input_ids, past, **kwargs)
+        logits = self.lm_head(body.last_hidden_state)
+        labels = _labels(labels, lm_labels)
+        out = CausalLMOutputWithPast(
+            loss=lm_loss(logits, labels) if labels is not None else None,
+            logits=logits,
+            past_key_values=body.past_key_values,
+            hidden_states=body.hidden_states,
+            attentions=body.attentions,
+        )
+        return self._wrap(out, return_dict)
+
+
+class DoubleHeadsModel(_Head):
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.multiple_choice_head = SequenceSummary(config, config.n_embd)
+        self.post_init()
+
+    def forward(self, input_ids: Tensor | None = None, mc_token_ids: Tensor | None = None, *,
+                labels: Tensor | None = None, lm_labels: Tensor | None = None, mc_labels: Tensor | None = None,
+                return_dict: bool | None = None, **kwargs) -> DoubleHeadsModelOutput:
+        """``input_ids`` is ``[batch, choices, T]``; ``mc_token_ids`` ``[batch, choices]`` gives the
+        position whose hidden state each choice is scored from (default: the last).
+
+        The second positional argument is ``mc_token_ids``, as on the 2019 hub page
+        (``double_head_model(tokens_tensor, mc_token_ids)``); pass the cache by keyword.
+        """
+        body = self.transformer(input_ids, **kwargs)
+        hidden = body.last_hidden_state  # [B, choices, T, C]
+        logits = self.lm_head(hidden)
+        mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)  # [B, choices]
+        labels = _labels(labels, lm_labels)
+        mc_loss = None
+        if mc_labels is not None:
+            mc_loss = F.cross_entropy(mc_logits.reshape(-1, mc_logits.size(-1)).float(), mc_labels.reshape(-1))
+        out = DoubleHeadsModelOutput(
+            loss=lm_loss(logits, labels) if labels is not None else None,
+            mc_loss=mc_loss,
+            logits=logits,
+            mc_logits=mc_logits,
+            past_key_values=body.past_key_values,
+            hidden_states=body.hidden_states,
+            attentions=body.attentions,
+        )
+        return self._wrap(out, return_dict)
+
+
+class ForSequenceClassification(_Head):
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids: Tensor | None = None, past=None, *, labels: Tensor | None = None,
+                return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutputWithPast:
+        """One prediction per sequence, read at its last token that is not ``config.pad_token_id``
+        (so left and right padding both work); without a pad id, batches must hold one row."""
+        body = self.transformer(input_ids, past, **kwargs)
+        logits = self.score(body.last_hidden_state)  # [B, T, labels]
+        batch = logits.size(0)
+        pad = self.config.pad_token_id
+        if pad is None and batch != 1:
+            raise ValueError("sequence classification of batches needs config.pad_token_id to find each row's end")
+        if pad is None or input_ids is None:
+            last = torch.full((batch,), logits.size(1) - 1, device=logits.device)
+        else:
+            positions = torch.arange(input_ids.size(-1), device=logits.device)
+            last = (positions * (input_ids != pad).to(logits.device)).argmax(-1)  # [B]
+        pooled = logits[torch.arange(batch, device=logits.device), last]  # [B, labels]
+        out = SequenceClassifierOutputWithPast(
+            loss=self._loss(pooled, labels) if labels is not None else None,
+            logits=pooled,
+            past_key_values=body.past_key_values,
+            hidden_states=body.hidden_states,
+            attentions=body.attentions,
+        )
+        return self._wrap(out, return_dict)
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        problem = self.config.problem_type
+        if problem is None:
+            if self.config.num_labels == 1:
+                problem = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.reshape(-1, self.config.num_labels), labels.reshape(-1))
+        if problem == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        raise ValueError(f"unknown config.problem_type {problem!r}")
+
+
+class ForTokenClassification(_Head):
+    def __init__(self, config):
+        super().__init__(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else 0.1
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.n_embd, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids: Tensor | None = None, *, labels: Tensor | None = None,
+                return_dict: bool | None = None, **kwargs) -> TokenClassifierOutput:
+        body = self.transformer(input_ids, use_cache=False, **kwargs)
+        logits = self.classifier(self.dropout(body.last_hidden_state))  # [B, T, labels]
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(logits.device))
+        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=body.hidden_states,
+                                    attentions=body.attentions)
+        return self._wrap(out, return_dict)
+
+
+class ForQuestionAnswering(_Head):
+    def __init__(self, config):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.n_embd, 2)
+        self.post_init()
+
+    def forward(self, input_ids: Tensor | None = None, *, start_positions: Tensor | None = None,
+                end_positions: Tensor | None = None, return_dict: bool | None = None,
+                **kwargs) -> QuestionAnsweringModelOutput:
+        body = self.transformer(input_ids, use_cache=False, **kwargs)
+        start_logits, end_logits = self.qa_outputs(body.last_hidden_state).unbind(-1)  # each [B, T]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start_logits.size(1)  # spans outside the input are clamped here and ignored
+            start = start_positions.reshape(-1).clamp(0, ignored)
+            end = end_positions.reshape(-1).clamp(0, ignored)
+            loss = (F.cross_entropy(start_logits, start, ignore_index=ignored)
+                    + F.cross_entropy(end_logits, end, ignore_index=ignored)) / 2
+        out = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
+                                           end_logits=end_logits.contiguous(), hidden_states=body.hidden_states,
+                                           attentions=body.attentions)
+        return self._wrap(out, return_dict)

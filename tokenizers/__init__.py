@@ -1,0 +1,1 @@
+"""The byte-pair-encoding tokenizers of GPT and GPT-2."""
