@@ -81,7 +81,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
         numel = 1
         for n in shape:
             numel *= n
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         if not 0 <= begin <= end <= data_size or end - begin != numel * itemsize:
             raise CheckpointError(
                 f"{path}: tensor {name!r} ({info['dtype']} {shape}) claims bytes {begin}..{end} "

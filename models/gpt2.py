@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from .config import GPT2Config
 from .heads import (DoubleHeadsModel, ForQuestionAnswering, ForSequenceClassification,
                     ForTokenClassification, LMHeadModel)
-from .layers import (CausalSelfAttention, Conv1D, activation, attention_mask_for, attention_scale,
-                     head_mask_per_layer, normalize_past, past_length, position_ids_for)
+from .layers import (CausalSelfAttention, Conv1D, activation, attention_scale, head_mask_per_layer,
+                     masks_and_positions, normalize_past, past_length)
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
@@ -126,18 +126,13 @@ class GPT2Model(GPT2PreTrainedModel):
         past_len = past_length(past)
         if past_len + length > config.n_positions:
             raise ValueError(f"{past_len} past plus {length} new positions exceed n_positions={config.n_positions}")
-        if attention_mask is not None:
-            attention_mask = attention_mask.reshape(batch, -1)  # [B, S]
-        if position_ids is None:
-            position_ids = position_ids_for(attention_mask, batch, length, past_len, inputs_embeds.device)
-        position_ids = position_ids.reshape(-1, length)  # [B or 1, T]
-
+        mask, position_ids = masks_and_positions(attention_mask, position_ids, batch, length, past_len,
+                                                 inputs_embeds.device)
         x = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:
             x = x + self.wte(token_type_ids.reshape(-1, length))
         x = self.drop(x)  # [B, T, C]
 
-        mask = attention_mask_for(attention_mask, length, past_len, x.device)
         head_masks = head_mask_per_layer(None if head_mask is None else head_mask.to(x.dtype), config.n_layer)
         presents, hidden_states, attentions = [], [], []
         for i, block in enumerate(self.h):

@@ -52,38 +52,39 @@ def normalize_past(past, n_layer: int) -> tuple[LayerPast, ...] | None:
     return tuple(tuple(layer.unbind(0)) if isinstance(layer, Tensor) else tuple(layer) for layer in past)
 
 
-def position_ids_for(attention_mask: Tensor | None, batch: int, length: int, past_len: int, device) -> Tensor:
-    """Positions of the new tokens; with a padding mask they count real tokens only, so a
-    left-padded row sees the positions it would see unpadded."""
-    if attention_mask is None:
-        return torch.arange(past_len, past_len + length, device=device).expand(batch, length)  # [B, T]
-    positions = attention_mask.long().cumsum(-1) - 1  # [B, S]
-    return positions.clamp(min=0)[:, past_len:]  # [B, T]
+def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | None, batch: int,
+                        length: int, past_len: int, device) -> tuple[Tensor | None, Tensor]:
+    """The attention mask for ``scaled_dot_product_attention`` and the positions of the new tokens.
 
-
-def causal_mask(length: int, total: int, device) -> Tensor:
-    """``[T, S]``: the last ``length`` of ``total`` positions each see themselves and all before."""
-    return torch.ones(length, total, dtype=torch.bool, device=device).tril(total - length)  # [T, S]
-
-
-def attention_mask_for(attention_mask: Tensor | None, length: int, past_len: int, device) -> Tensor | None:
-    """A boolean ``[B, 1, T, S]`` mask (True = may attend), or None where plain causal attention
-    (``is_causal``) or no mask at all (one new token) does the job."""
-    if attention_mask is None:
-        if length == 1 or past_len == 0:
-            return None
-        return causal_mask(length, past_len + length, device)  # [T, S]
+    ``attention_mask`` (1 = token, 0 = padding) covers past and new positions. Without
+    ``position_ids`` the positions count real tokens only, so a left-padded row sees the positions
+    it would see unpadded. The mask is None where plain causal attention (``is_causal``) or no
+    mask at all (a single new token) does the job.
+    """
     total = past_len + length
+    if attention_mask is None:
+        mask = causal_mask(length, total, device) if past_len and length > 1 else None  # [T, S]
+        if position_ids is None:
+            position_ids = torch.arange(past_len, total, device=device).expand(batch, length)  # [B, T]
+        return mask, position_ids.reshape(-1, length)
+    attention_mask = attention_mask.reshape(batch, -1)  # [B, S]
     if attention_mask.shape[-1] != total:
         raise ValueError(
             f"attention_mask covers {attention_mask.shape[-1]} positions, but the past holds "
             f"{past_len} and the input {length}: it must cover all {total}"
         )
+    if position_ids is None:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_len:]  # [B, T]
     keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
     mask = keys & causal_mask(length, total, device)  # [B, 1, T, S]
     # A query that sees no key at all (a left-pad position) would give NaN; let it see every key.
     # Its output is padding and no real position attends to it.
-    return mask | ~mask.any(-1, keepdim=True)
+    return mask | ~mask.any(-1, keepdim=True), position_ids.reshape(-1, length)
+
+
+def causal_mask(length: int, total: int, device) -> Tensor:
+    """``[T, S]``: the last ``length`` of ``total`` positions each see themselves and all before."""
+    return torch.ones(length, total, dtype=torch.bool, device=device).tril(total - length)  # [T, S]
 
 
 class CausalSelfAttention(nn.Module):

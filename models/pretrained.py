@@ -235,7 +235,7 @@ def _initialise_missing(model: PreTrainedModel, dtype: torch.dtype, source: str)
 def check_fits_in_memory(config: PretrainedConfig, dtype: torch.dtype) -> None:
     """Refuse, naming the field, a config whose weights alone exceed this machine's memory."""
     sizes = config.parameter_sizes()
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     need = sum(sizes.values()) * itemsize
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

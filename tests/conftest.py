@@ -1,0 +1,84 @@
+"""Shared fixtures: the repository loaded the way torch.hub loads it, tiny checkpoints, shared data."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# `python -m pytest` puts the repository root on sys.path, where our `tokenizers` and `models`
+# folders would shadow Hugging Face's packages of those names. The repository is only ever
+# imported through hubconf's private package, as torch.hub does; take the root off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+
+
+def _load_hubconf():
+    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+hubconf = _load_hubconf()
+
+
+def repo_module(name: str):
+    """A module of this repository by its path inside it (``models.gpt2``)."""
+    return importlib.import_module(f"{hubconf._PACKAGE}.{name}")
+
+
+models = repo_module("models")
+
+
+def shared_data_dir() -> Path | None:
+    """``../shared/data`` beside the clone, or ``$GPT_HUB_SHARED_DATA``; None where absent."""
+    path = Path(os.environ.get("GPT_HUB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+def need_shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but ../shared/data (or $GPT_HUB_SHARED_DATA) is missing")
+        pytest.skip("the real vocabularies are not here: put shared/data beside the clone or set GPT_HUB_SHARED_DATA")
+    return path
+
+
+TINY = dict(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+
+
+@pytest.fixture
+def tiny_config():
+    return models.GPT2Config(**TINY)
+
+
+def make_hf_checkpoint(path: Path, hf_class: str = "GPT2LMHeadModel", seed: int = 0, **overrides) -> Path:
+    """Save a tiny random model with Hugging Face transformers (the reference writer)."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(**{**TINY, **overrides})
+    model = getattr(transformers, hf_class)(config).eval()
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def hf_checkpoint(tmp_path):
+    """A tiny GPT-2 LM checkpoint written by Hugging Face transformers."""
+    return make_hf_checkpoint(tmp_path / "tiny-gpt2")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+

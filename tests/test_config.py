@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+from conftest import TINY, models
+
+GPT2Config = models.GPT2Config
+ConfigError = models.ConfigError
+
+
+def test_defaults_are_gpt2_small():
+    config = GPT2Config()
+    assert (config.vocab_size, config.n_positions, config.n_embd, config.n_layer, config.n_head) == (50257, 1024, 768, 12, 12)
+    assert config.activation_function == "gelu_new" and config.n_inner is None and config.inner_dim == 3072
+    assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.1, 0.1, 0.1)
+    assert config.layer_norm_epsilon == 1e-5 and config.initializer_range == 0.02
+    assert config.bos_token_id == config.eos_token_id == 50256
+    # Hugging Face's generic names read the same fields
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers, config.max_position_embeddings) == (768, 12, 12, 1024)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("gpt2", (768, 12, 12)), ("gpt2-medium", (1024, 24, 16)), ("gpt2-large", (1280, 36, 20)),
+    ("gpt2-xl", (1600, 48, 25)), ("distilgpt2", (768, 6, 12)),
+])
+def test_presets(name, shape):
+    config = GPT2Config.from_pretrained(name)
+    assert (config.n_embd, config.n_layer, config.n_head) == shape
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"n_embd": 30, "n_head": 4}, "n_embd"),
+    ({"n_layer": 0}, "n_layer"),
+    ({"vocab_size": -5}, "vocab_size"),
+    ({"n_head": 2.0}, "n_head"),
+    ({"n_positions": "1024"}, "n_positions"),
+    ({"n_layer": True}, "n_layer"),
+    ({"n_inner": 0}, "n_inner"),
+    ({"attn_pdrop": 1.5}, "attn_pdrop"),
+    ({"layer_norm_epsilon": 0}, "layer_norm_epsilon"),
+    ({"activation_function": "gelu2"}, "activation_function"),
+    ({"summary_type": "attn"}, "summary_type"),
+    ({"pad_token_id": -1}, "pad_token_id"),
+    ({"scale_attn_weights": "yes"}, "scale_attn_weights"),
+])
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        GPT2Config(**{**TINY, **overrides})
+
+
+def test_too_big_for_memory_fails_before_allocating(monkeypatch):
+    config = GPT2Config(n_layer=100_000)  # ~700 billion parameters
+    allocations = []
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: allocations.append(a) or pytest.fail("allocated"))
+    with pytest.raises(ValueError, match=r"GPT2Config\.n_layer=100000.*GiB"):
+        models.GPT2LMHeadModel(config)
+
+
+def test_reads_hugging_face_config_json_keeping_unknown_keys(tmp_path):
+    original = {
+        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+        "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+        "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None,
+        "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+        "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+        "vocab_size": 50257,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(original))
+    config = GPT2Config.from_pretrained(tmp_path)
+    assert config.n_ctx == 1024 and config.extra["task_specific_params"]["text-generation"]["max_length"] == 50
+    assert config.task_specific_params == original["task_specific_params"]
+    config.save_pretrained(tmp_path / "again")
+    written = json.loads((tmp_path / "again" / "config.json").read_text())
+    for key, value in original.items():
+        assert written[key] == value, key
+
+
+def test_overrides_and_labels(tmp_path):
+    config = GPT2Config(**TINY, id2label={0: "neg", 1: "pos"})
+    assert config.num_labels == 2 and config.label2id == {"neg": 0, "pos": 1}
+    config.save_pretrained(tmp_path)
+    assert GPT2Config.from_pretrained(tmp_path).id2label == {0: "neg", 1: "pos"}
+    assert GPT2Config.from_pretrained(tmp_path, num_labels=3).num_labels == 3
+    assert GPT2Config.from_pretrained(tmp_path, hidden_size=64, n_head=4).n_embd == 64
+
+
+def test_wrong_model_type_and_broken_file(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="bert"):
+        GPT2Config.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("<html>404</html>")
+    with pytest.raises(ConfigError, match="not a JSON config"):
+        GPT2Config.from_pretrained(tmp_path)
