@@ -28,6 +28,7 @@ _SAFETENSORS_DTYPES = {
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+_CONVERT_BLOCK = 16 * 1024 * 1024  # bytes of source converted between page releases
 _FIX = "The file is damaged or incomplete; if it was downloaded, load again with force_download=True."
 
 
@@ -39,18 +40,26 @@ class UnsafeCheckpointError(CheckpointError):
     """A pickled checkpoint holds Python objects besides tensors and was refused unread."""
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a weights file on the CPU, memory-mapped where the format allows."""
+def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Read a weights file on the CPU, memory-mapped where the format allows; floating-point
+    tensors are converted to ``dtype`` when one is given."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         magic = f.read(4)
     if path.endswith(".safetensors") or not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
-        return read_safetensors(path)
-    return read_torch_pickle(path)
+        return read_safetensors(path, dtype)
+    tensors = read_torch_pickle(path)
+    if dtype is not None:
+        tensors = {k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}
+    return tensors
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Tensors backed by a private (copy-on-write) map of the file: nothing is copied until used."""
+def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Tensors backed by a private (copy-on-write) map of the file: nothing is copied until used.
+
+    A tensor converted to another ``dtype`` is converted block by block, each block's pages of
+    the map released once read, so the peak stays near one copy of the weights, not two.
+    """
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -73,7 +82,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
         if name == "__metadata__":
             continue
         try:
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            stored = _SAFETENSORS_DTYPES[info["dtype"]]
             shape = [int(n) for n in info["shape"]]
             begin, end = (int(n) for n in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -81,19 +90,37 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
         numel = 1
         for n in shape:
             numel *= n
-        itemsize = dtype.itemsize
+        itemsize = stored.itemsize
         if not 0 <= begin <= end <= data_size or end - begin != numel * itemsize:
             raise CheckpointError(
                 f"{path}: tensor {name!r} ({info['dtype']} {shape}) claims bytes {begin}..{end} "
                 f"of a {data_size}-byte data section. {_FIX}"
             )
         if numel == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
+            tensor = torch.empty(shape, dtype=stored)
         elif (start + begin) % itemsize:  # misaligned: copy rather than map
-            tensors[name] = torch.frombuffer(bytearray(buffer[start + begin:start + end]), dtype=dtype).view(shape)
+            tensor = torch.frombuffer(bytearray(buffer[start + begin:start + end]), dtype=stored).view(shape)
         else:
-            tensors[name] = torch.frombuffer(buffer, dtype=dtype, count=numel, offset=start + begin).view(shape)
+            tensor = torch.frombuffer(buffer, dtype=stored, count=numel, offset=start + begin).view(shape)
+        if dtype is not None and tensor.is_floating_point() and stored != dtype and numel:
+            tensor = _convert_releasing(tensor, dtype, buffer, start + begin)
+        tensors[name] = tensor
     return tensors
+
+
+def _convert_releasing(source: Tensor, dtype: torch.dtype, buffer: mmap.mmap, offset: int) -> Tensor:
+    out = torch.empty(source.shape, dtype=dtype)
+    flat_in, flat_out = source.reshape(-1), out.view(-1)
+    block = max(1, _CONVERT_BLOCK // source.element_size())
+    for first in range(0, flat_in.numel(), block):
+        last = min(first + block, flat_in.numel())
+        flat_out[first:last].copy_(flat_in[first:last])
+        # Give back the pages read so far (whole pages only, never the next tensor's).
+        lo = -(-(offset + first * source.element_size()) // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = (offset + last * source.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > lo and hasattr(buffer, "madvise"):
+            buffer.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    return out
 
 
 def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

@@ -150,7 +150,7 @@ class PreTrainedModel(nn.Module):
                 weights_path = os.fspath(path)
             else:
                 weights_path = resolve_file(path, WEIGHTS_NAMES, **download_options)
-            state_dict = load_weights(weights_path)
+            state_dict = load_weights(weights_path, target if isinstance(target, torch.dtype) else None)
         return cls._from_state_dict(config, state_dict, target, source=str(path))
 
     @classmethod
