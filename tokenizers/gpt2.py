@@ -1,0 +1,151 @@
+"""GPT-2's byte-level BPE tokenizer, identical to OpenAI's ``encoder.py``.
+
+Text is cut into pieces by OpenAI's regular expression (contractions, runs of letters, of
+digits, of other symbols, each with at most one leading space; runs of whitespace), each piece's
+UTF-8 bytes are mapped to printable characters, and BPE merges them into tokens. Pieces recur, so
+their ids are cached (boundedly).
+
+With tiktoken installed and OpenAI's own vocabulary (checked by sha256), encoding is handed to
+tiktoken, which the tests prove gives the same ids on the whole shared corpus; pure Python
+remains the reference and the default everywhere else (``use_tiktoken=False`` forces it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import regex
+
+from ..download import atomic_write
+from .base import PreTrainedTokenizer
+from .bpe import BoundedCache, bytes_to_unicode, merge_symbols, read_merges
+
+logger = logging.getLogger(__name__)
+
+# OpenAI's pre-tokenizer (src/encoder.py).
+PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# sha256 of OpenAI's encoder.json and vocab.bpe (Hugging Face's vocab.json/merges.txt are the same bytes).
+OPENAI_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+OPENAI_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+_CACHE_ENTRIES = 100_000
+_CACHE_PIECE_CHARS = 256
+
+
+class GPT2Tokenizer(PreTrainedTokenizer):
+    """GPT-2's tokenizer: ``vocab_file`` (token -> id JSON) and ``merges_file`` (the BPE merges),
+    under Hugging Face's names (``vocab.json``, ``merges.txt``) or OpenAI's (``encoder.json``,
+    ``vocab.bpe``).
+
+    ``errors`` is how bytes that end mid-character decode (``"replace"``, ``"ignore"``,
+    ``"strict"``); ``add_prefix_space`` encodes text as if a space preceded it (a word then gets
+    the same ids as in the middle of a sentence).
+    """
+
+    vocab_files_names = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
+    vocab_file_candidates = {"vocab_file": ("vocab.json", "encoder.json"), "merges_file": ("merges.txt", "vocab.bpe")}
+    model_max_length = 1024
+
+    def __init__(self, vocab_file: str | os.PathLike, merges_file: str | os.PathLike, errors: str = "replace",
+                 unk_token: str | None = "<|endoftext|>", bos_token: str | None = "<|endoftext|>",
+                 eos_token: str | None = "<|endoftext|>", pad_token: str | None = None,
+                 add_prefix_space: bool = False, use_tiktoken: bool | None = None, **kwargs):
+        with open(vocab_file, "rb") as f:
+            vocab_bytes = f.read()
+        with open(merges_file, "rb") as f:
+            merges_bytes = f.read()
+        self.encoder: dict[str, int] = json.loads(vocab_bytes.decode("utf-8"))
+        self.decoder = {i: t for t, i in self.encoder.items()}
+        if len(self.decoder) != len(self.encoder):
+            raise ValueError(f"{vocab_file} gives the same id to more than one token")
+        merges = read_merges(merges_bytes.decode("utf-8").split("\n"))
+        self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self._byte_table = {b: c for b, c in self.byte_encoder.items()}  # latin-1 code point -> symbol
+        self.errors = errors
+        self.add_prefix_space = add_prefix_space
+        self._pattern = regex.compile(PATTERN)
+        self._cache = BoundedCache(_CACHE_ENTRIES)
+        self._openai_vocabulary = (hashlib.sha256(vocab_bytes).hexdigest() == OPENAI_VOCAB_SHA256
+                                   and hashlib.sha256(merges_bytes).hexdigest() == OPENAI_MERGES_SHA256)
+        self.use_tiktoken = use_tiktoken
+        self._tiktoken = None
+        super().__init__(unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, **kwargs)
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _prepare_text(self, text: str) -> str:
+        return " " + text if self.add_prefix_space else text
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        accelerator = self._accelerator()
+        if accelerator is not None:
+            return accelerator.encode_ordinary(text)
+        ids: list[int] = []
+        cache = self._cache
+        for piece in self._pattern.findall(text):
+            piece_ids = cache.get(piece)
+            if piece_ids is None:
+                piece_ids = self._bpe_ids(piece)
+                if len(piece) <= _CACHE_PIECE_CHARS:
+                    cache.put(piece, piece_ids)
+            ids += piece_ids
+        return ids
+
+    def _bpe_ids(self, piece: str) -> list[int]:
+        """One piece: its UTF-8 bytes as byte-level symbols, merged, looked up."""
+        symbols = list(piece.encode("utf-8").decode("latin-1").translate(self._byte_table))
+        encoder, unk = self.encoder, self.unk_token_id
+        return [encoder.get(symbol, unk) for symbol in merge_symbols(symbols, self.bpe_ranks)]
+
+    def _accelerator(self):
+        """tiktoken over the same ranks, where it is installed and allowed (see the module doc)."""
+        if self._tiktoken is None:
+            self._tiktoken = False
+            wanted = self._openai_vocabulary if self.use_tiktoken is None else self.use_tiktoken
+            if wanted:
+                try:
+                    import tiktoken
+                except ImportError:
+                    if self.use_tiktoken:
+                        raise
+                else:
+                    # the 256 byte tokens and one per merge; never special tokens such as <|endoftext|>
+                    merged = 256 + len(self.bpe_ranks)
+                    ranks = {bytes(self.byte_decoder[c] for c in token): i for token, i in self.encoder.items()
+                             if i < merged}
+                    pattern = PATTERN.replace("'s|'t|'re|'ve|'m|'ll|'d", "'(?:[sdmt]|ll|ve|re)")
+                    self._tiktoken = tiktoken.Encoding("gpt2-hub", pat_str=pattern, mergeable_ranks=ranks,
+                                                       special_tokens={})
+        return self._tiktoken or None
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def _decode_tokens(self, tokens: list[str]) -> str:
+        data = bytes(self.byte_decoder[c] for token in tokens for c in token)
+        return data.decode("utf-8", errors=self.errors)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return self._decode_tokens(tokens)
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, str]:
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        vocab_path = os.path.join(save_directory, prefix + "vocab.json")
+        merges_path = os.path.join(save_directory, prefix + "merges.txt")
+        atomic_write(vocab_path, (json.dumps(self.encoder, ensure_ascii=False) + "\n").encode("utf-8"))
+        merges = sorted(self.bpe_ranks.items(), key=lambda item: item[1])
+        text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for (a, b), _ in merges)
+        atomic_write(merges_path, text.encode("utf-8"))
+        return vocab_path, merges_path
+
+    def init_kwargs(self) -> dict:
+        return {**super().init_kwargs(), "errors": self.errors, "add_prefix_space": self.add_prefix_space}
+
+    @classmethod
+    def saved_settings(cls) -> set[str]:
+        return super().saved_settings() | {"errors", "add_prefix_space"}
