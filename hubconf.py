@@ -16,7 +16,7 @@ import importlib.util as _util
 import os as _os
 import sys as _sys
 
-dependencies = ["torch"]
+dependencies = ["torch", "regex"]
 
 
 def _repository_package():
@@ -33,6 +33,7 @@ def _repository_package():
 _PACKAGE = _repository_package()
 _gpt2 = _importlib.import_module(_PACKAGE + ".hubconfs.gpt2_hubconf")
 
+gpt2Tokenizer = _gpt2.gpt2Tokenizer
 gpt2Config = _gpt2.gpt2Config
 gpt2Model = _gpt2.gpt2Model
 gpt2LMHeadModel = _gpt2.gpt2LMHeadModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..models import (GPT2Config, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                       GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
+from ..tokenizers import GPT2Tokenizer
 from .common import documented, load_model
 
 DEFAULT = "gpt2"
@@ -17,6 +18,28 @@ def _example(entry: str, body: str) -> str:
         import torch
         model = {_LOAD.format(entry=entry)}
 {body}"""
+
+
+def gpt2Tokenizer(pretrained_model_name_or_path=DEFAULT, **kwargs):
+    """GPT-2's byte-level BPE tokenizer (OpenAI's encoder, exactly), for every GPT-2 size.
+
+    Args:
+        pretrained_model_name_or_path: a checkpoint name (``gpt2``) or a directory holding
+            ``vocab.json`` and ``merges.txt`` (or OpenAI's ``encoder.json`` and ``vocab.bpe``).
+        add_prefix_space, errors, pad_token, padding_side, ...: tokenizer settings.
+        parse_special_tokens: True makes ``"<|endoftext|>"`` in the text the special token; by
+            default it is ordinary text, as in OpenAI's encoder.
+
+    Example::
+
+        import torch
+        tokenizer = torch.hub.load('<owner>/<repo>', 'gpt2Tokenizer', 'gpt2', trust_repo=True)
+        ids = tokenizer.encode("Hello world")  # [15496, 995]
+        assert tokenizer.decode(ids) == "Hello world"
+        tokenizer.pad_token = tokenizer.eos_token
+        batch = tokenizer(["Hi", "Hello world"], padding=True, padding_side="left", return_tensors="pt")
+    """
+    return GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 def gpt2Config(pretrained_model_name_or_path=DEFAULT, **kwargs):

@@ -5,7 +5,7 @@ import torch
 from conftest import REPO, TINY, models
 
 GPT2_ENTRYPOINTS = ["gpt2Config", "gpt2DoubleHeadsModel", "gpt2ForQuestionAnswering", "gpt2ForSequenceClassification",
-                    "gpt2ForTokenClassification", "gpt2LMHeadModel", "gpt2Model"]
+                    "gpt2ForTokenClassification", "gpt2LMHeadModel", "gpt2Model", "gpt2Tokenizer"]
 
 
 @pytest.fixture

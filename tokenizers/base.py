@@ -42,6 +42,8 @@ def check_text(text: Any, what: str = "text") -> str:
     """Refuse what is not a str, and text that is not valid unicode (lone surrogates)."""
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    if text.isascii():  # O(1) in CPython; ASCII cannot hold a surrogate
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -111,12 +113,17 @@ class PreTrainedTokenizer:
     def all_special_ids(self) -> list[int]:
         return [self._token_to_id(t) for t in self.all_special_tokens]
 
-    def _register(self, token: str) -> int:
-        """Give ``token`` an id: its own where the vocabulary has it, else the next free one."""
+    def _register(self, token: str, index: int | None = None) -> int:
+        """Give ``token`` an id: ``index`` when restoring a saved tokenizer, else its own where
+        the vocabulary has it, else the next free one."""
         check_text(token, "a token")
         if not token:
             raise ValueError("an added token cannot be empty")
-        if token in self.encoder:
+        if index is not None:
+            holder = self.added_tokens_decoder.get(index, self.decoder.get(index, token))
+            if holder != token:
+                raise ValueError(f"added token {token!r} wants id {index}, which {holder!r} holds already")
+        elif token in self.encoder:
             index = self.encoder[token]
         elif token in self.added_tokens_encoder:
             index = self.added_tokens_encoder[token]
@@ -203,12 +210,10 @@ class PreTrainedTokenizer:
             self._matchers[parse_special] = (pattern, matchable)
         return self._matchers[parse_special]
 
-    def _segments(self, text: str, parse_special: bool) -> list[tuple[str, int | None]]:
-        """Split ``text`` at the tokens to take whole: ``(text, None)`` for ordinary text,
+    @staticmethod
+    def _segments(text: str, pattern, matchable: dict[str, int]) -> list[tuple[str, int | None]]:
+        """Split ``text`` at the tokens ``pattern`` matches: ``(text, None)`` for ordinary text,
         ``(token, id)`` for a matched token."""
-        pattern, matchable = self._matcher(parse_special)
-        if pattern is None:
-            return [(text, None)]
         segments, start = [], 0
         for match in pattern.finditer(text):
             if match.start() > start:
@@ -222,8 +227,11 @@ class PreTrainedTokenizer:
     def _encode_text(self, text: str, parse_special_tokens: bool | None = None) -> list[int]:
         text = self._prepare_text(check_text(text))
         parse = self.parse_special_tokens if parse_special_tokens is None else parse_special_tokens
+        pattern, matchable = self._matcher(parse)
+        if pattern is None:
+            return self._encode_ordinary(text)
         ids: list[int] = []
-        for segment, token_id in self._segments(text, parse):
+        for segment, token_id in self._segments(text, pattern, matchable):
             if token_id is None:
                 ids += self._encode_ordinary(segment)
             else:
@@ -243,6 +251,9 @@ class PreTrainedTokenizer:
                truncation: bool | str | None = None, return_tensors: str | None = None,
                parse_special_tokens: bool | None = None, **kwargs):
         """Token ids of ``text`` (and ``text_pair``), truncated to ``max_length`` if given."""
+        if text_pair is None and max_length is None and not truncation and return_tensors is None and not kwargs:
+            ids = self._encode_text(text, parse_special_tokens)  # the common case, without batching
+            return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
         encoded = self(text, text_pair, add_special_tokens=add_special_tokens, max_length=max_length,
                        stride=stride, truncation=truncation if truncation is not None else (
                            truncation_strategy if max_length is not None else False),
@@ -400,10 +411,16 @@ class PreTrainedTokenizer:
             with open(path, encoding="utf-8") as f:
                 settings[name] = json.load(f)
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
-        init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in init.items()}
-        tokenizer = cls(**files, **{**init, **kwargs})
-        for token, _ in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
-            tokenizer.add_tokens([token], special_tokens=token in tokenizer.all_special_tokens)
+        init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
+        additional = init.pop("additional_special_tokens", [])
+        tokenizer = cls(**files, **init)
+        # Saved added tokens first, under their saved ids; then the special ones they include.
+        for token, index in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
+            tokenizer._register(token, index)
+        for name in SPECIAL_TOKEN_NAMES:
+            if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
+                tokenizer._register(getattr(tokenizer, name))
+        tokenizer.add_tokens(additional, special_tokens=True)
         return tokenizer
 
     @classmethod
@@ -462,20 +479,20 @@ def _truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy:
         return ids, pair
 
     def cut(seq: list[int], n: int) -> list[int]:
-        return seq[: len(seq) - n] if side == "right" else seq[n:]
+        return seq[: len(seq) - n] if side == "right" else seq[max(n, 0):]
 
     if strategy == "only_second" or (strategy == "longest_first" and pair):
         if strategy == "only_second":
             if pair is None or len(pair) < excess:
                 raise ValueError("only_second truncation cannot shorten the pair enough (or there is no pair)")
             return ids, cut(pair, excess)
-        # remove one token at a time from the longer of the two
-        for _ in range(excess):
-            if len(ids) > len(pair):
-                ids = cut(ids, 1)
-            else:
-                pair = cut(pair, 1)
-        return ids, pair
+        # As Hugging Face's tokenizers library: the shorter keeps at most half (the first counts as
+        # the shorter on a tie), the longer keeps the rest.
+        short = min(len(ids), len(pair))
+        keep_short = min(short, max_length // 2)
+        keep_long = max_length - keep_short
+        keep_ids, keep_pair = (keep_long, keep_short) if len(ids) > len(pair) else (keep_short, keep_long)
+        return cut(ids, len(ids) - keep_ids), cut(pair, len(pair) - keep_pair)
     if len(ids) < excess:
         raise ValueError("only_first truncation cannot shorten the first sequence enough")
     return cut(ids, excess), pair

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 # Words longer than this are merged with a heap (n log n) instead of rescanning (n^2).
 _LONG_WORD = 64
+_NEVER = 1 << 62  # the rank of a pair that is not a merge
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -51,28 +52,31 @@ def read_merges(lines: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def merge_symbols(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Apply the merges to ``symbols`` in rank order; every occurrence of a pair is merged, left
-    to right, before any later pair."""
+    """Apply the merges to ``symbols`` in rank order, every occurrence of a pair left to right
+    before any later pair.
+
+    One merge at a time: the lowest-ranked adjacent pair is merged where it first occurs, and only
+    the two pairs beside it change rank. A merge only creates pairs of higher rank (its parts were
+    learned before it), so the next lowest is the same pair's next occurrence, if any, and a run
+    like ``a a a`` merges as ``aa a``, as a left-to-right pass would.
+    """
     if len(symbols) > _LONG_WORD:
         return _merge_with_heap(symbols, ranks)
-    while len(symbols) > 1:
-        best, best_rank = None, None
-        for pair in zip(symbols, symbols[1:]):
-            rank = ranks.get(pair)
-            if rank is not None and (best_rank is None or rank < best_rank):
-                best, best_rank = pair, rank
-        if best is None:
+    symbols = list(symbols)
+    get = ranks.get
+    pair_ranks = [get(pair, _NEVER) for pair in zip(symbols, symbols[1:])]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == _NEVER:
             break
-        first, second = best
-        merged, i, n = [], 0, len(symbols)
-        while i < n:
-            if i < n - 1 and symbols[i] == first and symbols[i + 1] == second:
-                merged.append(first + second)
-                i += 2
-            else:
-                merged.append(symbols[i])
-                i += 1
-        symbols = merged
+        at = pair_ranks.index(best)
+        merged = symbols[at] + symbols[at + 1]
+        symbols[at:at + 2] = (merged,)
+        del pair_ranks[at]
+        if at:
+            pair_ranks[at - 1] = get((symbols[at - 1], merged), _NEVER)
+        if at < len(pair_ranks):
+            pair_ranks[at] = get((merged, symbols[at + 1]), _NEVER)
     return symbols
 
 

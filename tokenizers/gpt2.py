@@ -81,9 +81,12 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         return " " + text if self.add_prefix_space else text
 
     def _encode_ordinary(self, text: str) -> list[int]:
+        # Chosen on first use and bound on the instance, so later calls go straight to it.
         accelerator = self._accelerator()
-        if accelerator is not None:
-            return accelerator.encode_ordinary(text)
+        self._encode_ordinary = accelerator.encode_ordinary if accelerator is not None else self._encode_pieces
+        return self._encode_ordinary(text)
+
+    def _encode_pieces(self, text: str) -> list[int]:
         ids: list[int] = []
         cache = self._cache
         for piece in self._pattern.findall(text):

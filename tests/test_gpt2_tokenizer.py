@@ -1,0 +1,242 @@
+"""GPT-2's tokenizer against OpenAI's own encoder (the expected ids in shared/data), tiktoken and
+Hugging Face's tokenizer."""
+
+import gzip
+import json
+from functools import lru_cache
+
+import pytest
+import torch
+from conftest import REPO, need_shared_data, repo_module
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+tokenizers = repo_module("tokenizers")
+bpe = repo_module("tokenizers.bpe")
+GPT2Tokenizer = tokenizers.GPT2Tokenizer
+
+
+@lru_cache
+def corpus():
+    """{file: (text, lines)} and the expected records, read once."""
+    data = need_shared_data()
+    files = {}
+    for path in sorted((data / "corpus").glob("*.txt")):
+        text = path.read_bytes().decode("utf-8")
+        files[path.name] = (text, text.splitlines(keepends=True))
+    with gzip.open(data / "expected" / "gpt2.jsonl.gz", "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    return files, records
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["pure-python", "tiktoken"])
+def tokenizer(request):
+    if request.param:
+        pytest.importorskip("tiktoken")
+    tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=request.param)
+    assert (tok._accelerator() is not None) == request.param
+    return tok
+
+
+@pytest.fixture(scope="module")
+def python_tokenizer():
+    return GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=False)
+
+
+def test_ids_equal_openai_encoder_on_every_line_and_file(tokenizer):
+    files, records = corpus()
+    mismatches = []
+    for record in records:
+        text, lines = files[record["file"]]
+        source = text if record["line"] is None else lines[record["line"]]
+        if tokenizer.encode(source) != record["ids"]:
+            mismatches.append((record["file"], record["line"]))
+    assert len(records) > 79_000 and not mismatches, mismatches[:10]
+
+
+def test_decode_inverts_encode_on_the_corpus(tokenizer):
+    files, _ = corpus()
+    for name, (text, _) in files.items():
+        assert tokenizer.decode(tokenizer.encode(text)) == text, name
+
+
+def test_openai_vocabulary_files_and_hugging_face_names_load_the_same():
+    data = need_shared_data() / "gpt2"
+    openai = GPT2Tokenizer(data / "encoder.json", data / "vocab.bpe")
+    hf_names = GPT2Tokenizer(data / "vocab.json", data / "merges.txt")
+    assert openai.encode("hello world") == hf_names.encode("hello world") == [31373, 995]
+    assert len(openai) == openai.vocab_size == 50257 and openai.eos_token_id == 50256
+
+
+def tiktoken_oracle():
+    tiktoken = pytest.importorskip("tiktoken")
+    tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=False)
+    ranks = {bytes(tok.byte_decoder[c] for c in t): i for t, i in tok.encoder.items() if i < 50256}
+    pattern = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    return tiktoken.Encoding("oracle", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+
+
+valid_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=valid_text)
+def test_generated_text_matches_tiktoken_and_round_trips(text):
+    oracle, tok = _oracle_and_python()
+    ids = tok.encode(text)
+    assert ids == oracle.encode_ordinary(text)
+    assert tok.decode(ids) == text
+
+
+@lru_cache
+def _oracle_and_python():
+    return tiktoken_oracle(), GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=False)
+
+
+def test_long_runs_without_spaces(python_tokenizer):
+    oracle = tiktoken_oracle()
+    line = "".join("abcdefghijklmnopqrstuvwxyz"[(i * 7919) % 26] for i in range(200_000))
+    assert python_tokenizer.encode(line) == oracle.encode_ordinary(line)
+    letters = "a" * 1_000_000
+    ids = python_tokenizer.encode(letters)
+    assert ids == oracle.encode_ordinary(letters) and python_tokenizer.decode(ids) == letters
+
+
+def test_heap_merges_equal_the_rescanning_loop(python_tokenizer):
+    files, _ = corpus()
+    words = {p for text, _ in files.values() for p in python_tokenizer._pattern.findall(text[:200_000])}
+    for word in sorted(words)[:5000]:
+        symbols = list(word.encode().decode("latin-1").translate(python_tokenizer._byte_table))
+        assert bpe._merge_with_heap(symbols, python_tokenizer.bpe_ranks) == bpe.merge_symbols(symbols, python_tokenizer.bpe_ranks)
+
+
+def test_cache_is_bounded():
+    tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=False)
+    tok._cache.limit = 1000
+    tok.encode(" ".join(f"w{i}" for i in range(5000)))
+    assert 0 < len(tok._cache) <= 1000
+
+
+def test_special_token_text_is_ordinary_unless_asked(python_tokenizer):
+    text = "a<|endoftext|>b"
+    plain = python_tokenizer.encode(text)
+    assert 50256 not in plain and python_tokenizer.decode(plain) == text
+    parsed = python_tokenizer.encode(text, parse_special_tokens=True)
+    assert parsed == python_tokenizer.encode("a") + [50256] + python_tokenizer.encode("b")
+    assert python_tokenizer(text, parse_special_tokens=True)["input_ids"] == parsed
+    assert python_tokenizer.decode(parsed, skip_special_tokens=True) == "ab"
+
+
+def test_bad_input_raises_clear_errors(python_tokenizer):
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at index 3"):
+        python_tokenizer.encode("abc\ud800")
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        python_tokenizer.encode(b"abc")
+    with pytest.raises(TypeError, match="got int"):
+        python_tokenizer.tokenize(5)
+    with pytest.raises(ValueError, match="token id 50257 is not in the vocabulary"):
+        python_tokenizer.decode([31373, 50257])
+    with pytest.raises(ValueError, match="token id -1 is negative"):
+        python_tokenizer.decode([-1])
+
+
+def test_ids_ending_inside_a_character_decode_per_errors():
+    data = need_shared_data() / "gpt2"
+    rare = GPT2Tokenizer.from_pretrained(data).encode("𝔘")  # four bytes in several tokens
+    assert len(rare) > 1
+    assert GPT2Tokenizer.from_pretrained(data).decode(rare[:-1]) == "\ufffd"
+    assert GPT2Tokenizer.from_pretrained(data, errors="ignore").decode(rare[:-1]) == ""
+    with pytest.raises(UnicodeDecodeError):
+        GPT2Tokenizer.from_pretrained(data, errors="strict").decode(rare[:-1])
+
+
+HF_TEXTS = ["Hello world", " leading space", "Who was Jim Henson ? Jim Henson was a puppeteer",
+            "naïve café – 東京 🎉", "tabs\tand\nnewlines\n\n", "I've got 1,234.56 dollars!!"]
+
+
+@pytest.fixture(scope="module")
+def hugging_face():
+    transformers = pytest.importorskip("transformers")
+    return transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2"))
+
+
+def test_api_matches_hugging_face(python_tokenizer, hugging_face):
+    for text in HF_TEXTS:
+        assert python_tokenizer.tokenize(text) == hugging_face.tokenize(text)
+        tokens = python_tokenizer.tokenize(text)
+        assert python_tokenizer.convert_tokens_to_ids(tokens) == hugging_face.convert_tokens_to_ids(tokens)
+        ids = python_tokenizer.encode(text)
+        assert ids == hugging_face.encode(text)
+        assert python_tokenizer.convert_ids_to_tokens(ids) == hugging_face.convert_ids_to_tokens(ids)
+        assert python_tokenizer.decode(ids) == hugging_face.decode(ids)
+    assert python_tokenizer.encode(HF_TEXTS[2], max_length=5, truncation=True) == hugging_face.encode(HF_TEXTS[2], max_length=5, truncation=True)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batches_match_hugging_face(side, hugging_face):
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    ours.pad_token = ours.eos_token
+    hugging_face.pad_token = hugging_face.eos_token
+    hugging_face.padding_side = side
+    mine = ours(HF_TEXTS, padding=True, return_tensors="pt", padding_side=side)
+    theirs = hugging_face(HF_TEXTS, padding=True, return_tensors="pt")
+    assert torch.equal(mine["input_ids"], theirs["input_ids"])
+    assert torch.equal(mine.attention_mask, theirs["attention_mask"])
+    assert ours.batch_decode(mine.input_ids, skip_special_tokens=True) == HF_TEXTS
+    pair = ours("first part", "second part", truncation="longest_first", max_length=3)
+    assert pair["input_ids"] == hugging_face("first part", "second part", truncation="longest_first", max_length=3)["input_ids"]
+
+
+def test_padding_needs_a_pad_token_and_tensors_need_equal_lengths(python_tokenizer):
+    with pytest.raises(ValueError, match="tokenizer.pad_token = tokenizer.eos_token"):
+        python_tokenizer(["a", "b c"], padding=True)
+    with pytest.raises(ValueError, match="padding=True"):
+        python_tokenizer(["a", "b c d"], return_tensors="pt")
+    with pytest.raises(ValueError, match="padding must be"):
+        python_tokenizer("a", padding="both")
+
+
+def test_added_tokens_and_saving(tmp_path, hugging_face):
+    tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    assert tok.add_tokens(["<think>", "hello"]) == 1  # "hello" is in the vocabulary already
+    assert tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<sep>"]}) == 2
+    assert len(tok) == 50260 and tok.pad_token_id == 50258
+    ids = tok.encode("a<think>b<sep>")
+    assert 50257 in ids and 50259 not in ids  # added tokens match; special ones only when parsed
+    assert tok.decode(ids) == "a<think>b<sep>"
+    tok.save_pretrained(tmp_path)
+    again = GPT2Tokenizer.from_pretrained(tmp_path)
+    assert len(again) == 50260 and again.pad_token == "<pad>" and again.encode("a<think>b<sep>") == ids
+    assert again.additional_special_tokens == ["<sep>"]
+    theirs = type(hugging_face).from_pretrained(str(tmp_path))
+    assert theirs.encode("a<think>b") == tok.encode("a<think>b")
+
+
+def test_add_prefix_space(hugging_face):
+    tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", add_prefix_space=True)
+    assert tok.encode("Hello") == GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2").encode(" Hello")
+
+
+def test_hub_page_tokenizer_lines_run_verbatim():
+    """The tokenizer lines of the 2019 GPT-2 hub page and of the API page (seeds 001, 003)."""
+    tokenizer = torch.hub.load(str(REPO), "gpt2Tokenizer", str(need_shared_data() / "gpt2"), source="local")
+    text_1 = "Who was Jim Henson ? Jim Henson was a puppeteer"
+    text_2 = "Who was Jim Henson ? Jim Henson was a mysterious young man"
+    tokenized_text_1 = tokenizer.tokenize(text_1)
+    tokenized_text_2 = tokenizer.tokenize(text_2)
+    indexed_tokens1 = tokenizer.convert_tokens_to_ids(tokenized_text_1)
+    indexed_tokens2 = tokenizer.convert_tokens_to_ids(tokenized_text_2)
+    tokens_tensor_1 = torch.tensor([indexed_tokens1])
+    tokens_tensor_2 = torch.tensor([indexed_tokens2])
+    assert tokens_tensor_1.shape == (1, len(tokenized_text_1)) and tokens_tensor_2.dim() == 2
+    assert tokenizer.decode([508]) == " who"
+    # seed 003
+    tokenizer.pad_token = tokenizer.eos_token
+    inputs = tokenizer.encode("The future of artificial intelligence", return_tensors="pt")
+    assert inputs.shape == (1, 5)
+    texts = ["First sentence.", "Second sentence."]
+    encoded = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    assert encoded["input_ids"].shape == (2, 3)
+    text = "Hello, how are you today?"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.eos_token == "<|endoftext|>"
