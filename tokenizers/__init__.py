@@ -2,5 +2,6 @@
 
 from .base import BatchEncoding, PreTrainedTokenizer
 from .gpt2 import GPT2Tokenizer
+from .openai_gpt import OpenAIGPTTokenizer
 
-__all__ = ["BatchEncoding", "PreTrainedTokenizer", "GPT2Tokenizer"]
+__all__ = ["BatchEncoding", "PreTrainedTokenizer", "GPT2Tokenizer", "OpenAIGPTTokenizer"]

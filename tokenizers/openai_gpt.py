@@ -1,0 +1,251 @@
+"""OpenAI GPT's (GPT-1's) tokenizer, identical to the original ``text_utils.TextEncoder`` of
+openai/finetune-transformer-lm when ftfy and spaCy are installed:
+
+1. ``ftfy.fix_text`` repairs mojibake and normalises the text;
+2. ``text_standardize`` pads runs of punctuation with spaces and collapses whitespace;
+3. spaCy's English tokenizer cuts words (a blank pipeline: spaCy 3 has no ``'en'`` shortcut,
+   and the original used spaCy only as a tokenizer);
+4. each word is lowercased *on its own* and BPE-encoded, the last symbol marked ``</w>``;
+   a piece missing from the vocabulary becomes ``<unk>`` (id 0).
+
+Two traps that other reimplementations fall into: lowercasing the text before spaCy changes
+where spaCy splits, and the original's punctuation pattern is a non-raw string, so ``\\\\+``
+there means one ``+`` and backslashes are not padded.
+
+Without ftfy or spaCy it falls back, with one warning, to a BERT-style basic tokenizer
+(lowercase, split punctuation and CJK characters) before the same BPE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import unicodedata
+
+from ..download import atomic_write
+from .base import PreTrainedTokenizer
+from .bpe import BoundedCache, merge_symbols
+
+logger = logging.getLogger(__name__)
+
+# The original's pattern as Python read it: its "\\+" became "\+", one literal plus (which the
+# earlier "\++" always matches first), so backslashes are not padded.
+ORIGINAL_PAD_PUNCTUATION = r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)"""
+# The same matches, faster: a maximal run of one character from the set.
+_PAD_PUNCTUATION = re.compile(r"""(([-~!";?+,)(/*\[\]}{|_])\2*)""")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_SPACES = re.compile(r"[^\S\n]+")
+_DASHES = str.maketrans({"—": "-", "–": "-", "―": "-", "´": "'"})
+_CACHE_ENTRIES = 100_000
+
+
+def text_standardize(text: str) -> str:
+    """The original's clean-up before spaCy (it fixed spaCy's splits on the books corpus)."""
+    text = text.translate(_DASHES).replace("…", "...")
+    text = _PAD_PUNCTUATION.sub(r" \1 ", text)
+    if "\n" not in text:  # then [^\S\n]+ is \s+, and str.split uses the same whitespace
+        return " ".join(text.split())
+    text = _NEWLINES.sub(" \n ", text)
+    text = _SPACES.sub(" ", text)
+    return text.strip()
+
+
+class OpenAIGPTTokenizer(PreTrainedTokenizer):
+    """GPT-1's tokenizer: ``vocab_file`` (token -> id JSON) and ``merges_file`` (BPE merges),
+    under Hugging Face's names (``vocab.json``, ``merges.txt``) or OpenAI's
+    (``encoder_bpe_40000.json``, ``vocab_40000.bpe``).
+
+    ``use_spacy=False`` skips ftfy and spaCy even where installed (the basic fallback).
+    """
+
+    vocab_files_names = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
+    vocab_file_candidates = {"vocab_file": ("vocab.json", "encoder_bpe_40000.json"),
+                             "merges_file": ("merges.txt", "vocab_40000.bpe")}
+    model_max_length = 512
+
+    def __init__(self, vocab_file: str | os.PathLike, merges_file: str | os.PathLike, unk_token: str | None = "<unk>",
+                 use_spacy: bool = True, **kwargs):
+        with open(vocab_file, encoding="utf-8") as f:
+            self.encoder: dict[str, int] = json.load(f)
+        self.decoder = {i: t for t, i in self.encoder.items()}
+        with open(merges_file, encoding="utf-8") as f:
+            # As the original: drop the "#version" line and the empty string after the final newline.
+            lines = f.read().split("\n")[1:-1]
+        self.bpe_ranks = {tuple(line.split()): rank for rank, line in enumerate(lines)}
+        self.use_spacy = use_spacy
+        self._exact: bool | None = None  # whether ftfy and spaCy run; decided on first use
+        self._cache = BoundedCache(_CACHE_ENTRIES)  # chunk -> ids
+        self._word_cache = BoundedCache(_CACHE_ENTRIES)  # lowercased word -> ids
+        super().__init__(unk_token=unk_token, **kwargs)
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        if self._exact is None:
+            self._exact = self._load_original_pipeline()
+        if not self._exact:
+            return [i for word in basic_words(text) for i in self._word_ids(word.lower())]
+        # The original pipeline, made fast: after text_standardize the text holds single spaces,
+        # and spaCy cuts each space-separated chunk on its own, so each chunk's ids are cached
+        # and only chunks not seen before go to spaCy (in one call per text).
+        standardized = text_standardize(self._fix_text(text))
+        if not standardized:
+            return []
+        chunks = standardized.split(" ")
+        cache = self._cache
+        unseen = []
+        for chunk in dict.fromkeys(chunks):
+            if chunk in cache:
+                continue
+            if self._single_word(chunk):
+                cache.put(chunk, self._word_ids(chunk.lower()))
+            else:
+                unseen.append(chunk)
+        if unseen:
+            for chunk, words in zip(unseen, self._spacy_chunks(unseen)):
+                cache.put(chunk, [i for word in words for i in self._word_ids(word.lower())])
+        ids: list[int] = []
+        for chunk in chunks:
+            ids += cache[chunk] if chunk in cache else self._spacy_ids(chunk)
+        return ids
+
+    def _single_word(self, chunk: str) -> bool:
+        """Chunks spaCy leaves whole without being asked: ASCII letters only, or ASCII digits only
+        (no English prefix, suffix or infix rule matches either), unless a special case such as
+        "cannot" or "gonna" splits them."""
+        return chunk.isascii() and (chunk.isalpha() or chunk.isdigit()) and chunk not in self._special_cases
+
+    def _spacy_ids(self, chunk: str) -> list[int]:
+        """A chunk's ids when the bounded cache dropped it meanwhile."""
+        return [i for word in self._spacy_chunks([chunk])[0] for i in self._word_ids(word.lower())]
+
+    def _spacy_chunks(self, chunks: list[str]) -> list[list[str]]:
+        """spaCy's words for each chunk, from one call over the chunks joined by spaces."""
+        words: list[list[str]] = [[] for _ in chunks]
+        ends, end = [], -1
+        for chunk in chunks:
+            end += len(chunk) + 1
+            ends.append(end)  # index of the space after the chunk
+        which = 0
+        for token in self._spacy(" ".join(chunks)):
+            while token.idx >= ends[which]:
+                which += 1
+            words[which].append(token.text)
+        return words
+
+    def _load_original_pipeline(self) -> bool:
+        """ftfy and spaCy, imported on first use (slow imports); False where they are missing."""
+        if not self.use_spacy:
+            return False
+        try:
+            import ftfy
+            import spacy
+        except ImportError:
+            logger.warning("ftfy or spaCy is not installed, so OpenAI GPT's tokenizer falls back to a "
+                           "basic tokenizer, which differs from the original on some text; "
+                           "pip install ftfy spacy for the exact original")
+            return False
+        self._spacy = spacy.blank("en").tokenizer
+        self._special_cases = frozenset(self._spacy.rules)
+        self._fix_text = lambda text: fix_text(text, ftfy)
+        return True
+
+    def _bpe_ids(self, word: str) -> list[int]:
+        symbols = merge_symbols([*word[:-1], word[-1] + "</w>"], self.bpe_ranks)
+        joined = " ".join(symbols)
+        if joined == "\n  </w>":  # the original's own special case for a newline token
+            joined = "\n</w>"
+        return [self.encoder.get(piece, 0) for piece in joined.split(" ")]
+
+    def _word_ids(self, word: str) -> list[int]:
+        word_ids = self._word_cache.get(word)
+        if word_ids is None:
+            word_ids = self._bpe_ids(word)
+            self._word_cache.put(word, word_ids)
+        return word_ids
+
+    # -- decoding and saving --------------------------------------------------------------------
+
+    def _decode_tokens(self, tokens: list[str]) -> str:
+        return "".join(tokens).replace("</w>", " ").strip()
+
+    def save_vocabulary(self, save_directory: str | os.PathLike) -> tuple[str, str]:
+        vocab_path = os.path.join(save_directory, "vocab.json")
+        merges_path = os.path.join(save_directory, "merges.txt")
+        atomic_write(vocab_path, (json.dumps(self.encoder, ensure_ascii=False) + "\n").encode("utf-8"))
+        merges = sorted(self.bpe_ranks.items(), key=lambda item: item[1])
+        atomic_write(merges_path, ("#version: 0.2\n" + "".join(" ".join(pair) + "\n" for pair, _ in merges)).encode("utf-8"))
+        return vocab_path, merges_path
+
+    def init_kwargs(self) -> dict:
+        return {**super().init_kwargs(), "use_spacy": self.use_spacy}
+
+    @classmethod
+    def saved_settings(cls) -> set[str]:
+        return super().saved_settings() | {"use_spacy"}
+
+
+# ftfy changes ASCII text only through HTML entities, line breaks, terminal escapes and control
+# characters; ASCII text without any of those comes back as it went in (tested against ftfy).
+_FTFY_ASCII_TOUCHES = re.compile(r"[&\x00-\x08\x0b-\x1f\x7f]")
+
+
+def fix_text(text: str, ftfy) -> str:
+    """``ftfy.fix_text(text)``, skipping the lines it would return unchanged.
+
+    As ftfy does, the text is fixed line by line (each line with its newline, lines longer than
+    ``max_decode_length`` cut), and once a line contains ``<`` HTML entities are left alone in it
+    and every later line.
+    """
+    if text.isascii() and _FTFY_ASCII_TOUCHES.search(text) is None:
+        return text
+    config = ftfy.TextFixerConfig(explain=False)
+    out, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        end = min(end, start + config.max_decode_length)
+        line = text[start:end]
+        if config.unescape_html == "auto" and "<" in line:
+            config = config._replace(unescape_html=False)
+        if line.isascii() and _FTFY_ASCII_TOUCHES.search(line) is None:
+            out.append(line)
+        else:
+            out.append(ftfy.fix_and_explain(line, config)[0])
+        start = end
+    return "".join(out)
+
+
+def basic_words(text: str) -> list[str]:
+    """BERT's basic tokenizer: drop control characters, split on whitespace, punctuation and CJK
+    characters, strip accents (the words are lowercased afterwards)."""
+    words: list[str] = []
+    for chunk in text.split():
+        current = []
+        for char in unicodedata.normalize("NFD", chunk):
+            category = unicodedata.category(char)
+            if category == "Mn" or char == "\ufffd" or (category.startswith("C") and char not in "\t\n\r"):
+                continue
+            if _is_punctuation(char, category) or _is_cjk(char):
+                if current:
+                    words.append("".join(current))
+                    current = []
+                words.append(char)
+            else:
+                current.append(char)
+        if current:
+            words.append("".join(current))
+    return words
+
+
+def _is_punctuation(char: str, category: str) -> bool:
+    code = ord(char)
+    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126 or category.startswith("P")
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in (
+        (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+        (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
