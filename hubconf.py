@@ -1,4 +1,5 @@
-"""torch.hub entrypoints for OpenAI GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2).
+"""torch.hub entrypoints for OpenAI GPT (openai-gpt) and GPT-2 (gpt2, gpt2-medium, gpt2-large,
+gpt2-xl, distilgpt2).
 
     import torch
     model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', 'gpt2', trust_repo=True)
@@ -31,7 +32,10 @@ def _repository_package():
 
 
 _PACKAGE = _repository_package()
+_gpt = _importlib.import_module(_PACKAGE + ".hubconfs.gpt_hubconf")
 _gpt2 = _importlib.import_module(_PACKAGE + ".hubconfs.gpt2_hubconf")
+
+openAIGPTTokenizer = _gpt.openAIGPTTokenizer
 
 gpt2Tokenizer = _gpt2.gpt2Tokenizer
 gpt2Config = _gpt2.gpt2Config

@@ -15,11 +15,14 @@ def hub_repo(monkeypatch):
     return "owner/repo"
 
 
+ENTRYPOINTS = sorted(GPT2_ENTRYPOINTS + ["openAIGPTTokenizer"])
+
+
 def test_list_shows_the_entrypoints_only(hub_repo):
-    assert sorted(torch.hub.list(hub_repo, trust_repo=True)) == GPT2_ENTRYPOINTS
+    assert sorted(torch.hub.list(hub_repo, trust_repo=True)) == ENTRYPOINTS
 
 
-@pytest.mark.parametrize("entry", GPT2_ENTRYPOINTS)
+@pytest.mark.parametrize("entry", ENTRYPOINTS)
 def test_help_documents_each_entrypoint_with_an_example(hub_repo, entry):
     doc = torch.hub.help(hub_repo, entry, trust_repo=True)
     assert "Example::" in doc and f"torch.hub.load('<owner>/<repo>', '{entry}'" in doc
