@@ -45,3 +45,7 @@ gpt2DoubleHeadsModel = _gpt2.gpt2DoubleHeadsModel
 gpt2ForSequenceClassification = _gpt2.gpt2ForSequenceClassification
 gpt2ForTokenClassification = _gpt2.gpt2ForTokenClassification
 gpt2ForQuestionAnswering = _gpt2.gpt2ForQuestionAnswering
+
+
+if __name__ == "__main__":
+    _sys.exit(_importlib.import_module(_PACKAGE + ".hubconfs.cli").main())

@@ -68,6 +68,10 @@ class LMHeadModel(_Head):
 
 class DoubleHeadsModel(_Head):
     def __init__(self, config):
+        # One score per choice, as in Hugging Face (which sets this on the config it is given;
+        # here the caller's config is left alone).
+        if config.num_labels != 1:
+            config = config.replace(num_labels=1)
         super().__init__(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.multiple_choice_head = SequenceSummary(config, config.n_embd)

@@ -155,13 +155,13 @@ def test_paths_config_and_state_dict_keywords(tmp_path, hf_checkpoint):
     by_folder = models.GPT2LMHeadModel.from_pretrained(hf_checkpoint)
     by_file = models.GPT2LMHeadModel.from_pretrained(hf_checkpoint / "model.safetensors")
     by_state = models.GPT2LMHeadModel.from_pretrained(hf_checkpoint, state_dict=by_folder.state_dict())
-    config = models.GPT2Config.from_pretrained(hf_checkpoint, num_labels=1)
+    config = models.GPT2Config.from_pretrained(hf_checkpoint, num_labels=4)
     by_config = models.GPT2LMHeadModel.from_pretrained(hf_checkpoint, config=config)
     x = tokens(1, 4)
     with torch.no_grad():
         for other in (by_file, by_state, by_config):
             assert torch.equal(by_folder(x).logits, other(x).logits)
-    assert by_config.config.num_labels == 1
+    assert by_config.config.num_labels == 4
 
 
 def test_a_name_or_missing_path_is_a_clear_error(tmp_path):

@@ -92,3 +92,18 @@ def test_wrong_model_type_and_broken_file(tmp_path):
     (tmp_path / "config.json").write_text("<html>404</html>")
     with pytest.raises(ConfigError, match="not a JSON config"):
         GPT2Config.from_pretrained(tmp_path)
+
+
+def test_defaults_equal_hugging_face_gpt2_config():
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.GPT2Config().to_dict()
+    ours = GPT2Config().to_dict()
+    for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+                "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
+                "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
+                "summary_first_dropout", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+                "reorder_and_upcast_attn", "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings"):
+        assert ours[key] == theirs[key], key
+    assert GPT2Config().num_labels == transformers.GPT2Config().num_labels == 2
+    config = GPT2Config(**TINY)
+    assert models.GPT2DoubleHeadsModel(config).config.num_labels == 1 and config.num_labels == 2
