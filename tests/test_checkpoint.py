@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, TINY, hubconf, make_hf_checkpoint, models, repo_module
+from conftest import require, REPO, TINY, hubconf, make_hf_checkpoint, models, repo_module
 
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers")
 checkpoint = repo_module("models.checkpoint")
 CheckpointError = models.CheckpointError
 
@@ -37,7 +37,7 @@ def test_save_pretrained_loads_in_hugging_face_and_reloads_bit_exactly(tmp_path,
 
 
 def test_our_safetensors_matches_the_reference_library(tmp_path):
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+    safetensors_torch = require("safetensors.torch")
     tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int64),
                "c": torch.randn(4, dtype=torch.float64).to(torch.bfloat16), "empty": torch.empty(0, 3)}
     checkpoint.write_safetensors(tensors, tmp_path / "ours.safetensors")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, models
+from conftest import require, TINY, models
 
 GPT2Config = models.GPT2Config
 ConfigError = models.ConfigError
@@ -95,7 +95,7 @@ def test_wrong_model_type_and_broken_file(tmp_path):
 
 
 def test_defaults_equal_hugging_face_gpt2_config():
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     theirs = transformers.GPT2Config().to_dict()
     ours = GPT2Config().to_dict()
     for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",

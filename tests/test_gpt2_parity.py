@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from conftest import TINY, make_hf_checkpoint, models
+from conftest import require, TINY, make_hf_checkpoint, models
 
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers")
 ATOL = 1e-5
 HEADS = ["GPT2Model", "GPT2LMHeadModel", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
          "GPT2ForTokenClassification", "GPT2ForQuestionAnswering"]

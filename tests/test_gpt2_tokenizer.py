@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import pytest
 import torch
-from conftest import REPO, need_shared_data, repo_module
+from conftest import require, REPO, need_shared_data, repo_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +32,7 @@ def corpus():
 @pytest.fixture(scope="module", params=[False, True], ids=["pure-python", "tiktoken"])
 def tokenizer(request):
     if request.param:
-        pytest.importorskip("tiktoken")
+        require("tiktoken")
     tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=request.param)
     assert (tok._accelerator() is not None) == request.param
     return tok
@@ -69,7 +69,7 @@ def test_openai_vocabulary_files_and_hugging_face_names_load_the_same():
 
 
 def tiktoken_oracle():
-    tiktoken = pytest.importorskip("tiktoken")
+    tiktoken = require("tiktoken")
     tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", use_tiktoken=False)
     ranks = {bytes(tok.byte_decoder[c] for c in t): i for t, i in tok.encoder.items() if i < 50256}
     pattern = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -156,7 +156,7 @@ HF_TEXTS = ["Hello world", " leading space", "Who was Jim Henson ? Jim Henson wa
 
 @pytest.fixture(scope="module")
 def hugging_face():
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     return transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2"))
 
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from conftest import require, REPO
 
 PRELUDE = f"""
 import sys, torch
@@ -50,7 +50,7 @@ def checkpoint(hf_checkpoint):
 
 
 def test_hugging_face_imported_first_and_still_real_after(tmp_path, checkpoint):
-    pytest.importorskip("transformers")
+    require("transformers")
     run("""
         import tokenizers, transformers
         real_tokenizers = tokenizers.__file__
@@ -64,7 +64,7 @@ def test_hugging_face_imported_first_and_still_real_after(tmp_path, checkpoint):
 
 
 def test_hugging_face_imported_after_us_is_the_real_one(tmp_path, checkpoint):
-    pytest.importorskip("transformers")
+    require("transformers")
     out = run("""
         model = ours(sys.argv[1])
         no_bare_names()

@@ -11,12 +11,12 @@ from functools import lru_cache
 
 import pytest
 import torch
-from conftest import REPO, need_shared_data, repo_module
+from conftest import require, REPO, need_shared_data, repo_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ftfy = pytest.importorskip("ftfy")
-spacy = pytest.importorskip("spacy")
+ftfy = require("ftfy")
+spacy = require("spacy")
 openai_gpt = repo_module("tokenizers.openai_gpt")
 OpenAIGPTTokenizer = openai_gpt.OpenAIGPTTokenizer
 
