@@ -36,6 +36,11 @@ _gpt = _importlib.import_module(_PACKAGE + ".hubconfs.gpt_hubconf")
 _gpt2 = _importlib.import_module(_PACKAGE + ".hubconfs.gpt2_hubconf")
 
 openAIGPTTokenizer = _gpt.openAIGPTTokenizer
+openAIGPTConfig = _gpt.openAIGPTConfig
+openAIGPTModel = _gpt.openAIGPTModel
+openAIGPTLMHeadModel = _gpt.openAIGPTLMHeadModel
+openAIGPTDoubleHeadsModel = _gpt.openAIGPTDoubleHeadsModel
+openAIGPTForSequenceClassification = _gpt.openAIGPTForSequenceClassification
 
 gpt2Tokenizer = _gpt2.gpt2Tokenizer
 gpt2Config = _gpt2.gpt2Config

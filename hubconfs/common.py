@@ -19,6 +19,16 @@ LOADING_DOC = """
 """
 
 
+def example(entry: str, checkpoint: str, body: str) -> str:
+    """An entrypoint's example: load it from the hub, then ``body``."""
+    return f"""
+    Example::
+
+        import torch
+        model = torch.hub.load('<owner>/<repo>', '{entry}', '{checkpoint}', trust_repo=True)
+{body}"""
+
+
 def documented(example: str, default: str):
     """Append the shared argument list and the entrypoint's example to its docstring."""
 

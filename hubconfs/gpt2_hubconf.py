@@ -5,19 +5,9 @@ from __future__ import annotations
 from ..models import (GPT2Config, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                       GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from ..tokenizers import GPT2Tokenizer
-from .common import documented, load_model
+from .common import documented, example, load_model
 
 DEFAULT = "gpt2"
-_LOAD = "torch.hub.load('<owner>/<repo>', '{entry}', 'gpt2', trust_repo=True)"
-
-
-def _example(entry: str, body: str) -> str:
-    return f"""
-    Example::
-
-        import torch
-        model = {_LOAD.format(entry=entry)}
-{body}"""
 
 
 def gpt2Tokenizer(pretrained_model_name_or_path=DEFAULT, **kwargs):
@@ -57,7 +47,7 @@ def gpt2Config(pretrained_model_name_or_path=DEFAULT, **kwargs):
     return GPT2Config.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
-@documented(_example("gpt2Model", """\
+@documented(example("gpt2Model", DEFAULT, """\
         tokens = torch.tensor([[31373, 995]])  # "hello world"
         with torch.no_grad():
             hidden_states, past = model(tokens)  # [1, 2, 768] and the key/value cache
@@ -68,7 +58,7 @@ def gpt2Model(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwarg
     return load_model(GPT2Model, pretrained_model_name_or_path, pretrained, kwargs)
 
 
-@documented(_example("gpt2LMHeadModel", """\
+@documented(example("gpt2LMHeadModel", DEFAULT, """\
         tokens = torch.tensor([[31373, 995]])  # "hello world"
         with torch.no_grad():
             logits, past = model(tokens)  # logits: [1, 2, 50257]
@@ -79,7 +69,7 @@ def gpt2LMHeadModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, *
     return load_model(GPT2LMHeadModel, pretrained_model_name_or_path, pretrained, kwargs)
 
 
-@documented(_example("gpt2DoubleHeadsModel", """\
+@documented(example("gpt2DoubleHeadsModel", DEFAULT, """\
         choices = torch.tensor([[[31373, 995, 13], [31373, 1545, 13]]])  # [batch, choices, T]
         mc_token_ids = torch.tensor([[2, 2]])  # score each choice at its last token
         with torch.no_grad():
@@ -90,7 +80,7 @@ def gpt2DoubleHeadsModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=Tr
     return load_model(GPT2DoubleHeadsModel, pretrained_model_name_or_path, pretrained, kwargs)
 
 
-@documented(_example("gpt2ForSequenceClassification", """\
+@documented(example("gpt2ForSequenceClassification", DEFAULT, """\
         # pass num_labels=... and pad_token_id=50256 to classify padded batches
         with torch.no_grad():
             logits = model(torch.tensor([[31373, 995]])).logits  # [1, num_labels]
@@ -100,7 +90,7 @@ def gpt2ForSequenceClassification(pretrained_model_name_or_path=DEFAULT, *, pret
     return load_model(GPT2ForSequenceClassification, pretrained_model_name_or_path, pretrained, kwargs)
 
 
-@documented(_example("gpt2ForTokenClassification", """\
+@documented(example("gpt2ForTokenClassification", DEFAULT, """\
         with torch.no_grad():
             logits = model(torch.tensor([[31373, 995]])).logits  # [1, 2, num_labels]
 """), DEFAULT)
@@ -109,7 +99,7 @@ def gpt2ForTokenClassification(pretrained_model_name_or_path=DEFAULT, *, pretrai
     return load_model(GPT2ForTokenClassification, pretrained_model_name_or_path, pretrained, kwargs)
 
 
-@documented(_example("gpt2ForQuestionAnswering", """\
+@documented(example("gpt2ForQuestionAnswering", DEFAULT, """\
         with torch.no_grad():
             out = model(torch.tensor([[31373, 995]]))
         start, end = out.start_logits.argmax(-1), out.end_logits.argmax(-1)

@@ -1,13 +1,17 @@
-"""Model code: configs, the GPT-2 family, task heads, checkpoint I/O and outputs."""
+"""Model code: configs, the GPT and GPT-2 families, task heads, checkpoint I/O and outputs."""
 
 from .checkpoint import CheckpointError, UnsafeCheckpointError
-from .config import GPT2Config, PretrainedConfig, ConfigError
+from .config import ConfigError, GPT2Config, OpenAIGPTConfig, PretrainedConfig
 from .gpt2 import (GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                    GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel)
+from .openai_gpt import (OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel,
+                         OpenAIGPTModel, OpenAIGPTPreTrainedModel)
 from .pretrained import PreTrainedModel
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "ConfigError", "GPT2Config", "PretrainedConfig",
     "GPT2Model", "GPT2LMHeadModel", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
     "GPT2ForTokenClassification", "GPT2ForQuestionAnswering", "GPT2PreTrainedModel", "PreTrainedModel",
+    "OpenAIGPTConfig", "OpenAIGPTModel", "OpenAIGPTLMHeadModel", "OpenAIGPTDoubleHeadsModel",
+    "OpenAIGPTForSequenceClassification", "OpenAIGPTPreTrainedModel",
 ]

@@ -37,6 +37,20 @@ def activation(name: str):
     return {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}[name]
 
 
+class MLP(nn.Module):
+    """The feed-forward half of a block: widen, non-linearity, narrow, dropout."""
+
+    def __init__(self, n_embd: int, inner_dim: int, activation_name: str, pdrop: float):
+        super().__init__()
+        self.c_fc = Conv1D(n_embd, inner_dim)
+        self.c_proj = Conv1D(inner_dim, n_embd)
+        self.act = activation(activation_name)
+        self.dropout = nn.Dropout(pdrop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
 def past_length(past: tuple[LayerPast, ...] | None) -> int:
     return 0 if not past else past[0][0].size(-2)
 

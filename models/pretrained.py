@@ -16,12 +16,13 @@ from torch import Tensor, nn
 
 from ..download import resolve_file
 from .checkpoint import SAFETENSORS_NAME, WEIGHTS_NAMES, CheckpointError, load_weights, write_safetensors
+from .layers import Conv1D
 from .config import CONFIG_NAME, DOWNLOAD_OPTIONS, ConfigError, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
 # Buffers that old checkpoints carry and today's code derives (the causal mask, -1e4).
-_LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias")
+_LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias", "position_ids")
 _DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -53,11 +54,23 @@ class PreTrainedModel(nn.Module):
     # -- subclasses provide -------------------------------------------------------------------
 
     def _init_weights(self, module: nn.Module) -> None:
-        raise NotImplementedError
+        """Normal(0, initializer_range) weights, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, Conv1D)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
     def get_input_embeddings(self) -> nn.Embedding:
-        base = getattr(self, self.base_model_prefix, self)
-        return base.wte if hasattr(base, "wte") else base.tokens_embed
+        return getattr(self, self.base_model_prefix).get_input_embeddings()
+
+    def set_input_embeddings(self, embedding: nn.Embedding) -> None:
+        getattr(self, self.base_model_prefix).set_input_embeddings(embedding)
 
     def get_output_embeddings(self) -> nn.Module | None:
         return getattr(self, "lm_head", None)
@@ -84,8 +97,40 @@ class PreTrainedModel(nn.Module):
     def tie_weights(self) -> None:
         """Share the input embedding with the language-model head, where the config asks for it."""
         head = self.get_output_embeddings()
-        if head is not None and self.config.tie_word_embeddings:
-            head.weight = self.get_input_embeddings().weight
+        if head is None or not self.config.tie_word_embeddings:
+            return
+        embedding = self.get_input_embeddings()
+        if embedding.weight.is_meta and not head.weight.is_meta:
+            embedding.weight = head.weight  # the checkpoint stored the shared weight under the head's name
+        else:
+            head.weight = embedding.weight
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """Give the token embedding ``new_num_tokens`` rows (``len(tokenizer)`` after adding
+        tokens): existing rows are kept, new ones initialised, the tied head follows, and
+        ``config.vocab_size`` is updated."""
+        old = self.get_input_embeddings()
+        if new_num_tokens == old.num_embeddings:
+            return old
+        if new_num_tokens < 1:
+            raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
+        new = nn.Embedding(new_num_tokens, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+        self._init_weights(new)
+        kept = min(new_num_tokens, old.num_embeddings)
+        with torch.no_grad():
+            new.weight[:kept] = old.weight[:kept]
+        self.set_input_embeddings(new)
+        head = self.get_output_embeddings()
+        if head is not None and not self.config.tie_word_embeddings:
+            resized = nn.Linear(head.in_features, new_num_tokens, bias=False, device=head.weight.device, dtype=head.weight.dtype)
+            self._init_weights(resized)
+            with torch.no_grad():
+                resized.weight[:kept] = head.weight[:kept]
+            self.lm_head = resized
+        self.config.vocab_size = new_num_tokens  # the config object the base model shares
+        self.config.validate()
+        self.tie_weights()
+        return new
 
     @property
     def device(self) -> torch.device:

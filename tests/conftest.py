@@ -67,12 +67,18 @@ def tiny_config():
     return models.GPT2Config(**TINY)
 
 
+TINY_GPT = dict(vocab_size=99, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+
+
 def make_hf_checkpoint(path: Path, hf_class: str = "GPT2LMHeadModel", seed: int = 0, **overrides) -> Path:
     """Save a tiny random model with Hugging Face transformers (the reference writer)."""
     transformers = require("transformers")
     transformers.logging.set_verbosity_error()
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(**{**TINY, **overrides})
+    if hf_class.startswith("OpenAIGPT"):
+        config = transformers.OpenAIGPTConfig(**{**TINY_GPT, **overrides})
+    else:
+        config = transformers.GPT2Config(**{**TINY, **overrides})
     model = getattr(transformers, hf_class)(config).eval()
     model.save_pretrained(path)
     return path
@@ -89,3 +95,22 @@ def _deterministic():
     torch.manual_seed(0)
     yield
 
+
+
+def predicting_checkpoint(folder: Path, model_class, config, token_id: int, vocab_dir: Path) -> Path:
+    """A random model whose language-model head predicts ``token_id`` everywhere, saved with the
+    vocabulary files: the final LayerNorm outputs a constant aligned with that token's embedding
+    (whose row is made the longest), so the hub pages' asserts can run on a local checkpoint."""
+    import shutil
+
+    model = model_class.from_config(config)
+    embedding = model.get_input_embeddings().weight
+    final_norm = model.transformer.ln_f if hasattr(model.transformer, "ln_f") else model.transformer.h[-1].ln_2
+    with torch.no_grad():
+        embedding[token_id] *= 10
+        final_norm.weight.zero_()
+        final_norm.bias.copy_(embedding[token_id])
+    model.save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(vocab_dir / name, folder / name)
+    return folder

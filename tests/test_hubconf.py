@@ -15,7 +15,9 @@ def hub_repo(monkeypatch):
     return "owner/repo"
 
 
-ENTRYPOINTS = sorted(GPT2_ENTRYPOINTS + ["openAIGPTTokenizer"])
+GPT_ENTRYPOINTS = ["openAIGPTConfig", "openAIGPTDoubleHeadsModel", "openAIGPTForSequenceClassification",
+                   "openAIGPTLMHeadModel", "openAIGPTModel", "openAIGPTTokenizer"]
+ENTRYPOINTS = sorted(GPT2_ENTRYPOINTS + GPT_ENTRYPOINTS)
 
 
 def test_list_shows_the_entrypoints_only(hub_repo):
