@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
 import importlib
+import json
 import importlib.util
 import os
 import sys
@@ -57,6 +60,31 @@ def require(module: str):
     if os.environ.get("CI") == "true":
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+@functools.lru_cache
+def corpus_and_expected(model: str):
+    """The corpus ({file: (text, lines)}, lines as splitlines(keepends=True)) and the expected
+    ids of ``expected/{model}.jsonl.gz`` (one record per line and per whole file), read once."""
+    data = need_shared_data()
+    files = {}
+    for path in sorted((data / "corpus").glob("*.txt")):
+        text = path.read_bytes().decode("utf-8")
+        files[path.name] = (text, text.splitlines(keepends=True))
+    with gzip.open(data / "expected" / f"{model}.jsonl.gz", "rt", encoding="utf-8") as f:
+        return files, [json.loads(line) for line in f]
+
+
+def mismatches_with_expected(encode, model: str) -> list:
+    """(file, line) of every record whose ids ``encode`` does not reproduce; line None is the whole file."""
+    files, records = corpus_and_expected(model)
+    assert len(records) > 79_000
+    bad = []
+    for record in records:
+        text, lines = files[record["file"]]
+        if encode(text if record["line"] is None else lines[record["line"]]) != record["ids"]:
+            bad.append((record["file"], record["line"]))
+    return bad
 
 
 TINY = dict(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)

@@ -1,13 +1,11 @@
 """GPT-2's tokenizer against OpenAI's own encoder (the expected ids in shared/data), tiktoken and
 Hugging Face's tokenizer."""
 
-import gzip
-import json
 from functools import lru_cache
 
 import pytest
 import torch
-from conftest import require, REPO, need_shared_data, repo_module
+from conftest import REPO, corpus_and_expected, mismatches_with_expected, need_shared_data, repo_module, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,17 +14,8 @@ bpe = repo_module("tokenizers.bpe")
 GPT2Tokenizer = tokenizers.GPT2Tokenizer
 
 
-@lru_cache
 def corpus():
-    """{file: (text, lines)} and the expected records, read once."""
-    data = need_shared_data()
-    files = {}
-    for path in sorted((data / "corpus").glob("*.txt")):
-        text = path.read_bytes().decode("utf-8")
-        files[path.name] = (text, text.splitlines(keepends=True))
-    with gzip.open(data / "expected" / "gpt2.jsonl.gz", "rt", encoding="utf-8") as f:
-        records = [json.loads(line) for line in f]
-    return files, records
+    return corpus_and_expected("gpt2")
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["pure-python", "tiktoken"])
@@ -44,14 +33,8 @@ def python_tokenizer():
 
 
 def test_ids_equal_openai_encoder_on_every_line_and_file(tokenizer):
-    files, records = corpus()
-    mismatches = []
-    for record in records:
-        text, lines = files[record["file"]]
-        source = text if record["line"] is None else lines[record["line"]]
-        if tokenizer.encode(source) != record["ids"]:
-            mismatches.append((record["file"], record["line"]))
-    assert len(records) > 79_000 and not mismatches, mismatches[:10]
+    mismatches = mismatches_with_expected(tokenizer.encode, "gpt2")
+    assert not mismatches, mismatches[:10]
 
 
 def test_decode_inverts_encode_on_the_corpus(tokenizer):
