@@ -225,9 +225,11 @@ class PreTrainedTokenizer:
         return segments
 
     def _encode_text(self, text: str, parse_special_tokens: bool | None = None) -> list[int]:
-        text = self._prepare_text(check_text(text))
+        if text.__class__ is not str or not text.isascii():  # the common case costs two checks
+            check_text(text)
+        text = self._prepare_text(text)
         parse = self.parse_special_tokens if parse_special_tokens is None else parse_special_tokens
-        pattern, matchable = self._matcher(parse)
+        pattern, matchable = self._matchers.get(parse) or self._matcher(parse)
         if pattern is None:
             return self._encode_ordinary(text)
         ids: list[int] = []
@@ -244,7 +246,7 @@ class PreTrainedTokenizer:
 
     def build_inputs_with_special_tokens(self, ids: list[int], pair: list[int] | None = None) -> list[int]:
         """GPT and GPT-2 add no special tokens around their inputs."""
-        return ids + (pair or [])
+        return ids if pair is None else ids + pair
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
                max_length: int | None = None, stride: int = 0, truncation_strategy: str = "longest_first",
