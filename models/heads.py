@@ -39,9 +39,6 @@ class _Head(PreTrainedModel):
         super().__init__(config)
         self.transformer = self.base_model_class(config)
 
-    def _wrap(self, out, return_dict: bool | None):
-        return out.to_tuple() if return_dict is False else out
-
 
 class LMHeadModel(_Head):
     def __init__(self, config):
@@ -63,7 +60,7 @@ class LMHeadModel(_Head):
             hidden_states=body.hidden_states,
             attentions=body.attentions,
         )
-        return self._wrap(out, return_dict)
+        return out.to_tuple() if return_dict is False else out
 
 
 class DoubleHeadsModel(_Head):
@@ -103,7 +100,7 @@ class DoubleHeadsModel(_Head):
             hidden_states=body.hidden_states,
             attentions=body.attentions,
         )
-        return self._wrap(out, return_dict)
+        return out.to_tuple() if return_dict is False else out
 
 
 class ForSequenceClassification(_Head):
@@ -135,7 +132,7 @@ class ForSequenceClassification(_Head):
             hidden_states=body.hidden_states,
             attentions=body.attentions,
         )
-        return self._wrap(out, return_dict)
+        return out.to_tuple() if return_dict is False else out
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         problem = self.config.problem_type
@@ -172,7 +169,7 @@ class ForTokenClassification(_Head):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(logits.device))
         out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=body.hidden_states,
                                     attentions=body.attentions)
-        return self._wrap(out, return_dict)
+        return out.to_tuple() if return_dict is False else out
 
 
 class ForQuestionAnswering(_Head):
@@ -196,4 +193,4 @@ class ForQuestionAnswering(_Head):
         out = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
                                            end_logits=end_logits.contiguous(), hidden_states=body.hidden_states,
                                            attentions=body.attentions)
-        return self._wrap(out, return_dict)
+        return out.to_tuple() if return_dict is False else out

@@ -7,14 +7,12 @@ generating a token costs one position, not the whole prefix again.
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from .config import OpenAIGPTConfig
 from .decoder import DecoderModel
 from .heads import DoubleHeadsModel, ForSequenceClassification, LMHeadModel
-from .layers import MLP, CausalSelfAttention
+from .layers import MLP, CausalSelfAttention, attention_scale
 from .pretrained import PreTrainedModel
 
 
@@ -23,7 +21,7 @@ class OpenAIGPTBlock(nn.Module):
 
     def __init__(self, config: OpenAIGPTConfig):
         super().__init__()
-        scale = 1.0 / math.sqrt(config.n_embd // config.n_head)
+        scale = attention_scale(config.n_embd // config.n_head)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.attn_pdrop, config.resid_pdrop, scale)
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config.n_embd, config.inner_dim, config.activation_function, config.resid_pdrop)

@@ -62,7 +62,6 @@ class PreTrainedTokenizer:
     ``save_vocabulary``.
     """
 
-    vocab_files_names: dict[str, str] = {}
     model_input_names = ("input_ids", "attention_mask")
     model_max_length = 1024
     encoder: dict[str, int]

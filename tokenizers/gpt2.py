@@ -44,7 +44,6 @@ class GPT2Tokenizer(PreTrainedTokenizer):
     the same ids as in the middle of a sentence).
     """
 
-    vocab_files_names = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
     vocab_file_candidates = {"vocab_file": ("vocab.json", "encoder.json"), "merges_file": ("merges.txt", "vocab.bpe")}
     model_max_length = 1024
 

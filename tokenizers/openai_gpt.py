@@ -60,7 +60,6 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
     ``use_spacy=False`` skips ftfy and spaCy even where installed (the basic fallback).
     """
 
-    vocab_files_names = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
     vocab_file_candidates = {"vocab_file": ("vocab.json", "encoder_bpe_40000.json"),
                              "merges_file": ("merges.txt", "vocab_40000.bpe")}
     model_max_length = 512
