@@ -1,10 +1,13 @@
-"""The one layer through which models and tokenizers find their files.
-
-Today it serves local directories and files; checkpoint names and URLs are resolved by the
-download-and-cache layer of its own issue.
-"""
+"""The one layer through which models and tokenizers find their files: local paths, checkpoint
+names and hub repositories (``HF_ENDPOINT``), http(s) URLs and ``s3://``, downloaded once into a
+cache that never holds a half-written or unverified file."""
 
 from .atomic import atomic_write, atomic_writer
+from .cache import CacheCorruptedError, default_cache_dir
+from .http import DownloadError, EntryNotFoundError, OfflineError
+from .names import HUB_REPOS, InvalidNameError, hub_url
 from .resolve import CheckpointNotFoundError, resolve_file
 
-__all__ = ["atomic_write", "atomic_writer", "CheckpointNotFoundError", "resolve_file"]
+__all__ = ["atomic_write", "atomic_writer", "CacheCorruptedError", "CheckpointNotFoundError", "DownloadError",
+           "EntryNotFoundError", "HUB_REPOS", "InvalidNameError", "OfflineError", "default_cache_dir", "hub_url",
+           "resolve_file"]

@@ -1,9 +1,13 @@
-"""Turn what a user passed (a directory, a file, later a checkpoint name or URL) into a local file."""
+"""Turn what a user passed (a directory, a file, a checkpoint name, a URL) into a local file."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from urllib.parse import urlparse
+
+from .http import EntryNotFoundError, OfflineError, fetch
+from .names import HUB_REPOS, PINNED_SHA256, endpoint, hub_url, repo_id
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -23,25 +27,56 @@ def resolve_file(
 ) -> str:
     """Return the local path of the first of ``filenames`` that ``name_or_path`` provides.
 
-    ``name_or_path`` is a directory holding the file, or a file, which stands for its folder
-    (``config.json`` is found beside a weights file).
+    ``name_or_path`` is a local directory, or a file there (which stands for its folder:
+    ``config.json`` is found beside a weights file); a checkpoint name (``gpt2``) or hub repository
+    id (``org/name``), fetched from ``{HF_ENDPOINT}/{repo}/resolve/{revision}/{file}``; an http(s)
+    or ``s3://`` URL of a folder (ending in ``/``) or of one of its files. Downloads go through
+    the cache (see ``download.http``).
     """
-    del cache_dir, revision, force_download, local_files_only, token, progress  # for named checkpoints
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"expected a checkpoint name or a path, got {type(name_or_path).__name__}")
     path = os.fspath(name_or_path)
-    if os.path.isfile(path):
-        folder = os.path.dirname(os.path.abspath(path))
-    elif os.path.isdir(path):
-        folder = path
-    else:
+    if os.path.isfile(path) or os.path.isdir(path):
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        for name in filenames:
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise CheckpointNotFoundError(f"{path} provides no {' or '.join(filenames)}")
+
+    options = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only,
+                   progress=progress)
+    if path.startswith(("http://", "https://", "s3://")):
+        base, _, last = path.rpartition("/")
+        candidates = [path] if last in filenames else [f"{base}/{name}" for name in filenames]
+        return _first_available(path, candidates, lambda url: _fetch(url, token=token, **options))
+    repo = repo_id(path)
+    if repo is None:
         raise CheckpointNotFoundError(
-            f"{path!r} is not a local file or directory, and downloading checkpoints by name or URL "
-            "is not available in this version; pass a directory holding config.json and "
-            "model.safetensors (or pytorch_model.bin)"
+            f"{path!r} is not a local file or directory, a checkpoint name ({', '.join(HUB_REPOS)}), "
+            "a hub repository id (org/name) or a URL"
         )
-    for name in filenames:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return candidate
-    raise CheckpointNotFoundError(f"{path} provides no {' or '.join(filenames)}")
+    host = urlparse(endpoint()).hostname
+    return _first_available(path, [hub_url(repo, name, revision) for name in filenames],
+                            lambda url: _fetch(url, token=token, token_host=host,
+                                               sha256=PINNED_SHA256.get((repo, url.rsplit("/", 1)[1])), **options))
+
+
+def _fetch(url: str, **options) -> str:
+    if url.startswith("s3://"):
+        from .s3 import fetch_s3
+
+        options.pop("token", None)  # S3 uses the AWS credential chain
+        return str(fetch_s3(url, **options))
+    return str(fetch(url, **options))
+
+
+def _first_available(what: str, urls: list[str], get) -> str:
+    """The first of ``urls`` that exists (a 404 or a miss in the offline cache tries the next)."""
+    missing = []
+    for url in urls:
+        try:
+            return get(url)
+        except (EntryNotFoundError, OfflineError) as err:
+            missing.append(str(err))
+    raise CheckpointNotFoundError(f"{what}: " + "; ".join(missing))

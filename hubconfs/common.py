@@ -39,13 +39,20 @@ def documented(example: str, default: str):
     return decorate
 
 
+def load_config(config_class, name_or_path: str | os.PathLike, kwargs: dict[str, Any]):
+    """A preset name gives its architecture without the network; anything else is read."""
+    if str(name_or_path) in config_class.presets() and not os.path.exists(name_or_path):
+        return config_class.from_preset(str(name_or_path), **kwargs)
+    return config_class.from_pretrained(name_or_path, **kwargs)
+
+
 def load_model(model_class, name_or_path: str | os.PathLike, pretrained: bool, kwargs: dict[str, Any]):
     if pretrained:
         return model_class.from_pretrained(name_or_path, **kwargs)
     config = kwargs.pop("config", None)
     torch_dtype = kwargs.pop("torch_dtype", kwargs.pop("dtype", None))
     if config is None or not isinstance(config, model_class.config_class):
-        config = model_class.config_class.from_pretrained(config or name_or_path, **kwargs)
+        config = load_config(model_class.config_class, config or name_or_path, kwargs)
     elif kwargs:
         config = config.replace(**kwargs)
     return model_class.from_config(config, torch_dtype=torch_dtype)

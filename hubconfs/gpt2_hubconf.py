@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import (GPT2Config, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                       GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from ..tokenizers import GPT2Tokenizer
-from .common import documented, example, load_model
+from .common import documented, example, load_config, load_model
 
 DEFAULT = "gpt2"
 
@@ -44,7 +44,7 @@ def gpt2Config(pretrained_model_name_or_path=DEFAULT, **kwargs):
         model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', config=config, pretrained=False,
                                trust_repo=True)  # random weights, nothing downloaded
     """
-    return GPT2Config.from_pretrained(pretrained_model_name_or_path, **kwargs)
+    return load_config(GPT2Config, pretrained_model_name_or_path, kwargs)
 
 
 @documented(example("gpt2Model", DEFAULT, """\

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import (OpenAIGPTConfig, OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification,
                       OpenAIGPTLMHeadModel, OpenAIGPTModel)
 from ..tokenizers import OpenAIGPTTokenizer
-from .common import documented, example, load_model
+from .common import documented, example, load_config, load_model
 
 DEFAULT = "openai-gpt"
 
@@ -46,7 +46,7 @@ def openAIGPTConfig(pretrained_model_name_or_path=DEFAULT, **kwargs):
         config = torch.hub.load('<owner>/<repo>', 'openAIGPTConfig', 'openai-gpt', trust_repo=True)
         assert (config.n_layer, config.n_positions, config.vocab_size) == (12, 512, 40478)
     """
-    return OpenAIGPTConfig.from_pretrained(pretrained_model_name_or_path, **kwargs)
+    return load_config(OpenAIGPTConfig, pretrained_model_name_or_path, kwargs)
 
 
 @documented(example("openAIGPTModel", DEFAULT, """\

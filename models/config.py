@@ -161,21 +161,26 @@ class PretrainedConfig:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> PretrainedConfig:
-        """A preset name (``gpt2``), a directory holding ``config.json``, or the file itself.
+        """A checkpoint's ``config.json``: a directory holding it, the file itself, or a checkpoint
+        name or repository id (downloaded). ``from_preset`` gives a named architecture offline.
 
         Download options (``cache_dir``, ``revision``, ...) are passed to the download layer; every
         other keyword overrides a config field.
         """
         download_options = {k: kwargs.pop(k) for k in DOWNLOAD_OPTIONS if k in kwargs}
-        preset = cls.presets().get(str(name_or_path))
-        if preset is not None and not os.path.exists(name_or_path):
-            return cls.from_dict(preset, **kwargs)
         path = resolve_file(name_or_path, [CONFIG_NAME], **download_options)
         return cls.from_json_file(path, **kwargs)
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
         return {}
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> PretrainedConfig:
+        """The architecture of a published checkpoint (``gpt2-medium``), without the network."""
+        if name not in cls.presets():
+            raise ConfigError(f"{name!r} is not one of {cls.__name__}'s presets: {', '.join(cls.presets())}")
+        return cls.from_dict(cls.presets()[name], **overrides)
 
     def replace(self, **overrides: Any) -> PretrainedConfig:
         return type(self).from_dict(self.to_dict(), **overrides)

@@ -119,8 +119,14 @@ def hf_checkpoint(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _hermetic(monkeypatch, tmp_path_factory):
+    """Every test: seeded, its own download cache, and the hub pointed at a closed local port
+    (tests that need a hub start their own), so nothing reaches the network by accident."""
     torch.manual_seed(0)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "GPT_HUB_DISABLE_LOCK"):
+        monkeypatch.delenv(name, raising=False)
     yield
 
 

@@ -164,10 +164,13 @@ def test_paths_config_and_state_dict_keywords(tmp_path, hf_checkpoint):
     assert by_config.config.num_labels == 4
 
 
-def test_a_name_or_missing_path_is_a_clear_error(tmp_path):
+def test_a_name_or_missing_path_is_a_clear_error(tmp_path, monkeypatch):
     download = repo_module("download")
-    with pytest.raises(download.CheckpointNotFoundError, match="'gpt2-xl' is not a local file or directory"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(download.CheckpointNotFoundError, match=r"gpt2-xl/resolve/main/config\.json is not in the cache"):
         models.GPT2LMHeadModel.from_pretrained("gpt2-xl")
+    with pytest.raises(download.CheckpointNotFoundError, match="not a local file or directory, a checkpoint name"):
+        models.GPT2LMHeadModel.from_pretrained("no such thing!")
     with pytest.raises(download.CheckpointNotFoundError, match="provides no model.safetensors or pytorch_model.bin"):
         models.GPT2LMHeadModel.from_pretrained(tmp_path, config=models.GPT2Config(**TINY))
 

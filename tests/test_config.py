@@ -24,7 +24,7 @@ def test_defaults_are_gpt2_small():
     ("gpt2-xl", (1600, 48, 25)), ("distilgpt2", (768, 6, 12)),
 ])
 def test_presets(name, shape):
-    config = GPT2Config.from_pretrained(name)
+    config = GPT2Config.from_preset(name)
     assert (config.n_embd, config.n_layer, config.n_head) == shape
 
 

@@ -1,0 +1,54 @@
+"""Checkpoint names and where their files live on the Hugging Face hub."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import quote
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+# The 2019 names and today's hub repositories.
+HUB_REPOS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+    "openai-gpt": "openai-community/openai-gpt",
+}
+
+# sha256 of OpenAI's vocabulary files (shared/data/README.md), which every GPT-2 size shares.
+_GPT2_VOCAB = {"vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+               "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+_GPT_VOCAB = {"vocab.json": "fdf49b19e7de236852091da09b84a7a3cd5e7b0e79916376cf45f6b8127b8078",
+              "merges.txt": "0ea9b51ae695073cd871e0358f7016311d671a7ff3963e367d5236522f294725"}
+PINNED_SHA256 = {**{(repo, name): sha for repo in list(HUB_REPOS.values())[:5] for name, sha in _GPT2_VOCAB.items()},
+                 **{(HUB_REPOS["openai-gpt"], name): sha for name, sha in _GPT_VOCAB.items()}}
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+class InvalidNameError(ValueError):
+    """A checkpoint name, repository id or revision that could not be a real one."""
+
+
+def endpoint() -> str:
+    """``HF_ENDPOINT``, read at call time (tests point it at a local server), else the hub."""
+    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def repo_id(name: str) -> str | None:
+    """The hub repository a name stands for, or None if it is not a name."""
+    if name in HUB_REPOS:
+        return HUB_REPOS[name]
+    if "\x00" in name or ".." in name or name.startswith(("/", "\\")):
+        raise InvalidNameError(f"{name!r} is not a checkpoint name, a repository id or an existing path")
+    return name if _REPO_ID.match(name) else None
+
+
+def hub_url(repo: str, filename: str, revision: str | None = None) -> str:
+    revision = revision or "main"
+    if not revision or revision in (".", "..") or any(ord(c) < 32 for c in revision):
+        raise InvalidNameError(f"revision {revision!r} is not a branch, tag or commit")
+    return f"{endpoint()}/{repo}/resolve/{quote(revision, safe='')}/{quote(filename)}"
