@@ -37,9 +37,13 @@ READ_TIMEOUT = 30.0
 ATTEMPTS = 5
 MAX_REDIRECTS = 10
 RETRY_AFTER_CAP = 30.0
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # for hashing
+STREAM_CHUNK = 1 << 16  # for receiving: a connection that breaks loses at most this much
 PROGRESS_FROM = 10 * 1024 * 1024  # bytes; smaller files download without a bar
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# A connection that failed, stalled, or ended before the body did: worth another attempt.
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+_pause = time.sleep  # the wait between attempts (tests record it instead)
 _SHA256 = re.compile(r'^(?:W/)?"?([0-9a-f]{64})"?$')
 
 
@@ -64,7 +68,7 @@ def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files
           progress: bool | None = None, timeout: tuple[float, float] | None = None) -> Path:
     """The local path of ``url``'s file, downloading it into the cache when needed."""
     cache = DownloadCache(cache_dir)
-    cached = cache.lookup(url)
+    cached = None if force_download else cache.lookup(url)
     if local_files_only or offline():
         if cached is None:
             why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
@@ -76,7 +80,7 @@ def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files
         remote, validator = _metadata(session, url, timeout)
     except EntryNotFoundError:
         raise
-    except (requests.ConnectionError, requests.Timeout, DownloadError) as err:
+    except (*_TRANSIENT, DownloadError) as err:
         if cached is not None and not force_download:
             logger.warning("could not reach %s (%s); using the cached copy", url, _reason(err))
             return cached[0]
@@ -135,7 +139,7 @@ def _request(session: requests.Session, method: str, url: str, timeout, **kwargs
             response = session.request(method, url, timeout=timeout, allow_redirects=True, **kwargs)
         except requests.TooManyRedirects:
             raise DownloadError(f"{url} redirects more than {MAX_REDIRECTS} times") from None
-        except (requests.ConnectionError, requests.Timeout):
+        except _TRANSIENT:
             if attempt == ATTEMPTS:
                 raise
             _sleep(attempt, None)
@@ -161,7 +165,7 @@ def _sleep(attempt: int, retry_after: str | None) -> None:
             parsed = email.utils.parsedate_to_datetime(retry_after)
             delay = parsed.timestamp() - time.time() if parsed else delay
         delay = max(0.0, min(delay, RETRY_AFTER_CAP))
-    time.sleep(delay)
+    _pause(delay)
 
 
 def _download(session, cache: DownloadCache, url: str, remote: Entry, validator: str | None, pinned: str | None,
@@ -181,7 +185,7 @@ def _download(session, cache: DownloadCache, url: str, remote: Entry, validator:
                     if start == 0:  # a whole body: the file may have changed since we asked
                         remote, validator = _describe(response, url)
                     _write_body(response, temporary, start, remote.size, bar)
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except _TRANSIENT as err:
                 if attempt == ATTEMPTS:
                     raise DownloadError(f"{url} kept failing after {ATTEMPTS} attempts: {_reason(err)}") from None
                 _sleep(attempt, None)
@@ -210,7 +214,7 @@ def _write_body(response: requests.Response, path: Path, start: int, size: int, 
         if bar is not None:
             bar.reset(total=size)
             bar.update(start)
-        for chunk in response.iter_content(CHUNK):
+        for chunk in response.iter_content(STREAM_CHUNK):
             f.write(chunk)
             if bar is not None:
                 bar.update(len(chunk))

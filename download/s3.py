@@ -20,7 +20,7 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
     if not bucket or not key:
         raise ValueError(f"{url!r} is not an s3://bucket/key URL")
     cache = DownloadCache(cache_dir)
-    cached = cache.lookup(url)
+    cached = None if force_download else cache.lookup(url)
     if local_files_only or offline():
         if cached is None:
             raise OfflineError(f"{url} is not in the cache ({cache.folder}) and downloads are off")
