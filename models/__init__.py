@@ -2,9 +2,10 @@
 
 from .checkpoint import CheckpointError, UnsafeCheckpointError
 from .config import ConfigError, GPT2Config, OpenAIGPTConfig, PretrainedConfig
-from .gpt2 import (GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
+from .gpt2 import (GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP, GPT2_PRETRAINED_MODEL_ARCHIVE_MAP, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                    GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel)
-from .openai_gpt import (OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel,
+from .openai_gpt import (OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP, OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP,
+                         OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel,
                          OpenAIGPTModel, OpenAIGPTPreTrainedModel)
 from .pretrained import PreTrainedModel
 
@@ -13,5 +14,6 @@ __all__ = [
     "GPT2Model", "GPT2LMHeadModel", "GPT2DoubleHeadsModel", "GPT2ForSequenceClassification",
     "GPT2ForTokenClassification", "GPT2ForQuestionAnswering", "GPT2PreTrainedModel", "PreTrainedModel",
     "OpenAIGPTConfig", "OpenAIGPTModel", "OpenAIGPTLMHeadModel", "OpenAIGPTDoubleHeadsModel",
-    "OpenAIGPTForSequenceClassification", "OpenAIGPTPreTrainedModel",
+    "OpenAIGPTForSequenceClassification", "OpenAIGPTPreTrainedModel", "GPT2_PRETRAINED_MODEL_ARCHIVE_MAP",
+    "GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP", "OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP", "OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP",
 ]

@@ -10,12 +10,20 @@ import math
 
 from torch import Tensor, nn
 
+from ..download.names import HUB_REPOS, hub_url
 from .config import GPT2Config
 from .decoder import DecoderModel
 from .heads import (DoubleHeadsModel, ForQuestionAnswering, ForSequenceClassification,
                     ForTokenClassification, LMHeadModel)
 from .layers import MLP, CausalSelfAttention, attention_scale
 from .pretrained import PreTrainedModel
+
+
+# Where each published checkpoint's files are (the 2019 names, today's hub repositories), at the
+# endpoint in force at import; downloads read HF_ENDPOINT when they happen.
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+GPT2_PRETRAINED_MODEL_ARCHIVE_MAP = {name: hub_url(HUB_REPOS[name], "model.safetensors") for name in GPT2_NAMES}
+GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP = {name: hub_url(HUB_REPOS[name], "config.json") for name in GPT2_NAMES}
 
 
 class GPT2Block(nn.Module):

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..download.names import HUB_REPOS, hub_url
 from .config import OpenAIGPTConfig
 from .decoder import DecoderModel
 from .heads import DoubleHeadsModel, ForSequenceClassification, LMHeadModel
 from .layers import MLP, CausalSelfAttention, attention_scale
 from .pretrained import PreTrainedModel
+
+
+OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP = {"openai-gpt": hub_url(HUB_REPOS["openai-gpt"], "model.safetensors")}
+OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP = {"openai-gpt": hub_url(HUB_REPOS["openai-gpt"], "config.json")}
 
 
 class OpenAIGPTBlock(nn.Module):

@@ -297,3 +297,15 @@ def test_urls_and_pinned_vocabulary_hashes(hub):
     with pytest.raises(download.DownloadError, match="sha256"):
         get("merges.txt")  # a GPT-2 repository's merges must be OpenAI's
     assert get("merges.txt", repo=folder_url).startswith(b"#version")  # a plain URL pins nothing
+
+
+def test_archive_maps_point_where_names_resolve(hub):
+    maps = repo_module("models")
+    assert set(maps.GPT2_PRETRAINED_MODEL_ARCHIVE_MAP) == {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}
+    assert maps.GPT2_PRETRAINED_MODEL_ARCHIVE_MAP["gpt2"].endswith("/openai-community/gpt2/resolve/main/model.safetensors")
+    assert maps.GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP["distilgpt2"].endswith("/distilbert/distilgpt2/resolve/main/config.json")
+    assert maps.OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP["openai-gpt"].endswith("/openai-community/openai-gpt/resolve/main/model.safetensors")
+    hub.add("distilbert/distilgpt2", "config.json", b"{}")
+    path = download.resolve_file("distilgpt2", ["config.json"])
+    assert path == str(download.default_cache_dir() / hashlib.sha256(
+        download.hub_url("distilbert/distilgpt2", "config.json").encode()).hexdigest())
