@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -184,6 +185,12 @@ def test_offline_never_opens_a_socket(hub, monkeypatch):
     hub.add(REPO_ID, "data.bin", blob())
     get()
     requests_before = len(hub.log)
+
+    def no_sockets(*args, **kwargs):
+        raise AssertionError("offline mode opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_sockets)
+    monkeypatch.setattr(socket, "create_connection", no_sockets)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert get() == blob()
     with pytest.raises(download.CheckpointNotFoundError, match="other.bin is not in the cache .* HF_HUB_OFFLINE"):
@@ -224,6 +231,7 @@ def test_disk_full_keeps_the_older_version(hub, monkeypatch):
 
 @pytest.mark.parametrize("name, kwargs", [
     ("../../etc/passwd", {}), ("org/../../x", {}), ("a\x00b", {}), (REPO_ID, {"revision": ".."}),
+    ("/absolute/path/that/is/not/here", {}), ("org/name\x00", {}),
 ])
 def test_crafted_names_are_refused(hub, name, kwargs):
     with pytest.raises((download.InvalidNameError, download.CheckpointNotFoundError)):
