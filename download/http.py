@@ -70,10 +70,7 @@ def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files
     cache = DownloadCache(cache_dir)
     cached = None if force_download else cache.lookup(url)
     if local_files_only or offline():
-        if cached is None:
-            why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
-            raise OfflineError(f"{url} is not in the cache ({cache.folder}) and {why}, so it was not downloaded")
-        return cached[0]
+        return from_cache_only(cache, url, cached, local_files_only)
     session = _session(url, token, token_host)
     timeout = timeout or (CONNECT_TIMEOUT, READ_TIMEOUT)
     try:
@@ -92,6 +89,14 @@ def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files
         if cached is not None and _same(cached[1], remote):
             return cached[0]  # another process finished it while we waited
         return _download(session, cache, url, remote, validator, sha256, progress, timeout)
+
+
+def from_cache_only(cache: DownloadCache, url: str, cached, local_files_only: bool) -> Path:
+    """Offline: the cached file, or an error naming what is missing (no socket is opened)."""
+    if cached is None:
+        why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
+        raise OfflineError(f"{url} is not in the cache ({cache.folder}) and {why}, so it was not downloaded")
+    return cached[0]
 
 
 def _same(entry: Entry, remote: Entry) -> bool:

@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 from .cache import DownloadCache, Entry
-from .http import CHUNK, DownloadError, EntryNotFoundError, OfflineError, offline
+from .http import CHUNK, DownloadError, EntryNotFoundError, from_cache_only, offline
 
 
 def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_files_only: bool = False,
@@ -22,9 +22,7 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
     cache = DownloadCache(cache_dir)
     cached = None if force_download else cache.lookup(url)
     if local_files_only or offline():
-        if cached is None:
-            raise OfflineError(f"{url} is not in the cache ({cache.folder}) and downloads are off")
-        return cached[0]
+        return from_cache_only(cache, url, cached, local_files_only)
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
