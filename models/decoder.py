@@ -94,9 +94,14 @@ class DecoderModel(PreTrainedModel):
         if output_hidden_states:
             hidden_states.append(x)
 
+        if hasattr(past, "length"):  # a preallocated cache: every layer wrote its positions
+            past.length += length
+            cache = past
+        else:
+            cache = tuple(presents)
         out = BaseModelOutputWithPast(
             last_hidden_state=x,
-            past_key_values=tuple(presents) if use_cache else None,
+            past_key_values=cache if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )

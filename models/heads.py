@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .generation import generate
 from .layers import SequenceSummary
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
@@ -40,7 +41,13 @@ class _Head(PreTrainedModel):
         self.transformer = self.base_model_class(config)
 
 
-class LMHeadModel(_Head):
+class _Generates:
+    def generate(self, input_ids, **kwargs):
+        """Greedy or sampled continuation of ``input_ids``; see ``models.generation.generate``."""
+        return generate(self, input_ids, **kwargs)
+
+
+class LMHeadModel(_Generates, _Head):
     def __init__(self, config):
         super().__init__(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -63,7 +70,7 @@ class LMHeadModel(_Head):
         return out.to_tuple() if return_dict is False else out
 
 
-class DoubleHeadsModel(_Head):
+class DoubleHeadsModel(_Generates, _Head):
     def __init__(self, config):
         # One score per choice, as in Hugging Face (which sets this on the config it is given;
         # here the caller's config is left alone).

@@ -51,15 +51,17 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
-def past_length(past: tuple[LayerPast, ...] | None) -> int:
+def past_length(past) -> int:
+    if hasattr(past, "length"):  # a preallocated cache
+        return past.length
     return 0 if not past else past[0][0].size(-2)
 
 
 def normalize_past(past, n_layer: int) -> tuple[LayerPast, ...] | None:
     """Accept the cache as returned (per layer a ``(key, value)`` pair) or in the 2019 layout
     (per layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``)."""
-    if past is None:
-        return None
+    if past is None or hasattr(past, "length"):
+        return past
     past = tuple(past)
     if len(past) != n_layer:
         raise ValueError(f"past_key_values has {len(past)} layers, the model has {n_layer}")
@@ -121,10 +123,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # [B, T, 3, H, D]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, D]
-        if layer_past is not None:
-            k = torch.cat((layer_past[0], k), dim=-2)  # [B, H, S, D]
-            v = torch.cat((layer_past[1], v), dim=-2)
-        present = (k, v) if use_cache else None
+        if hasattr(layer_past, "append"):  # a preallocated cache (models/kv_cache.py)
+            k, v = layer_past.append(k, v)  # each [B, H, S, D]
+            present = layer_past
+        else:
+            if layer_past is not None:
+                k = torch.cat((layer_past[0], k), dim=-2)  # [B, H, S, D]
+                v = torch.cat((layer_past[1], v), dim=-2)
+            present = (k, v) if use_cache else None
         dtype = q.dtype
         if self.upcast:
             q, k, v = q.float(), k.float(), v.float()

@@ -1,0 +1,57 @@
+"""A key/value cache allocated once for a whole generation (no concatenation per token).
+
+Pass it as ``past`` to a model's forward: each attention layer writes its new keys and values
+into the next free positions and attends over the filled part; the decoder then advances
+``length``. It comes back as ``past_key_values``, ready for the next call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LayerCache:
+    """One layer's slice of the cache: ``append`` writes new positions and returns all filled."""
+
+    def __init__(self, cache: StaticKVCache, index: int):
+        self.cache, self.index = cache, index
+
+    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        # key, value: [B, H, T, D]
+        start = self.cache.length
+        end = start + key.size(-2)
+        if end > self.cache.capacity:
+            raise ValueError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
+        keys, values = self.cache.keys[self.index], self.cache.values[self.index]  # each [B, H, S_max, D]
+        keys[:, :, start:end] = key
+        values[:, :, start:end] = value
+        return keys[:, :, :end], values[:, :, :end]  # each [B, H, end, D]
+
+
+class StaticKVCache:
+    def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+        shape = (n_layer, batch, n_head, capacity, head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)  # [L, B, H, S_max, D]
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.capacity = capacity
+        self.length = 0
+        self.layers = [LayerCache(self, i) for i in range(n_layer)]
+
+    @classmethod
+    def for_model(cls, model, batch: int, capacity: int) -> StaticKVCache:
+        config = model.config
+        return cls(config.n_layer, batch, config.n_head, config.n_embd // config.n_head, capacity,
+                   model.dtype, model.device)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> LayerCache:
+        return self.layers[index]
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep only ``rows`` of the batch (in that order)."""
+        self.keys = self.keys[:, rows]
+        self.values = self.values[:, rows]

@@ -1,0 +1,100 @@
+"""generate() against Hugging Face's: same tokens greedily, same filters, reproducible sampling,
+eos handling, streaming that never splits a character."""
+
+import pytest
+import torch
+from conftest import TINY, make_hf_checkpoint, models, need_shared_data, repo_module, require
+
+transformers = require("transformers")
+generation = repo_module("models.generation")
+
+
+@pytest.fixture(params=["GPT2LMHeadModel", "OpenAIGPTLMHeadModel"])
+def pair(request, tmp_path):
+    path = make_hf_checkpoint(tmp_path / request.param, request.param, n_positions=64)
+    return (getattr(transformers, request.param).from_pretrained(path).eval(),
+            getattr(models, request.param).from_pretrained(path))
+
+
+def vocab(model):
+    return model.config.vocab_size
+
+
+def test_greedy_equals_hugging_face_single_and_left_padded(pair):
+    hf, ours = pair
+    x = torch.randint(1, vocab(ours), (1, 7))
+    assert torch.equal(hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, do_sample=False, pad_token_id=0),
+                       ours.generate(x, max_new_tokens=20))
+    ids, mask = torch.zeros(3, 9, dtype=torch.long), torch.zeros(3, 9, dtype=torch.long)
+    for row, n in enumerate([9, 4, 6]):
+        ids[row, 9 - n:], mask[row, 9 - n:] = torch.randint(1, vocab(ours), (n,)), 1
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=15, do_sample=False, pad_token_id=0)
+    mine = ours.generate(ids, attention_mask=mask, max_new_tokens=15, pad_token_id=0)
+    assert torch.equal(theirs, mine)
+    for row, n in enumerate([9, 4, 6]):  # each row gives what it gives alone
+        assert torch.equal(ours.generate(ids[row:row + 1, 9 - n:], max_new_tokens=15)[0, n:], mine[row, 9:])
+
+
+def test_filters_equal_hugging_face_processors():
+    scores = torch.randn(4, 300) * 3
+    seen = torch.randint(0, 300, (4, 12))
+    assert torch.equal(generation.apply_repetition_penalty(scores, seen, 1.3),
+                       transformers.RepetitionPenaltyLogitsProcessor(1.3)(seen, scores.clone()))
+    assert torch.equal(generation.apply_top_k(scores, 17), transformers.TopKLogitsWarper(17)(seen, scores.clone()))
+    for p in (0.1, 0.5, 0.9, 0.999):
+        assert torch.equal(generation.apply_top_p(scores, p), transformers.TopPLogitsWarper(p)(seen, scores.clone()))
+    assert torch.equal(scores / 0.7, transformers.TemperatureLogitsWarper(0.7)(seen, scores.clone()))
+
+
+def test_sampling_is_reproducible_under_a_seed(pair):
+    _, ours = pair
+    x = torch.randint(1, vocab(ours), (1, 5))
+    options = dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2)
+    first = ours.generate(x, seed=7, **options)
+    assert torch.equal(first, ours.generate(x, seed=7, **options))
+    assert not torch.equal(first, ours.generate(x, seed=8, **options))
+    many = ours.generate(x, seed=7, num_return_sequences=3, **options)
+    assert many.shape[0] == 3 and torch.equal(many[:, :5], x.expand(3, -1))
+
+
+def test_rows_that_reach_eos_stop_and_are_padded(pair):
+    _, ours = pair
+    x = torch.randint(1, vocab(ours), (2, 6))
+    free = ours.generate(x, max_new_tokens=10)
+    eos = int(free[0, 8])  # the third token row 0 generates
+    out = ours.generate(x, max_new_tokens=10, eos_token_id=eos, pad_token_id=0)
+    first_eos = (out[0, 6:] == eos).nonzero()[0].item() + 6
+    assert (out[0, first_eos + 1:] == 0).all() and torch.equal(out[0, :first_eos + 1], free[0, :first_eos + 1])
+    assert torch.equal(ours.generate(x, max_length=8), free[:, :8])
+
+
+def test_bad_arguments_are_clear(pair):
+    _, ours = pair
+    x = torch.tensor([[1, 2]])
+    for kwargs, message in (({"temperature": 0}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_k": -1}, "top_k"),
+                            ({"max_new_tokens": 100}, "n_positions=64")):
+        with pytest.raises(ValueError, match=message):
+            ours.generate(x, do_sample=True, **kwargs)
+
+
+def test_streaming_never_splits_a_character():
+    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    text = "naïve 𝔘𝔫𝔦 東京 🎉 done"
+    ids = tokenizer.encode(text)
+    pieces = []
+    streamer = generation.TextStreamer(tokenizer, pieces.append)
+    streamer.put(torch.tensor([ids[:1]]))  # the prompt, skipped
+    for token in ids[1:]:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert "".join(pieces) == tokenizer.decode(ids[1:]) and all("\ufffd" not in piece for piece in pieces)
+    assert len(pieces) > 5
+
+
+def test_streamer_with_generate(tmp_path):
+    model = models.GPT2LMHeadModel.from_config(models.GPT2Config(**{**TINY, "vocab_size": 50257}))
+    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    pieces = []
+    out = model.generate(torch.tensor([tokenizer.encode("Hello")]), max_new_tokens=8,
+                         streamer=generation.TextStreamer(tokenizer, pieces.append))
+    assert "".join(pieces) == tokenizer.decode(out[0, 1:].tolist())
