@@ -1,8 +1,9 @@
 """``python hubconf.py COMMAND``: the repository's command line.
 
+``generate`` streams a continuation of a prompt; ``score`` prints a text file's perplexity;
 ``example`` runs the 2019 GPT-2 hub page's example through ``torch.hub.load`` against a local
 checkpoint: yours (``--model DIR``), or a small random one built on the spot with the real
-vocabulary (``--vocab DIR``), since pretrained weights need the network.
+vocabulary (``--vocab DIR``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,121 @@ def example(model: str | None, vocab: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def load_family(model: str, dtype: str | None):
+    """The LM-head model and tokenizer of a checkpoint, GPT or GPT-2 by its config's model_type."""
+    import json
+
+    import torch
+
+    from ..download import resolve_file
+    from ..models import GPT2LMHeadModel, OpenAIGPTLMHeadModel
+    from ..tokenizers import GPT2Tokenizer, OpenAIGPTTokenizer
+
+    with open(resolve_file(model, ["config.json"]), encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type", "gpt2")
+    model_class, tokenizer_class = ((OpenAIGPTLMHeadModel, OpenAIGPTTokenizer) if model_type == "openai-gpt"
+                                    else (GPT2LMHeadModel, GPT2Tokenizer))
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype or "float32"]
+    return model_class.from_pretrained(model, torch_dtype=torch_dtype), tokenizer_class.from_pretrained(model)
+
+
+def generate(args) -> None:
+    import torch
+
+    from ..models.generation import TextStreamer
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt:
+        raise UsageError("the prompt is empty")
+    model, tokenizer = load_family(args.model, args.dtype)
+    sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=sample, temperature=args.temperature or 1.0,
+                   top_k=args.top_k or 0, top_p=args.top_p if args.top_p is not None else 1.0,
+                   repetition_penalty=args.repetition_penalty, seed=args.seed,
+                   num_return_sequences=args.num_return_sequences, eos_token_id=tokenizer.eos_token_id)
+    input_ids = torch.tensor([tokenizer.encode(prompt)])
+    room = model.config.n_positions - input_ids.size(1)
+    if room <= 0:
+        raise UsageError(f"the prompt is {input_ids.size(1)} tokens; the model reads at most {model.config.n_positions}")
+    options["max_new_tokens"] = min(options["max_new_tokens"], room)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if args.num_return_sequences == 1:
+        write(prompt)
+        model.generate(input_ids, streamer=TextStreamer(tokenizer, write), **options)
+        write("\n")
+        return
+    for i, row in enumerate(model.generate(input_ids, **options)):
+        write(f"--- {i + 1} ---\n{tokenizer.decode(row.tolist(), skip_special_tokens=True)}\n")
+
+
+def score(args) -> None:
+    """Perplexity with a sliding window: each window of ``max_length`` tokens moves by ``stride``,
+    and only the tokens not scored by an earlier window count, each with as much context as the
+    window gives."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {args.file}: {err}") from None
+    model, tokenizer = load_family(args.model, args.dtype)
+    ids = torch.tensor(tokenizer.encode(text))
+    window = args.max_length if args.max_length is not None else model.config.n_positions
+    stride = args.stride if args.stride is not None else window
+    if not 0 < stride <= window <= model.config.n_positions:
+        raise UsageError(f"need 0 < --stride <= --max-length <= {model.config.n_positions}")
+    if ids.numel() < 2:
+        raise UsageError(f"{args.file} has fewer than two tokens")
+    total_nll, counted, scored_until = 0.0, 0, 1  # the first token has nothing to be predicted from
+    starts = list(range(0, max(ids.numel() - 1, 1), stride))
+    with torch.no_grad():
+        for start in tqdm(starts, desc="windows", file=sys.stderr, disable=not sys.stderr.isatty()):
+            end = min(start + window, ids.numel())
+            logits = model(ids[None, start:end], use_cache=False).logits[0, :-1].float()  # [T-1, V]
+            targets = ids[start + 1:end]
+            fresh = torch.arange(start + 1, end) >= scored_until  # tokens no earlier window scored
+            losses = F.cross_entropy(logits, targets, reduction="none")
+            total_nll += float(losses[fresh].sum())
+            counted += int(fresh.sum())
+            scored_until = end
+            if end == ids.numel():
+                break
+    print(f"perplexity: {math.exp(total_nll / counted):.4f} ({counted} tokens scored, window {window}, stride {stride})")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage plus a message
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python hubconf.py", description="OpenAI GPT and GPT-2 from this repository.")
-    commands = main.add_subparsers(dest="command", required=True)
+    main = _Parser(prog="python hubconf.py", description="OpenAI GPT and GPT-2 from this repository.")
+    commands = main.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    gen = commands.add_parser("generate", help="stream a continuation of a prompt to stdout")
+    gen.add_argument("--model", required=True, help="a checkpoint name (gpt2, openai-gpt, ...), hub repo id, directory or URL")
+    gen.add_argument("--prompt", required=True, help="the prompt text, or - to read it from stdin")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, help="sample, with this temperature (default: greedy)")
+    gen.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    gen.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with this much probability")
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, help="make sampling reproducible")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    gen.add_argument("--num-return-sequences", type=int, default=1)
+    sc = commands.add_parser("score", help="print the perplexity of a text file")
+    sc.add_argument("--model", required=True, help="a checkpoint name, hub repo id, directory or URL")
+    sc.add_argument("file", help="a UTF-8 text file")
+    sc.add_argument("--max-length", type=int, help="window length in tokens (default: the model's n_positions)")
+    sc.add_argument("--stride", type=int, help="how far each window moves (default: the window length)")
+    sc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     run = commands.add_parser("example", help="run the GPT-2 hub page's example on a local checkpoint")
     run.add_argument("--model", help="a checkpoint directory (config.json, weights, vocab.json, merges.txt); "
                                      "default: a small random model with the real vocabulary")
@@ -101,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.model is not None and not os.path.isdir(args.model):
                 raise UsageError(f"--model {args.model} is not a directory")
             example(args.model, args.vocab)
-    except (UsageError, FileNotFoundError, ValueError) as err:
+        elif args.command == "generate":
+            generate(args)
+        elif args.command == "score":
+            score(args)
+    except (UsageError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
