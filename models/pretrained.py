@@ -7,8 +7,10 @@ parameters the checkpoint lacks (a new head) are allocated and initialised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,6 +27,32 @@ logger = logging.getLogger(__name__)
 _LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias", "position_ids")
 _DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
            "half": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def skeleton() -> Iterator[None]:
+    """Build modules on the meta device without their default initialisation: every weight is
+    assigned from a checkpoint or initialised by ``_init_weights`` afterwards, and initialising a
+    meta tensor makes torch import its compiler stack (about a second, once per process)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_", "trunc_normal_")
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def materialize(module: nn.Module, dtype: torch.dtype, recurse: bool = True) -> None:
+    """Give a meta module's parameters real, uninitialised memory (``to_empty`` without the
+    imports it drags in)."""
+    for owner in (module.modules() if recurse else [module]):
+        for name, param in list(owner.named_parameters(recurse=False)):
+            if param.is_meta:
+                setattr(owner, name, nn.Parameter(torch.empty(param.shape, dtype=dtype), requires_grad=param.requires_grad))
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
@@ -153,9 +181,9 @@ class PreTrainedModel(nn.Module):
         dtype = parse_dtype(torch_dtype)
         dtype = dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
         check_fits_in_memory(config, dtype)
-        with torch.device("meta"):
-            model = cls(config).to(dtype)
-        model.to_empty(device="cpu")
+        with skeleton():
+            model = cls(config)
+        materialize(model, dtype)
         model.init_weights()
         return model.eval()
 
@@ -206,7 +234,7 @@ class PreTrainedModel(nn.Module):
             dtype = floats[0] if floats else torch.get_default_dtype()
         dtype = dtype or torch.get_default_dtype()
         check_fits_in_memory(config, dtype)
-        with torch.device("meta"):
+        with skeleton():
             model = cls(config)
         expected = model.state_dict()
         weights = _match_keys(model, state_dict, source)
@@ -272,7 +300,7 @@ def _initialise_missing(model: PreTrainedModel, dtype: torch.dtype, source: str)
     owners = {name.rsplit(".", 1)[0] for name in missing}
     for owner in sorted(owners):
         module = model.get_submodule(owner)
-        module.to_empty(device="cpu", recurse=False).to(dtype)
+        materialize(module, dtype, recurse=False)
         model._init_weights(module)
     logger.warning("%s: newly initialised, to be trained: %s", source, ", ".join(missing))
 
