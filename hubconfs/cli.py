@@ -23,14 +23,17 @@ class UsageError(Exception):
     """A bad command-line argument, reported in one line."""
 
 
-def build_example_checkpoint(folder: Path, vocab: Path) -> Path:
-    """A 2-layer GPT-2 with random weights and the real vocabulary files."""
+def build_example_checkpoint(folder: Path, vocab: str | Path) -> Path:
+    """A 2-layer GPT-2 with random weights and the real vocabulary files (from a folder, or a
+    checkpoint name such as ``gpt2`` through the download layer)."""
+    from ..download import resolve_file
     from ..models import GPT2Config, GPT2Model
 
-    for name in ("vocab.json", "merges.txt"):
-        source = vocab / name if (vocab / name).exists() else vocab / {"vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}[name]
-        if not source.exists():
-            raise UsageError(f"--vocab {vocab} holds no {name} (nor OpenAI's encoder.json/vocab.bpe)")
+    for name, openai_name in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):
+        try:
+            source = resolve_file(vocab, [name, openai_name])
+        except FileNotFoundError:
+            raise UsageError(f"--vocab {vocab} holds no {name} (nor OpenAI's {openai_name})") from None
         shutil.copy(source, folder / name)
     config = GPT2Config(n_layer=2, n_embd=128, n_head=4)
     GPT2Model.from_config(config).save_pretrained(folder)  # a base checkpoint, like the real gpt2
@@ -43,7 +46,7 @@ def example(model: str | None, vocab: str) -> None:
     folder = tempfile.mkdtemp(prefix="gpt-hub-example-")
     try:
         if model is None:
-            model = str(build_example_checkpoint(Path(folder), Path(vocab)))
+            model = str(build_example_checkpoint(Path(folder), vocab))
             print(f"(random 2-layer GPT-2 with the real vocabulary in {model}: the tokens are real, the predictions are noise)")
         repo = str(REPO)
         tokenizer = torch.hub.load(repo, "gpt2Tokenizer", model, source="local")
@@ -203,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("example", help="run the GPT-2 hub page's example on a local checkpoint")
     run.add_argument("--model", help="a checkpoint directory (config.json, weights, vocab.json, merges.txt); "
                                      "default: a small random model with the real vocabulary")
-    run.add_argument("--vocab", default=str(SHARED_VOCAB), help="folder with GPT-2's vocabulary files (default: %(default)s)")
+    run.add_argument("--vocab", default=str(SHARED_VOCAB) if SHARED_VOCAB.is_dir() else "gpt2",
+                     help="GPT-2's vocabulary files: a folder, or a checkpoint name to download them from (default: %(default)s)")
     return main
 
 

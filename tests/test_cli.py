@@ -24,7 +24,7 @@ def test_example_runs_the_hub_page_on_a_local_checkpoint():
 def test_bad_arguments_give_one_line_errors():
     result = run("example", "--vocab", "/nonexistent")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "--vocab /nonexistent holds no vocab.json" in result.stderr
+    assert "'/nonexistent' is not a checkpoint name, a repository id or an existing path" in result.stderr
     result = run("example", "--model", "/nonexistent")
     assert result.returncode == 2 and "not a directory" in result.stderr and "Traceback" not in result.stderr
     result = run("frobnicate")
