@@ -78,15 +78,15 @@ def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files
     except EntryNotFoundError:
         raise
     except (*_TRANSIENT, DownloadError) as err:
-        if cached is not None and not force_download:
+        if cached is not None:
             logger.warning("could not reach %s (%s); using the cached copy", url, _reason(err))
             return cached[0]
         raise DownloadError(f"could not reach {url}: {_reason(err)}") from None
-    if cached is not None and not force_download and _same(cached[1], remote):
+    if cached is not None and same_file(cached[1], remote):
         return cached[0]
     with cache.lock(url):
-        cached = cache.lookup(url) if not force_download else None
-        if cached is not None and _same(cached[1], remote):
+        cached = None if force_download else cache.lookup(url)
+        if cached is not None and same_file(cached[1], remote):
             return cached[0]  # another process finished it while we waited
         return _download(session, cache, url, remote, validator, sha256, progress, timeout)
 
@@ -99,7 +99,7 @@ def from_cache_only(cache: DownloadCache, url: str, cached, local_files_only: bo
     return cached[0]
 
 
-def _same(entry: Entry, remote: Entry) -> bool:
+def same_file(entry: Entry, remote: Entry) -> bool:
     return entry.etag == remote.etag and entry.size == remote.size
 
 

@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 from .cache import DownloadCache, Entry
-from .http import CHUNK, DownloadError, EntryNotFoundError, from_cache_only, offline
+from .http import CHUNK, DownloadError, EntryNotFoundError, from_cache_only, offline, same_file
 
 
 def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_files_only: bool = False,
@@ -36,11 +36,11 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
     except ClientError as err:
         raise _explain(client, err, bucket, key, url, anonymous) from None
     except (EndpointConnectionError, BotoCoreError) as err:
-        if cached is not None and not force_download:
+        if cached is not None:
             return cached[0]
         raise DownloadError(f"could not reach S3 for {url}: {err}") from None
     remote = Entry(url=url, etag=head["ETag"], size=head["ContentLength"], sha256=None)
-    if cached is not None and not force_download and cached[1].etag == remote.etag and cached[1].size == remote.size:
+    if cached is not None and same_file(cached[1], remote):
         return cached[0]
     with cache.lock(url):
         temporary = cache.temporary(url)

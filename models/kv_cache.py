@@ -50,8 +50,3 @@ class StaticKVCache:
 
     def __getitem__(self, index: int) -> LayerCache:
         return self.layers[index]
-
-    def reorder(self, rows: Tensor) -> None:
-        """Keep only ``rows`` of the batch (in that order)."""
-        self.keys = self.keys[:, rows]
-        self.values = self.values[:, rows]

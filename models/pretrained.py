@@ -142,22 +142,23 @@ class PreTrainedModel(nn.Module):
             return old
         if new_num_tokens < 1:
             raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
-        new = nn.Embedding(new_num_tokens, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
-        self._init_weights(new)
-        kept = min(new_num_tokens, old.num_embeddings)
-        with torch.no_grad():
-            new.weight[:kept] = old.weight[:kept]
+        factory = dict(device=old.weight.device, dtype=old.weight.dtype)
+        new = self._with_rows_of(nn.Embedding(new_num_tokens, old.embedding_dim, **factory), old)
         self.set_input_embeddings(new)
         head = self.get_output_embeddings()
         if head is not None and not self.config.tie_word_embeddings:
-            resized = nn.Linear(head.in_features, new_num_tokens, bias=False, device=head.weight.device, dtype=head.weight.dtype)
-            self._init_weights(resized)
-            with torch.no_grad():
-                resized.weight[:kept] = head.weight[:kept]
-            self.lm_head = resized
+            self.lm_head = self._with_rows_of(nn.Linear(head.in_features, new_num_tokens, bias=False, **factory), head)
         self.config.vocab_size = new_num_tokens  # the config object the base model shares
         self.config.validate()
         self.tie_weights()
+        return new
+
+    def _with_rows_of(self, new: nn.Module, old: nn.Module) -> nn.Module:
+        """``new`` initialised, then given the rows it shares with ``old``'s weight."""
+        self._init_weights(new)
+        kept = min(new.weight.shape[0], old.weight.shape[0])
+        with torch.no_grad():
+            new.weight[:kept] = old.weight[:kept]
         return new
 
     @property

@@ -89,7 +89,7 @@ def test_heap_merges_equal_the_rescanning_loop(python_tokenizer):
     files, _ = corpus()
     words = {p for text, _ in files.values() for p in python_tokenizer._pattern.findall(text[:200_000])}
     for word in sorted(words)[:5000]:
-        symbols = list(word.encode().decode("latin-1").translate(python_tokenizer._byte_table))
+        symbols = list(word.encode().decode("latin-1").translate(python_tokenizer.byte_encoder))
         assert bpe._merge_with_heap(symbols, python_tokenizer.bpe_ranks) == bpe.merge_symbols(symbols, python_tokenizer.bpe_ranks)
 
 

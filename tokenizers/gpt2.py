@@ -63,7 +63,6 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
-        self._byte_table = {b: c for b, c in self.byte_encoder.items()}  # latin-1 code point -> symbol
         self.errors = errors
         self.add_prefix_space = add_prefix_space
         self._pattern = regex.compile(PATTERN)
@@ -99,7 +98,7 @@ class GPT2Tokenizer(PreTrainedTokenizer):
 
     def _bpe_ids(self, piece: str) -> list[int]:
         """One piece: its UTF-8 bytes as byte-level symbols, merged, looked up."""
-        symbols = list(piece.encode("utf-8").decode("latin-1").translate(self._byte_table))
+        symbols = list(piece.encode("utf-8").decode("latin-1").translate(self.byte_encoder))  # latin-1 code point -> symbol
         encoder, unk = self.encoder, self.unk_token_id
         return [encoder.get(symbol, unk) for symbol in merge_symbols(symbols, self.bpe_ranks)]
 

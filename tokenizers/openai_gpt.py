@@ -85,7 +85,7 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
         if self._exact is None:
             self._exact = self._load_original_pipeline()
         if not self._exact:
-            return [i for word in basic_words(text) for i in self._word_ids(word.lower())]
+            return self._words_ids(basic_words(text))
         # The original pipeline, made fast: after text_standardize the text holds single spaces,
         # and spaCy cuts each space-separated chunk on its own, so each chunk's ids are cached
         # and only chunks not seen before go to spaCy (in one call per text).
@@ -93,22 +93,20 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
         if not standardized:
             return []
         chunks = standardized.split(" ")
-        cache = self._cache
-        unseen = []
+        known, fresh, unseen = {}, [], []
         for chunk in dict.fromkeys(chunks):
-            if chunk in cache:
-                continue
-            if self._single_word(chunk):
-                cache.put(chunk, self._word_ids(chunk.lower()))
+            if chunk in self._cache:
+                known[chunk] = self._cache[chunk]
+            elif self._single_word(chunk):
+                known[chunk] = self._word_ids(chunk.lower())
+                fresh.append(chunk)
             else:
                 unseen.append(chunk)
         if unseen:
-            for chunk, words in zip(unseen, self._spacy_chunks(unseen)):
-                cache.put(chunk, [i for word in words for i in self._word_ids(word.lower())])
-        ids: list[int] = []
-        for chunk in chunks:
-            ids += cache[chunk] if chunk in cache else self._spacy_ids(chunk)
-        return ids
+            known.update(zip(unseen, map(self._words_ids, self._spacy_chunks(unseen))))
+        for chunk in fresh + unseen:  # the bounded cache may empty itself meanwhile; `known` holds them
+            self._cache.put(chunk, known[chunk])
+        return [i for chunk in chunks for i in known[chunk]]
 
     def _single_word(self, chunk: str) -> bool:
         """Chunks spaCy leaves whole without being asked: ASCII letters only, or ASCII digits only
@@ -116,9 +114,9 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
         "cannot" or "gonna" splits them."""
         return chunk.isascii() and (chunk.isalpha() or chunk.isdigit()) and chunk not in self._special_cases
 
-    def _spacy_ids(self, chunk: str) -> list[int]:
-        """A chunk's ids when the bounded cache dropped it meanwhile."""
-        return [i for word in self._spacy_chunks([chunk])[0] for i in self._word_ids(word.lower())]
+    def _words_ids(self, words: list[str]) -> list[int]:
+        """The ids of words, each lowercased on its own (as the original does)."""
+        return [i for word in words for i in self._word_ids(word.lower())]
 
     def _spacy_chunks(self, chunks: list[str]) -> list[list[str]]:
         """spaCy's words for each chunk, from one call over the chunks joined by spaces."""
