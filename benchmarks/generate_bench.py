@@ -48,7 +48,7 @@ def row(label: str, ours: list[float], theirs: list[float], unit: str) -> str:
 
 def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
     print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio':>8}")
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
         ours = models.GPT2LMHeadModel.from_pretrained(checkpoint, torch_dtype=dtype)
         theirs = transformers.GPT2LMHeadModel.from_pretrained(checkpoint, dtype=dtype).eval()
         for batch in (1, 8):
@@ -57,6 +57,10 @@ def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
             mask[1:, :8] = 0  # rows after the first are left-padded
             n = args.new_tokens
             results: dict[str, list[float]] = {}
+            with torch.no_grad():  # warm-up, untimed: first calls pick kernels (and pack bfloat16 weights)
+                ours.generate(prompt, attention_mask=mask, max_new_tokens=2, pad_token_id=0)
+                theirs.generate(prompt, attention_mask=mask, max_new_tokens=2, min_new_tokens=2, do_sample=False,
+                                pad_token_id=0)
             for _ in range(args.repeats):
                 with torch.no_grad():
                     timed(lambda: ours.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0),
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--only", default="decode,load,process")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
     args = parser.parse_args()
     import transformers

@@ -98,9 +98,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if streamer is not None:
         streamer.put(input_ids)
 
+    padded = not bool(attention_mask.all())  # without padding, plain causal attention needs no mask
     step_input, length = input_ids, prompt
     for position in range(prompt, total):
-        logits = _last_logits(model, step_input, cache, mask[:, :length])
+        logits = _last_logits(model, step_input, cache, mask[:, :length] if padded else None)
         token = next_tokens(logits, tokens[:, :length], **choose)
         token = torch.where(finished, torch.full_like(token, pad), token)
         tokens[:, position] = token

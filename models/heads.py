@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .generation import generate
 from .layers import SequenceSummary
+from .matmul import Linear
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .pretrained import PreTrainedModel
@@ -50,7 +51,7 @@ class _Generates:
 class LMHeadModel(_Generates, _Head):
     def __init__(self, config):
         super().__init__(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
     def forward(self, input_ids: Tensor | None = None, past=None, *, labels: Tensor | None = None,
@@ -77,7 +78,7 @@ class DoubleHeadsModel(_Generates, _Head):
         if config.num_labels != 1:
             config = config.replace(num_labels=1)
         super().__init__(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.multiple_choice_head = SequenceSummary(config, config.n_embd)
         self.post_init()
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .matmul import linear_in_out
+
 LayerPast = tuple[Tensor, Tensor]
 
 
@@ -27,7 +29,7 @@ class Conv1D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, x.size(-1))  # [batch * time, in]
-        return torch.addmm(self.bias, flat, self.weight).view(*x.shape[:-1], -1)  # [..., out]
+        return linear_in_out(flat, self.weight, self.bias).view(*x.shape[:-1], -1)  # [..., out]
 
 
 def activation(name: str):

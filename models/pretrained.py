@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..download import resolve_file
 from .checkpoint import SAFETENSORS_NAME, WEIGHTS_NAMES, CheckpointError, load_weights, write_safetensors
 from .layers import Conv1D
+from .matmul import Linear
 from .config import CONFIG_NAME, DOWNLOAD_OPTIONS, ConfigError, PretrainedConfig
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class PreTrainedModel(nn.Module):
         self.set_input_embeddings(new)
         head = self.get_output_embeddings()
         if head is not None and not self.config.tie_word_embeddings:
-            self.lm_head = self._with_rows_of(nn.Linear(head.in_features, new_num_tokens, bias=False, **factory), head)
+            self.lm_head = self._with_rows_of(Linear(head.in_features, new_num_tokens, bias=False, **factory), head)
         self.config.vocab_size = new_num_tokens  # the config object the base model shares
         self.config.validate()
         self.tie_weights()

@@ -1,0 +1,95 @@
+"""The model's matrix products, routed to the fastest kernel measured for inference on CPU.
+
+Decoding reads every weight once per token, so its speed is the speed at which the products
+stream weights from memory. On the benchmark machine (2-core AMD EPYC, torch's MKL build) the
+stock float32 path does not reach the memory bandwidth: per token of GPT-2 small, the layers'
+``addmm`` take 19 ms and the LM head's ``linear`` 11.7 ms. Two other ways, both giving the same
+products up to float rounding, measured side by side (benchmarks/matmul_bench.py):
+
+- one row of input (batch-1 decoding) against a ``[in, out]`` weight: split the inner dimension
+  in two and let ``bmm`` run both halves at once (12.4 ms instead of 19);
+- everything else in float32: oneDNN's linear kernel, the one ``torch.compile`` emits on CPU
+  (LM head 5.3 ms instead of 11.7; 8 rows: 20 ms instead of 43; 1024 rows: 0.86x the time).
+
+Both have no backward, so they are used only where no gradient is asked for; bfloat16 keeps the
+stock kernels (oneDNN already serves them), as does any other device.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _find_onednn(name: str):
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return getattr(torch.ops.mkldnn, name)
+    except (AttributeError, RuntimeError):  # a build without it
+        return None
+
+
+_ONEDNN_LINEAR = _find_onednn("_linear_pointwise")
+_ONEDNN_PACK = _find_onednn("_reorder_linear_weight")
+PACK_BFLOAT16 = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0"
+
+# Packed copies, by id of the weight they were made from: (weakref to it, its version, the copy).
+_packed: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+
+
+def _inference_on_cpu(x: Tensor, weight: Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+
+
+def _packed_copy(weight: Tensor, weight_out_in: Tensor) -> Tensor:
+    """oneDNN's blocked copy of ``weight`` (viewed ``[out, in]``), made on first use and remade
+    whenever the weight is replaced or changed in place."""
+    entry = _packed.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1] != weight._version:
+        if entry is None:
+            weakref.finalize(weight, _packed.pop, id(weight), None)
+        entry = (weakref.ref(weight), weight._version, _ONEDNN_PACK(weight_out_in, 1))
+        _packed[id(weight)] = entry
+    return entry[2]
+
+
+def _fast_product(x: Tensor, weight: Tensor, weight_out_in: Tensor, bias: Tensor | None) -> Tensor | None:
+    """The product through oneDNN where that was measured faster, else None. x: [rows, in]."""
+    if _ONEDNN_LINEAR is None or not _inference_on_cpu(x, weight):
+        return None
+    if weight.dtype == torch.float32:
+        return _ONEDNN_LINEAR(x, weight_out_in, bias, "none", [], "")
+    if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None:
+        return _ONEDNN_LINEAR(x, _packed_copy(weight, weight_out_in), bias, "none", [], "")
+    return None
+
+
+def linear_in_out(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x @ weight + bias`` for x ``[rows, in]`` and a weight stored ``[in, out]`` (Conv1D)."""
+    rows, inner = x.shape
+    if rows == 1 and inner % 2 == 0 and weight.dtype == torch.float32 and _inference_on_cpu(x, weight):
+        halves = torch.bmm(x.view(2, 1, inner // 2), weight.view(2, inner // 2, -1))  # [2, 1, out]
+        return halves.sum(0).add_(bias)  # [1, out]
+    y = _fast_product(x, weight, weight.t(), bias)
+    return torch.addmm(bias, x, weight) if y is None else y
+
+
+def linear_out_in(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear``: x ``[..., in]`` and a weight stored ``[out, in]`` (nn.Linear, the LM head)."""
+    flat = x.reshape(-1, x.size(-1))  # [rows, in]
+    y = _fast_product(flat, weight, weight, bias)
+    return F.linear(x, weight, bias) if y is None else y.view(*x.shape[:-1], -1)  # [..., out]
+
+
+class Linear(torch.nn.Linear):
+    """``nn.Linear`` whose product goes through ``linear_out_in``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear_out_in(x, self.weight, self.bias)

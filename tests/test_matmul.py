@@ -1,0 +1,134 @@
+"""The inference routing of matrix products (models/matmul.py): same products as the stock kernels,
+the fast kernels really taken, gradients untouched, packed copies kept in step with their weights."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY, models, repo_module
+
+matmul = repo_module("models.matmul")
+
+
+@pytest.fixture
+def onednn():
+    if matmul._ONEDNN_LINEAR is None or matmul._ONEDNN_PACK is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this torch build has no oneDNN linear kernel; CI's torch 2.13 CPU build has")
+        pytest.skip("this torch build has no oneDNN linear kernel")
+
+
+@pytest.fixture
+def calls(monkeypatch, onednn):
+    """Counts the products that go through oneDNN and the split batched product."""
+    seen = {"onednn": 0, "bmm": 0}
+    linear, bmm = matmul._ONEDNN_LINEAR, torch.bmm
+
+    def counting_linear(*args):
+        seen["onednn"] += 1
+        return linear(*args)
+
+    def counting_bmm(*args):
+        seen["bmm"] += 1
+        return bmm(*args)
+
+    monkeypatch.setattr(matmul, "_ONEDNN_LINEAR", counting_linear)
+    monkeypatch.setattr(matmul.torch, "bmm", counting_bmm)
+    return seen
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_float32_products_equal_the_stock_ones(rows, calls):
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(rows, 96), torch.randn(96, 200), torch.randn(200)
+    with torch.no_grad():
+        ours_in_out = matmul.linear_in_out(x, weight, bias)
+        ours_out_in = matmul.linear_out_in(x[None], weight.t().contiguous(), bias)
+    exact = (x.double() @ weight.double() + bias.double()).float()
+    torch.testing.assert_close(ours_in_out, exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours_out_in[0], exact, rtol=1e-5, atol=1e-5)
+    assert ours_out_in.shape == (1, rows, 200)
+    # one row against [in, out] splits the inner dimension; everything else is oneDNN's
+    assert calls == ({"onednn": 1, "bmm": 1} if rows == 1 else {"onednn": 2, "bmm": 0})
+
+
+def test_bfloat16_products_use_packed_copies_and_equal_the_stock_ones(calls):
+    torch.manual_seed(0)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    weight, bias = torch.randn(64, 48, dtype=torch.bfloat16), torch.randn(48, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ours = matmul.linear_in_out(x, weight, bias)
+        stock = torch.addmm(bias, x, weight)
+    assert calls["onednn"] == 1
+    torch.testing.assert_close(ours.float(), stock.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_gradients_take_the_stock_kernels(calls):
+    torch.manual_seed(0)
+    x = torch.randn(1, 32, requires_grad=True)
+    weight = torch.randn(32, 16, requires_grad=True)
+    bias = torch.randn(16, requires_grad=True)
+    matmul.linear_in_out(x, weight, bias).square().sum().backward()
+    assert calls == {"onednn": 0, "bmm": 0}
+    expected = [t.grad.clone() for t in (x, weight, bias)]
+    for t in (x, weight, bias):
+        t.grad = None
+    torch.addmm(bias, x, weight).square().sum().backward()
+    for got, want in zip(expected, (x.grad, weight.grad, bias.grad)):
+        assert torch.equal(got, want)
+
+
+def test_a_packed_copy_follows_its_weight(onednn):
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, dtype=torch.bfloat16)
+    weight = torch.randn(32, 16, dtype=torch.bfloat16)
+    bias = torch.zeros(16, dtype=torch.bfloat16)
+    with torch.no_grad():
+        first = matmul.linear_in_out(x, weight, bias)
+        weight.mul_(2)  # changed in place: the copy must be remade
+        doubled = matmul.linear_in_out(x, weight, bias)
+    torch.testing.assert_close(doubled.float(), 2 * first.float(), rtol=1e-2, atol=1e-2)
+    key = id(weight)
+    assert key in matmul._packed
+    del weight
+    gc.collect()
+    assert key not in matmul._packed  # freed with its weight
+
+
+def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, calls):
+    torch.manual_seed(0)
+    model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 7))
+    stock = model(ids).logits  # gradients enabled: the stock kernels
+    assert calls == {"onednn": 0, "bmm": 0}
+    with torch.no_grad():
+        fast = model(ids).logits
+        greedy = model.generate(ids[:1], max_new_tokens=6)
+    assert calls["onednn"] > 0 and calls["bmm"] > 0
+    torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-5)
+
+    monkeypatch.setattr(matmul, "_inference_on_cpu", lambda x, weight: False)  # stock kernels only
+    with torch.no_grad():
+        assert torch.equal(model.generate(ids[:1], max_new_tokens=6), greedy)
+
+    bf16 = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval().to(torch.bfloat16)
+    with torch.no_grad():
+        plain = bf16(ids).logits
+    monkeypatch.undo()
+    with torch.no_grad():
+        packed = bf16(ids).logits
+    torch.testing.assert_close(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_packing_can_be_switched_off(monkeypatch, calls):
+    monkeypatch.setattr(matmul, "PACK_BFLOAT16", False)
+    x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = matmul.linear_out_in(x, weight)
+    assert calls["onednn"] == 0
+    assert torch.equal(y, F.linear(x, weight))
