@@ -88,22 +88,54 @@ def example(model: str | None, vocab: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_family(model: str, dtype: str | None):
-    """The LM-head model and tokenizer of a checkpoint, GPT or GPT-2 by its config's model_type."""
+def load_family(model: str, dtype: str | None, head: str = "lm"):
+    """A checkpoint's model (``head``: "lm" or "double" heads) and tokenizer, GPT or GPT-2 by its
+    config's model_type."""
     import json
 
     import torch
 
+    from .. import models, tokenizers
     from ..download import resolve_file
-    from ..models import GPT2LMHeadModel, OpenAIGPTLMHeadModel
-    from ..tokenizers import GPT2Tokenizer, OpenAIGPTTokenizer
 
     with open(resolve_file(model, ["config.json"]), encoding="utf-8") as f:
-        model_type = json.load(f).get("model_type", "gpt2")
-    model_class, tokenizer_class = ((OpenAIGPTLMHeadModel, OpenAIGPTTokenizer) if model_type == "openai-gpt"
-                                    else (GPT2LMHeadModel, GPT2Tokenizer))
+        family = "OpenAIGPT" if json.load(f).get("model_type", "gpt2") == "openai-gpt" else "GPT2"
+    model_class = getattr(models, family + {"lm": "LMHeadModel", "double": "DoubleHeadsModel"}[head])
+    tokenizer_class = getattr(tokenizers, family + "Tokenizer")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype or "float32"]
     return model_class.from_pretrained(model, torch_dtype=torch_dtype), tokenizer_class.from_pretrained(model)
+
+
+def finetune(args) -> None:
+    """``finetune-lm`` and ``finetune-mc``: load, build the task, train (DDP under torchrun)."""
+    import logging
+
+    import torch
+
+    from ..training import DataError, Options, TrainingError, language_modelling, multiple_choice, start_distributed, train
+
+    ranks = start_distributed()
+    logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING, format="%(message)s")
+    source = args.resume or args.model
+    if source is None:
+        raise UsageError("give --model (or --resume a checkpoint)")
+    torch.manual_seed(args.seed)  # new rows and heads start the same on every run (DDP copies rank 0's)
+    model, tokenizer = load_family(source, "float32", head="lm" if args.command == "finetune-lm" else "double")
+    try:
+        if args.command == "finetune-lm":
+            task = language_modelling(model, tokenizer, args.train, args.eval, args.block_size)
+        else:
+            task = multiple_choice(model, tokenizer, args.train, args.eval, args.max_length, args.lm_coef)
+        options = Options(output_dir=args.output, epochs=args.epochs, batch_size=args.batch_size,
+                          grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
+                          max_grad_norm=args.max_grad_norm, bf16=args.bf16, seed=args.seed, save_every=args.save_every,
+                          max_steps=args.max_steps, check_ranks_every=args.check_ranks_every)
+        train(model, task, options, ranks, resume=args.resume)
+    except (DataError, TrainingError) as err:
+        raise UsageError(str(err)) from None
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def generate(args) -> None:
@@ -203,6 +235,33 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--max-length", type=int, help="window length in tokens (default: the model's n_positions)")
     sc.add_argument("--stride", type=int, help="how far each window moves (default: the window length)")
     sc.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    for name, what in (("finetune-lm", "fine-tune a language model on text files"),
+                       ("finetune-mc", "fine-tune the multiple-choice head (with the LM loss) on JSON Lines records")):
+        ft = commands.add_parser(name, help=what + " (under torchrun: distributed data parallel)")
+        ft.add_argument("--model", help="the checkpoint to start from (name, repo id, directory or URL)")
+        if name == "finetune-lm":
+            ft.add_argument("--train", nargs="+", required=True, help="UTF-8 text files")
+            ft.add_argument("--eval", nargs="+", help="text files for the perplexity after each epoch")
+            ft.add_argument("--block-size", type=int, help="tokens per example (default: the model's n_positions)")
+        else:
+            ft.add_argument("--train", required=True, help='JSON Lines: {"context": ..., "choices": [...], "label": i}')
+            ft.add_argument("--eval", help="records for the accuracy after each epoch")
+            ft.add_argument("--max-length", type=int, help="tokens per choice (default: the model's n_positions)")
+            ft.add_argument("--lm-coef", type=float, default=0.5, help="weight of the language-model loss (default 0.5)")
+        ft.add_argument("--output", required=True, help="folder for checkpoints, metrics.jsonl and the final model")
+        ft.add_argument("--epochs", type=int, default=3)
+        ft.add_argument("--batch-size", type=int, default=8, help="examples per process per micro-step")
+        ft.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
+        ft.add_argument("--lr", type=float, default=6.25e-5)
+        ft.add_argument("--warmup", type=float, default=0.002, help="warmup: a fraction of the steps, or steps if >= 1")
+        ft.add_argument("--weight-decay", type=float, default=0.01)
+        ft.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients to this norm (0: off)")
+        ft.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+        ft.add_argument("--seed", type=int, default=0)
+        ft.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (always at each epoch's end)")
+        ft.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps")
+        ft.add_argument("--check-ranks-every", type=int, default=0, help="verify every N steps that ranks hold equal weights")
+        ft.add_argument("--resume", help="a checkpoint-STEP folder to go on from")
     run = commands.add_parser("example", help="run the GPT-2 hub page's example on a local checkpoint")
     run.add_argument("--model", help="a checkpoint directory (config.json, weights, vocab.json, merges.txt); "
                                      "default: a small random model with the real vocabulary")
@@ -222,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             generate(args)
         elif args.command == "score":
             score(args)
+        elif args.command in ("finetune-lm", "finetune-mc"):
+            finetune(args)
     except (UsageError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,5 @@
+"""Fine-tuning: language modelling and multiple choice, on one process or under torchrun."""
+
+from .data import MC_TOKENS, DataError, add_choice_tokens, encode_choices, lm_blocks, read_choices
+from .loop import Options, Ranks, Rows, Task, TrainingError, evaluate, start_distributed, train
+from .tasks import language_modelling, multiple_choice
