@@ -26,6 +26,14 @@ _GPT_VOCAB = {"vocab.json": "fdf49b19e7de236852091da09b84a7a3cd5e7b0e79916376cf4
 PINNED_SHA256 = {**{(repo, name): sha for repo in list(HUB_REPOS.values())[:5] for name, sha in _GPT2_VOCAB.items()},
                  **{(HUB_REPOS["openai-gpt"], name): sha for name, sha in _GPT_VOCAB.items()}}
 
+# OpenAI's own releases, read by models/openai_release.py: GPT-2 from OpenAI's storage, GPT-1 from
+# the finetune-transformer-lm repository. The bases can be moved (tests serve them locally).
+OPENAI_GPT2_SIZES = ("124M", "355M", "774M", "1558M")
+ORIGINAL_RELEASES = {**{f"openai/{size}": ("GPT2_URL", f"models/{size}/") for size in OPENAI_GPT2_SIZES},
+                     "openai-gpt-original": ("GPT1_URL", "model/")}
+_ORIGINAL_BASES = {"GPT2_URL": "https://openaipublic.blob.core.windows.net/gpt-2",
+                   "GPT1_URL": "https://raw.githubusercontent.com/openai/finetune-transformer-lm/master"}
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -36,6 +44,16 @@ class InvalidNameError(ValueError):
 def endpoint() -> str:
     """``HF_ENDPOINT``, read at call time (tests point it at a local server), else the hub."""
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def original_release_url(name: str) -> str | None:
+    """The folder URL (ending in ``/``) of one of OpenAI's original releases, or None. The bases
+    are ``GPT_HUB_OPENAI_GPT2_URL`` and ``GPT_HUB_OPENAI_GPT1_URL`` where set."""
+    if name not in ORIGINAL_RELEASES:
+        return None
+    which, folder = ORIGINAL_RELEASES[name]
+    base = os.environ.get(f"GPT_HUB_OPENAI_{which}", _ORIGINAL_BASES[which]).rstrip("/")
+    return f"{base}/{folder}"
 
 
 def repo_id(name: str) -> str | None:

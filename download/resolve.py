@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from .http import EntryNotFoundError, OfflineError, fetch
-from .names import HUB_REPOS, PINNED_SHA256, endpoint, hub_url, repo_id
+from .names import HUB_REPOS, PINNED_SHA256, endpoint, hub_url, original_release_url, repo_id
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -46,6 +46,7 @@ def resolve_file(
 
     options = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only,
                    progress=progress)
+    path = original_release_url(path) or path  # OpenAI's own files: a folder URL
     if path.startswith(("http://", "https://", "s3://")):
         base, _, last = path.rpartition("/")
         candidates = [path] if last in filenames else [f"{base}/{name}" for name in filenames]

@@ -7,6 +7,7 @@ from .gpt2 import (GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP, GPT2_PRETRAINED_MODEL_ARC
 from .openai_gpt import (OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP, OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP,
                          OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification, OpenAIGPTLMHeadModel,
                          OpenAIGPTModel, OpenAIGPTPreTrainedModel)
+from .openai_release import OriginalReleaseError, load_tf_weights_in_gpt2, load_tf_weights_in_openai_gpt
 from .pretrained import PreTrainedModel
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "OpenAIGPTConfig", "OpenAIGPTModel", "OpenAIGPTLMHeadModel", "OpenAIGPTDoubleHeadsModel",
     "OpenAIGPTForSequenceClassification", "OpenAIGPTPreTrainedModel", "GPT2_PRETRAINED_MODEL_ARCHIVE_MAP",
     "GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP", "OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP", "OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP",
+    "OriginalReleaseError", "load_tf_weights_in_gpt2", "load_tf_weights_in_openai_gpt",
 ]

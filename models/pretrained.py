@@ -20,6 +20,7 @@ from ..download import resolve_file
 from .checkpoint import SAFETENSORS_NAME, WEIGHTS_NAMES, CheckpointError, load_weights, write_safetensors
 from .layers import Conv1D
 from .matmul import Linear
+from .openai_release import from_original_release, is_original_release
 from .config import CONFIG_NAME, DOWNLOAD_OPTIONS, ConfigError, PretrainedConfig
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,8 @@ class PreTrainedModel(nn.Module):
         download_options = {k: kwargs.pop(k) for k in DOWNLOAD_OPTIONS if k in kwargs}
         target = parse_dtype(torch_dtype if torch_dtype is not None else dtype)
         path = pretrained_model_name_or_path
+        if is_original_release(path) and config is None and state_dict is None:
+            return from_original_release(cls, path, torch_dtype=target, download_options=download_options, **kwargs)
 
         if isinstance(config, PretrainedConfig):
             config = config.replace(**kwargs) if kwargs else config
