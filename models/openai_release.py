@@ -44,8 +44,23 @@ class OriginalReleaseError(CheckpointError):
     """OpenAI's files are missing, damaged, or do not fit the model; the message names the tensor."""
 
 
+def release_family(name: object) -> str | None:
+    """"gpt2" or "gpt1" for a release name or a local folder in OpenAI's layout (no config.json),
+    else None."""
+    if not isinstance(name, (str, os.PathLike)):
+        return None
+    name = os.fspath(name)
+    if name in ORIGINAL_RELEASES:
+        return "gpt2" if name.startswith("openai/") else "gpt1"
+    if not os.path.isdir(name) or os.path.isfile(os.path.join(name, "config.json")):
+        return None
+    if os.path.isfile(os.path.join(name, "hparams.json")):
+        return "gpt2"
+    return "gpt1" if os.path.isfile(os.path.join(name, "params_shapes.json")) else None
+
+
 def is_original_release(name: object) -> bool:
-    return isinstance(name, str) and name in ORIGINAL_RELEASES
+    return release_family(name) is not None
 
 
 def _getter(source: str | os.PathLike, download_options: dict) -> Callable[[str], str]:
@@ -159,7 +174,7 @@ def _gpt1_state(params: list[np.ndarray]) -> dict[str, tuple[str, Tensor]]:
     for index, array in enumerate(params[2:], 2):
         layer, slot = divmod(index - 2, len(GPT1_BLOCK))
         state[f"h.{layer}.{GPT1_BLOCK[slot]}"] = (f"params[{index}]", array[0] if array.ndim == 3 else array)
-    return {name: (source, torch.from_numpy(np.array(array))) for name, (source, array) in state.items()}
+    return {name: (source, torch.from_numpy(np.ascontiguousarray(array))) for name, (source, array) in state.items()}  # views of one copy
 
 
 def gpt1_config(params: list[np.ndarray], **overrides) -> OpenAIGPTConfig:
@@ -210,17 +225,19 @@ def _copy_into(model: nn.Module, state: dict[str, tuple[str, Tensor]], source: s
     return model
 
 
-def from_original_release(cls, name: str, *, torch_dtype=None, download_options: dict | None = None, **overrides):
-    """``cls.from_pretrained(name)`` for ``openai/124M`` ... and ``openai-gpt-original``."""
+def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, download_options: dict | None = None,
+                          **overrides):
+    """``cls.from_pretrained(name)`` for ``openai/124M`` ..., ``openai-gpt-original`` and folders
+    in their layout."""
     from .gpt2 import GPT2PreTrainedModel
     from .openai_gpt import OpenAIGPTPreTrainedModel
     from .pretrained import parse_dtype, skeleton
 
     download_options = download_options or {}
-    gpt2 = name.startswith("openai/")
+    gpt2 = release_family(name) == "gpt2"
     family = GPT2PreTrainedModel if gpt2 else OpenAIGPTPreTrainedModel
     if not issubclass(cls, family):
-        raise OriginalReleaseError(f"{name} is a {'GPT-2' if gpt2 else 'GPT'} release; load it with a "
+        raise OriginalReleaseError(f"{os.fspath(name)} is a {'GPT-2' if gpt2 else 'GPT'} release; load it with a "
                                    f"{'GPT2' if gpt2 else 'OpenAIGPT'} class, not {cls.__name__}")
     get = _getter(name, download_options)
     if gpt2:
@@ -236,5 +253,6 @@ def from_original_release(cls, name: str, *, torch_dtype=None, download_options:
         config = gpt1_config(params, **overrides)
     with skeleton():
         shell = cls(config)
-    _check_shapes(state, {n: t.shape for n, t in getattr(shell, "transformer", shell).state_dict().items()}, name)
-    return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, parse_dtype(torch_dtype), source=name)
+    _check_shapes(state, {n: t.shape for n, t in getattr(shell, "transformer", shell).state_dict().items()}, os.fspath(name))
+    return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, parse_dtype(torch_dtype),
+                                source=os.fspath(name))

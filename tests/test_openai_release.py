@@ -128,6 +128,14 @@ def test_gpt2_release_by_name_through_the_download_layer(openai_server):
         models.OpenAIGPTModel.from_pretrained("openai/124M")
 
 
+def test_release_folders_on_disk_load_with_from_pretrained():
+    gpt2 = models.GPT2LMHeadModel.from_pretrained(FIXTURES / "gpt2")
+    gpt1 = models.OpenAIGPTLMHeadModel.from_pretrained(str(FIXTURES / "gpt1"), n_head=2)
+    with torch.no_grad():
+        torch.testing.assert_close(gpt2(IDS).logits, hugging_face_gpt2()(IDS).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gpt1(IDS).logits, hugging_face_gpt1()(IDS).logits, rtol=1e-5, atol=1e-5)
+
+
 def test_no_tensorflow_is_imported():
     script = f"""
 import sys, importlib, importlib.util
