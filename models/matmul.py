@@ -2,17 +2,20 @@
 
 Decoding reads every weight once per token, so its speed is the speed at which the products
 stream weights from memory. On the benchmark machine (2-core AMD EPYC, torch's MKL build) the
-stock float32 path does not reach the memory bandwidth: per token of GPT-2 small, the layers'
-``addmm`` take 19 ms and the LM head's ``linear`` 11.7 ms. Two other ways, both giving the same
-products up to float rounding, measured side by side (benchmarks/matmul_bench.py):
+stock kernels do not reach the memory bandwidth. Measured by benchmarks/matmul_bench.py, which
+gives the numbers (one decode step of GPT-2 small, stock against these routes):
 
-- one row of input (batch-1 decoding) against a ``[in, out]`` weight: split the inner dimension
-  in two and let ``bmm`` run both halves at once (12.4 ms instead of 19);
-- everything else in float32: oneDNN's linear kernel, the one ``torch.compile`` emits on CPU
-  (LM head 5.3 ms instead of 11.7; 8 rows: 20 ms instead of 43; 1024 rows: 0.86x the time).
+- one float32 row against an ``[in, out]`` weight: split the inner dimension in two and let
+  ``bmm`` run both halves at once (the blocks 1.5x faster);
+- every other float32 product: oneDNN's linear kernel, the one ``torch.compile`` emits on CPU
+  (the LM head 2.1x; 8 rows: blocks 2.1x, head 2.5x);
+- bfloat16: oneDNN's kernel on a copy of the weight packed in its blocked layout, made on first
+  use and kept while the weight lives and is unchanged (blocks 1.6x, head 1.4x; this costs a second
+  copy of the weights, ``GPT_HUB_PACK_BFLOAT16=0`` turns it off).
 
-Both have no backward, so they are used only where no gradient is asked for; bfloat16 keeps the
-stock kernels (oneDNN already serves them), as does any other device.
+All give the stock products up to float rounding. None has a backward, so they are used only
+where no gradient is asked for, on CPU, outside ``torch.compile``; everything else takes the stock
+kernels.
 """
 
 from __future__ import annotations
@@ -48,26 +51,26 @@ def _inference_on_cpu(x: Tensor, weight: Tensor) -> bool:
     return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
 
-def _packed_copy(weight: Tensor, weight_out_in: Tensor) -> Tensor:
-    """oneDNN's blocked copy of ``weight`` (viewed ``[out, in]``), made on first use and remade
+def _packed_copy(weight: Tensor, stored_in_out: bool) -> Tensor:
+    """oneDNN's blocked copy of ``weight`` (as ``[out, in]``), made on first use and remade
     whenever the weight is replaced or changed in place."""
     entry = _packed.get(id(weight))
     if entry is None or entry[0]() is not weight or entry[1] != weight._version:
         if entry is None:
             weakref.finalize(weight, _packed.pop, id(weight), None)
-        entry = (weakref.ref(weight), weight._version, _ONEDNN_PACK(weight_out_in, 1))
+        entry = (weakref.ref(weight), weight._version, _ONEDNN_PACK(weight.t() if stored_in_out else weight, 1))
         _packed[id(weight)] = entry
     return entry[2]
 
 
-def _fast_product(x: Tensor, weight: Tensor, weight_out_in: Tensor, bias: Tensor | None) -> Tensor | None:
+def _fast_product(x: Tensor, weight: Tensor, stored_in_out: bool, bias: Tensor | None) -> Tensor | None:
     """The product through oneDNN where that was measured faster, else None. x: [rows, in]."""
     if _ONEDNN_LINEAR is None or not _inference_on_cpu(x, weight):
         return None
     if weight.dtype == torch.float32:
-        return _ONEDNN_LINEAR(x, weight_out_in, bias, "none", [], "")
+        return _ONEDNN_LINEAR(x, weight.t() if stored_in_out else weight, bias, "none", [], "")
     if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None:
-        return _ONEDNN_LINEAR(x, _packed_copy(weight, weight_out_in), bias, "none", [], "")
+        return _ONEDNN_LINEAR(x, _packed_copy(weight, stored_in_out), bias, "none", [], "")
     return None
 
 
@@ -77,14 +80,14 @@ def linear_in_out(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     if rows == 1 and inner % 2 == 0 and weight.dtype == torch.float32 and _inference_on_cpu(x, weight):
         halves = torch.bmm(x.view(2, 1, inner // 2), weight.view(2, inner // 2, -1))  # [2, 1, out]
         return halves.sum(0).add_(bias)  # [1, out]
-    y = _fast_product(x, weight, weight.t(), bias)
+    y = _fast_product(x, weight, True, bias)
     return torch.addmm(bias, x, weight) if y is None else y
 
 
 def linear_out_in(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``: x ``[..., in]`` and a weight stored ``[out, in]`` (nn.Linear, the LM head)."""
     flat = x.reshape(-1, x.size(-1))  # [rows, in]
-    y = _fast_product(flat, weight, weight, bias)
+    y = _fast_product(flat, weight, False, bias)
     return F.linear(x, weight, bias) if y is None else y.view(*x.shape[:-1], -1)  # [..., out]
 
 

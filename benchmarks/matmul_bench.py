@@ -1,0 +1,79 @@
+"""The matrix products of one GPT-2 small decode step: PyTorch's stock kernels against the routes
+of models/matmul.py, side by side in one run (interleaved rounds, medians).
+
+    python benchmarks/matmul_bench.py [--rounds 5]
+
+"blocks" is the 48 products of 12 blocks, each with its own weights (as in the model, they do
+not fit in cache); "LM head" is the 768 x 50257 product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # [in, out] of c_attn, c_proj, c_fc, mlp.c_proj
+
+
+def load_matmul():
+    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    return importlib.import_module(hub._PACKAGE + ".models.matmul")
+
+
+def per_call(fn, calls: int = 3) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    matmul = load_matmul()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per decode step, median of {args.rounds}")
+    print(f"{'':28} {'stock':>8} {'routed':>8} {'ratio':>7}")
+    for dtype in (torch.float32, torch.bfloat16):
+        blocks = [[(torch.randn(i, o).to(dtype), torch.randn(o).to(dtype)) for i, o in SHAPES] for _ in range(12)]
+        head = torch.randn(50257, 768).to(dtype)
+        for rows in (1, 8):
+            inputs = {n: torch.randn(rows, n).to(dtype) for n in (768, 3072)}
+
+            def stock_blocks():
+                for layer in blocks:
+                    for weight, bias in layer:
+                        torch.addmm(bias, inputs[weight.shape[0]], weight)
+
+            def routed_blocks():
+                for layer in blocks:
+                    for weight, bias in layer:
+                        matmul.linear_in_out(inputs[weight.shape[0]], weight, bias)
+
+            cases = {"blocks": (stock_blocks, routed_blocks),
+                     "LM head": (lambda: F.linear(inputs[768], head), lambda: matmul.linear_out_in(inputs[768], head))}
+            with torch.no_grad():
+                for label, (stock, routed) in cases.items():
+                    results = {"stock": [], "routed": []}
+                    for _ in range(args.rounds):
+                        results["stock"].append(per_call(stock))
+                        results["routed"].append(per_call(routed))
+                    a, b = statistics.median(results["stock"]), statistics.median(results["routed"])
+                    name = f"{str(dtype).removeprefix('torch.')}, {rows} row(s), {label}"
+                    print(f"{name:28} {a:8.2f} {b:8.2f} {a / b:6.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
