@@ -9,7 +9,9 @@ LOADING_DOC = """
     Args:
         pretrained_model_name_or_path: a checkpoint name (``{default}``), a local directory with
             ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``), or a weights file
-            with ``config.json`` beside it.
+            with ``config.json`` beside it; or one of OpenAI's original releases, read without
+            TensorFlow (``openai/124M`` ... ``openai/1558M``, ``openai-gpt-original``, or such a
+            folder on disk).
         pretrained: False builds the architecture with fresh random weights (nothing downloaded).
         config: a config object or path to use instead of the checkpoint's.
         state_dict: weights to use instead of the checkpoint's.
