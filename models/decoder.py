@@ -111,8 +111,8 @@ class DecoderModel(PreTrainedModel):
 def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
     if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise ValueError(
-            f"input_ids must lie in [0, {vocab_size}), got values in "
-            f"[{int(input_ids.min())}, {int(input_ids.max())}]"
-        )
+    if not input_ids.numel():
+        return
+    low, high = (int(v) for v in torch.aminmax(input_ids))  # one pass, one sync
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"input_ids must lie in [0, {vocab_size}), got values in [{low}, {high}]")

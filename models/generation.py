@@ -103,7 +103,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     for position in range(prompt, total):
         logits = _last_logits(model, step_input, cache, mask[:, :length] if padded else None)
         token = next_tokens(logits, tokens[:, :length], **choose)
-        token = torch.where(finished, torch.full_like(token, pad), token)
+        if eos_token_id is not None:  # rows already finished get padding
+            token = torch.where(finished, torch.full_like(token, pad), token)
         tokens[:, position] = token
         length = position + 1
         if streamer is not None:

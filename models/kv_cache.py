@@ -15,7 +15,8 @@ class LayerCache:
     """One layer's slice of the cache: ``append`` writes new positions and returns all filled."""
 
     def __init__(self, cache: StaticKVCache, index: int):
-        self.cache, self.index = cache, index
+        self.cache = cache
+        self.keys, self.values = cache.keys[index], cache.values[index]  # each [B, H, S_max, D]
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         # key, value: [B, H, T, D]
@@ -23,10 +24,9 @@ class LayerCache:
         end = start + key.size(-2)
         if end > self.cache.capacity:
             raise ValueError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
-        keys, values = self.cache.keys[self.index], self.cache.values[self.index]  # each [B, H, S_max, D]
-        keys[:, :, start:end] = key
-        values[:, :, start:end] = value
-        return keys[:, :, :end], values[:, :, :end]  # each [B, H, end, D]
+        self.keys[:, :, start:end] = key
+        self.values[:, :, start:end] = value
+        return self.keys[:, :, :end], self.values[:, :, :end]  # each [B, H, end, D]
 
 
 class StaticKVCache:

@@ -50,7 +50,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(pdrop)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        y = self.c_proj(self.act(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 def past_length(past) -> int:
@@ -152,7 +153,8 @@ class CausalSelfAttention(nn.Module):
         if head_mask is not None:
             y = y * head_mask  # zeroing a head's weights zeroes its output
         y = y.to(dtype).transpose(1, 2).reshape(B, T, C)  # [B, T, C]
-        return self.resid_dropout(self.c_proj(y)), present, weights
+        y = self.c_proj(y)
+        return (self.resid_dropout(y) if self.training else y), present, weights
 
 
 def attention_scale(head_dim: int, scale_weights: bool = True, layer_idx: int | None = None) -> float:

@@ -46,7 +46,7 @@ _packed: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
 
 def _inference_on_cpu(x: Tensor, weight: Tensor) -> bool:
-    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
+    if not x.is_cpu or x.dtype != weight.dtype or torch.compiler.is_compiling():
         return False
     return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
