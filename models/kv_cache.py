@@ -41,9 +41,15 @@ class StaticKVCache:
 
     @classmethod
     def for_model(cls, model, batch: int, capacity: int) -> StaticKVCache:
+        """A cache for ``model``'s layers. A half-precision model on CPU gets a float32 cache:
+        there, attention over float32 keys runs faster than over bfloat16 ones (one query over 160
+        keys: 32 us against 137), which is worth converting each new key and query (batch-8
+        bfloat16 decoding: +8-11%, batch 1 unchanged)."""
         config = model.config
-        return cls(config.n_layer, batch, config.n_head, config.n_embd // config.n_head, capacity,
-                   model.dtype, model.device)
+        dtype = model.dtype
+        if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+            dtype = torch.float32
+        return cls(config.n_layer, batch, config.n_head, config.n_embd // config.n_head, capacity, dtype, model.device)
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -137,6 +137,8 @@ class CausalSelfAttention(nn.Module):
         dtype = q.dtype
         if self.upcast:
             q, k, v = q.float(), k.float(), v.float()
+        elif k.dtype != dtype:  # a float32 cache for a half-precision model
+            q = q.to(k.dtype)
 
         weights = None
         if output_attentions:

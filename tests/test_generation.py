@@ -98,3 +98,16 @@ def test_streamer_with_generate(tmp_path):
     out = model.generate(torch.tensor([tokenizer.encode("Hello")]), max_new_tokens=8,
                          streamer=generation.TextStreamer(tokenizer, pieces.append))
     assert "".join(pieces) == tokenizer.decode(out[0, 1:].tolist())
+
+
+def test_half_precision_models_get_a_float32_cache_with_the_same_logits():
+    torch.manual_seed(0)
+    model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval().to(torch.bfloat16)
+    cache = repo_module("models.kv_cache").StaticKVCache.for_model(model, 2, 16)
+    assert cache.keys.dtype == torch.float32
+    ids = torch.randint(0, TINY["vocab_size"], (2, 9))
+    with torch.no_grad():
+        plain = model(ids).logits[:, -1].float()  # bfloat16 keys throughout
+        cached = generation._last_logits(model, ids[:, :5], cache, None)
+        cached = generation._last_logits(model, ids[:, 5:], cache, None).float()  # 4 more positions
+    torch.testing.assert_close(cached, plain, rtol=2e-2, atol=2e-2)
