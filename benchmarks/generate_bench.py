@@ -40,14 +40,31 @@ def timed(fn, repeats: int, results: dict, label: str, work: float) -> None:
         results.setdefault(label, []).append(work / (time.perf_counter() - start))
 
 
-def row(label: str, ours: list[float], theirs: list[float], unit: str) -> str:
+def row(label: str, ours: list[float], theirs: list[float], unit: str, limit: float | None = None) -> str:
     a, b = statistics.median(ours), statistics.median(theirs)
+    bound = f"{limit:9.1f}" if limit is not None else f"{'':9}"
     return (f"{label:34} {a:9.2f} ({min(ours):.2f}-{max(ours):.2f}) {b:9.2f} ({min(theirs):.2f}-{max(theirs):.2f})"
-            f" {a / b:7.2f}x  {unit}")
+            f" {a / b:7.2f}x {bound}  {unit}")
+
+
+def read_bandwidth() -> float:
+    """Bytes per second this machine reads from memory: summing 1 GB of float32 (best of 5)."""
+    data = torch.ones(1 << 28)
+    best = min(_seconds(data.sum) for _ in range(5))
+    return data.numel() * data.element_size() / best
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
-    print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio':>8}")
+    bandwidth = read_bandwidth()
+    print(f"memory read bandwidth (summing 1 GB): {bandwidth / 1e9:.1f} GB/s; the limit column is the tokens/s "
+          "at which every weight is read once per decode step at that rate")
+    print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio':>8} {'limit':>9}")
     for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
         ours = models.GPT2LMHeadModel.from_pretrained(checkpoint, torch_dtype=dtype)
         theirs = transformers.GPT2LMHeadModel.from_pretrained(checkpoint, dtype=dtype).eval()
@@ -68,7 +85,9 @@ def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
                     timed(lambda: theirs.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                                                   do_sample=False, pad_token_id=0), 1, results, "hf", batch * n)
             name = str(dtype).removeprefix("torch.")
-            print(row(f"decode {name}, batch {batch}", results["ours"], results["hf"], "tokens/s (all rows)"), flush=True)
+            weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+            print(row(f"decode {name}, batch {batch}", results["ours"], results["hf"], "tokens/s (all rows)",
+                      batch * bandwidth / weight_bytes), flush=True)
         if dtype is torch.float32:
             x = torch.randint(0, 50257, (1, 1024))
             results = {}
