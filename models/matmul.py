@@ -11,7 +11,8 @@ gives the numbers (one decode step of GPT-2 small, stock against these routes):
   (the LM head 2.1x; 8 rows: blocks 2.1x, head 2.5x);
 - bfloat16: oneDNN's kernel on a copy of the weight packed in its blocked layout, made on first
   use and kept while the weight lives and is unchanged (blocks 1.6x, head 1.4x; this costs a second
-  copy of the weights, ``GPT_HUB_PACK_BFLOAT16=0`` turns it off).
+  copy of the weights, ``GPT_HUB_PACK_BFLOAT16=0`` turns it off). Weights made under
+  ``torch.inference_mode`` have no version counter to watch, so they keep the stock kernels.
 
 All give the stock products up to float rounding. None has a backward, so they are used only
 where no gradient is asked for, on CPU, outside ``torch.compile``; everything else takes the stock
@@ -69,7 +70,8 @@ def _fast_product(x: Tensor, weight: Tensor, stored_in_out: bool, bias: Tensor |
         return None
     if weight.dtype == torch.float32:
         return _ONEDNN_LINEAR(x, weight.t() if stored_in_out else weight, bias, "none", [], "")
-    if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None:
+    if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None and not weight.is_inference():
+        # (an inference tensor has no version counter: a change to it could not be noticed)
         return _ONEDNN_LINEAR(x, _packed_copy(weight, stored_in_out), bias, "none", [], "")
     return None
 

@@ -125,6 +125,17 @@ def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, cal
     torch.testing.assert_close(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
 
 
+def test_weights_made_in_inference_mode_keep_the_stock_kernels(calls):
+    with torch.inference_mode():  # such tensors have no version counter: in-place changes go unseen
+        x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
+        y = matmul.linear_out_in(x, weight)
+    assert calls["onednn"] == 0
+    assert torch.equal(y, F.linear(x, weight))
+    model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16)
+    with torch.inference_mode():
+        assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3).shape == (1, 6)
+
+
 def test_packing_can_be_switched_off(monkeypatch, calls):
     monkeypatch.setattr(matmul, "PACK_BFLOAT16", False)
     x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
