@@ -48,15 +48,11 @@ def main() -> None:
     parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
     args = parser.parse_args()
 
-    import importlib
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub)
-    models = importlib.import_module(hub._PACKAGE + ".models")
+    from repository import repo_module
+
+    models = repo_module("models")
     root = Path(tempfile.mkdtemp())
     checkpoint = root / "gpt2-random"
     torch.manual_seed(0)

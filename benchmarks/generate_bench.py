@@ -10,8 +10,6 @@ Each figure is the median of interleaved runs (min-max alongside); the machine m
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -21,16 +19,9 @@ import time
 from pathlib import Path
 
 import torch
+from repository import REPO, repo_module
 
-REPO = Path(__file__).resolve().parents[1]
 BANDWIDTH_NOTE = "batch-1 decoding reads every weight once per token: tokens/s <= memory bandwidth / weight bytes"
-
-
-def repository_models():
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub)
-    return importlib.import_module(hub._PACKAGE + ".models")
 
 
 def timed(fn, repeats: int, results: dict, label: str, work: float) -> None:
@@ -199,7 +190,7 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    models = repository_models()
+    models = repo_module("models")
     torch.manual_seed(0)
     checkpoint = Path(tempfile.mkdtemp()) / "gpt2-random"
     models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(checkpoint)

@@ -10,24 +10,14 @@ not fit in cache); "LM head" is the 768 x 50257 product.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from repository import repo_module
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # [in, out] of c_attn, c_proj, c_fc, mlp.c_proj
-
-
-def load_matmul():
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub)
-    return importlib.import_module(hub._PACKAGE + ".models.matmul")
 
 
 def per_call(fn, calls: int = 3) -> float:
@@ -42,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    matmul = load_matmul()
+    matmul = repo_module("models.matmul")
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per decode step, median of {args.rounds}")
     print(f"{'':28} {'stock':>8} {'routed':>8} {'ratio':>7}")

@@ -12,15 +12,11 @@ the same tokens (checked). Median tokens/s of the runs, interleaved.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from repository import repo_module
 
 
 def greedy_cached(model, prompt, new_tokens):
@@ -45,10 +41,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub)
-    models = importlib.import_module(hub._PACKAGE + ".models")
+    models = repo_module("models")
 
     torch.manual_seed(0)
     ours = models.OpenAIGPTLMHeadModel.from_config(models.OpenAIGPTConfig())

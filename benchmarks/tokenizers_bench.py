@@ -17,7 +17,6 @@ Every peer's ids are compared with ours; a mismatch is printed, not hidden.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import json
 import os
@@ -29,14 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def repository():
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hub)
-    return lambda name: importlib.import_module(f"{hub._PACKAGE}.{name}")
+from repository import REPO, repo_module
 
 
 def openai_encoder_module(path: str | None):
@@ -84,8 +76,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["gpt2", "openai-gpt"], default=None)
     args = parser.parse_args()
     data = Path(args.data)
-    module = repository()
-    tokenizers = module("tokenizers")
+    tokenizers = repo_module("tokenizers")
     texts = [p.read_bytes().decode("utf-8") for p in sorted((data / "corpus").glob("*.txt"))]
     lines = [line for text in texts for line in text.splitlines(keepends=True)]
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
@@ -131,8 +122,8 @@ def main() -> None:
 
     if args.only in (None, "openai-gpt"):
         gpt1 = data / "openai-gpt"
-        openai_gpt = module("tokenizers.openai_gpt")
-        bpe = module("tokenizers.bpe")
+        openai_gpt = repo_module("tokenizers.openai_gpt")
+        bpe = repo_module("tokenizers.bpe")
 
         def original_pipeline():
             import ftfy

@@ -243,9 +243,10 @@ def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, dow
     if gpt2:
         try:
             with open(get("hparams.json"), encoding="utf-8") as f:
-                config = gpt2_config(json.load(f), **overrides)
+                hparams = json.load(f)
         except ValueError as err:
-            raise OriginalReleaseError(f"{name}: hparams.json is not valid JSON: {err}") from None
+            raise OriginalReleaseError(f"{os.fspath(name)}: hparams.json is not valid JSON: {err}") from None
+        config = gpt2_config(hparams, **overrides)
         state = read_gpt2_release(get, config.n_layer)
     else:
         params = read_gpt1_release(get)

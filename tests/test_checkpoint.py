@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import require, REPO, TINY, hubconf, make_hf_checkpoint, models, repo_module
+from conftest import require, REPO, TINY, make_hf_checkpoint, models, repo_module
 
 transformers = require("transformers")
 checkpoint = repo_module("models.checkpoint")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from functools import lru_cache
 
-import pytest
 import torch
 from conftest import REPO, mismatches_with_expected, need_shared_data, repo_module, require
 from hypothesis import given, settings
