@@ -79,8 +79,9 @@ def _fast_product(x: Tensor, weight: Tensor, stored_in_out: bool, bias: Tensor |
 def linear_in_out(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x @ weight + bias`` for x ``[rows, in]`` and a weight stored ``[in, out]`` (Conv1D)."""
     rows, inner = x.shape
-    if rows == 1 and inner % 2 == 0 and weight.dtype == torch.float32 and _inference_on_cpu(x, weight):
-        halves = torch.bmm(x.view(2, 1, inner // 2), weight.view(2, inner // 2, -1))  # [2, 1, out]
+    if (rows == 1 and inner % 2 == 0 and weight.dtype == torch.float32 and weight.is_contiguous()
+            and _inference_on_cpu(x, weight)):
+        halves = torch.bmm(x.reshape(2, 1, inner // 2), weight.view(2, inner // 2, -1))  # [2, 1, out]
         return halves.sum(0).add_(bias)  # [1, out]
     y = _fast_product(x, weight, True, bias)
     return torch.addmm(bias, x, weight) if y is None else y

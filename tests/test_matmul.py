@@ -68,6 +68,15 @@ def test_bfloat16_products_use_packed_copies_and_equal_the_stock_ones(calls):
     torch.testing.assert_close(ours.float(), stock.float(), rtol=1e-2, atol=1e-2)
 
 
+def test_strided_inputs_and_weights_work(calls):
+    torch.manual_seed(0)
+    x = torch.randn(3, 64)[1:2, ::2]  # one row, every other column
+    weight = torch.randn(48, 32).t()  # [32, 48], not contiguous
+    bias = torch.randn(48)
+    with torch.no_grad():
+        torch.testing.assert_close(matmul.linear_in_out(x, weight, bias), x @ weight + bias, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_take_the_stock_kernels(calls):
     torch.manual_seed(0)
     x = torch.randn(1, 32, requires_grad=True)
