@@ -100,7 +100,8 @@ def _gpt2_name(variable: str) -> str | None:
 def _checkpoint_prefix(get: Callable[[str], str]) -> str:
     """The prefix the ``checkpoint`` file names (OpenAI's: ``model.ckpt``)."""
     try:
-        text = open(get("checkpoint"), encoding="utf-8").read()
+        with open(get("checkpoint"), encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         return "model.ckpt"
     match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.MULTILINE)
