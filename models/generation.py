@@ -89,8 +89,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
 
     tokens = torch.full((batch, total), pad, dtype=input_ids.dtype, device=input_ids.device)  # [B, S]
     tokens[:, :prompt] = input_ids
-    mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
-    mask[:, :prompt] = attention_mask
+    mask = None  # without padding, plain causal attention needs no mask
+    if not bool(attention_mask.all()):
+        mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
+        mask[:, :prompt] = attention_mask
     cache = StaticKVCache.for_model(model, batch, total)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     choose = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -98,10 +100,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if streamer is not None:
         streamer.put(input_ids)
 
-    padded = not bool(attention_mask.all())  # without padding, plain causal attention needs no mask
     step_input, length = input_ids, prompt
     for position in range(prompt, total):
-        logits = _last_logits(model, step_input, cache, mask[:, :length] if padded else None)
+        logits = _last_logits(model, step_input, cache, None if mask is None else mask[:, :length])
         token = next_tokens(logits, tokens[:, :length], **choose)
         if eos_token_id is not None:  # rows already finished get padding
             token = torch.where(finished, torch.full_like(token, pad), token)
@@ -119,7 +120,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     return tokens[:, :length]
 
 
-def _last_logits(model, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor) -> Tensor:
+def _last_logits(model, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None) -> Tensor:
     """Logits of the last position only: the head's matrix is the largest, and only they are used."""
     hidden = model.transformer(input_ids, past=cache, attention_mask=attention_mask).last_hidden_state
     return model.lm_head(hidden[:, -1])  # [B, V]

@@ -229,10 +229,10 @@ def _copy_into(model: nn.Module, state: dict[str, tuple[str, Tensor]], source: s
 def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, download_options: dict | None = None,
                           **overrides):
     """``cls.from_pretrained(name)`` for ``openai/124M`` ..., ``openai-gpt-original`` and folders
-    in their layout."""
+    in their layout; ``torch_dtype`` as ``from_pretrained`` parsed it."""
     from .gpt2 import GPT2PreTrainedModel
     from .openai_gpt import OpenAIGPTPreTrainedModel
-    from .pretrained import parse_dtype, skeleton
+    from .pretrained import skeleton
 
     download_options = download_options or {}
     gpt2 = release_family(name) == "gpt2"
@@ -256,5 +256,5 @@ def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, dow
     with skeleton():
         shell = cls(config)
     _check_shapes(state, {n: t.shape for n, t in getattr(shell, "transformer", shell).state_dict().items()}, os.fspath(name))
-    return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, parse_dtype(torch_dtype),
+    return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, torch_dtype,
                                 source=os.fspath(name))
