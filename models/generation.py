@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .decoder import check_token_ids
+from .direct_forward import DirectForward
 from .kv_cache import StaticKVCache
 
 
@@ -94,6 +96,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
         mask[:, :prompt] = attention_mask
     cache = StaticKVCache.for_model(model, batch, total)
+    direct = DirectForward.for_model(model)
+    if direct is not None:  # the modules would check every step's tokens; the new ones are the head's
+        check_token_ids(input_ids, model.transformer.get_input_embeddings().num_embeddings)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     choose = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                   repetition_penalty=repetition_penalty, generator=generator)
@@ -102,7 +107,11 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
 
     step_input, length = input_ids, prompt
     for position in range(prompt, total):
-        logits = _last_logits(model, step_input, cache, None if mask is None else mask[:, :length])
+        step_mask = None if mask is None else mask[:, :length]
+        if direct is not None:
+            logits = direct.last_logits(step_input, cache, step_mask)
+        else:
+            logits = _last_logits(model, step_input, cache, step_mask)
         token = next_tokens(logits, tokens[:, :length], **choose)
         if eos_token_id is not None:  # rows already finished get padding
             token = torch.where(finished, torch.full_like(token, pad), token)

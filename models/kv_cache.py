@@ -16,25 +16,25 @@ class LayerCache:
 
     def __init__(self, cache: StaticKVCache, index: int):
         self.cache = cache
-        self.keys, self.values = cache.keys[index], cache.values[index]  # each [B, H, S_max, D]
+        self.keys_values = cache.keys_values[index]  # [2, B, H, S_max, D]
 
-    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        # key, value: [B, H, T, D]
+    def append(self, keys_values: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``keys_values`` ([2, B, H, T, D]: keys, then values) in one copy; return the
+        keys and the values of all filled positions (each [B, H, S, D])."""
         start = self.cache.length
-        end = start + key.size(-2)
+        end = start + keys_values.size(-2)
         if end > self.cache.capacity:
             raise ValueError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
-        self.keys[:, :, start:end] = key
-        self.values[:, :, start:end] = value
-        return self.keys[:, :, :end], self.values[:, :, :end]  # each [B, H, end, D]
+        self.keys_values.narrow(3, start, end - start).copy_(keys_values)
+        filled = self.keys_values.narrow(3, 0, end)  # [2, B, H, S, D]
+        return filled[0], filled[1]
 
 
 class StaticKVCache:
     def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu"):
-        shape = (n_layer, batch, n_head, capacity, head_dim)
-        self.keys = torch.empty(shape, dtype=dtype, device=device)  # [L, B, H, S_max, D]
-        self.values = torch.empty(shape, dtype=dtype, device=device)
+        shape = (n_layer, 2, batch, n_head, capacity, head_dim)
+        self.keys_values = torch.empty(shape, dtype=dtype, device=device)  # [L, 2, B, H, S_max, D]
         self.capacity = capacity
         self.length = 0
         self.layers = [LayerCache(self, i) for i in range(n_layer)]

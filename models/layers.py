@@ -124,12 +124,13 @@ class CausalSelfAttention(nn.Module):
                 use_cache: bool = False, head_mask: Tensor | None = None,
                 output_attentions: bool = False) -> tuple[Tensor, LayerPast | None, Tensor | None]:
         B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # [B, T, 3, H, D]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, D]
+        qkv = split_heads(self.c_attn(x), B, T, self.n_head)  # [3, B, H, T, D]
+        q = qkv[0]  # [B, H, T, D]
         if hasattr(layer_past, "append"):  # a preallocated cache (models/kv_cache.py)
-            k, v = layer_past.append(k, v)  # each [B, H, S, D]
+            k, v = layer_past.append(qkv[1:])  # each [B, H, S, D]
             present = layer_past
         else:
+            k, v = qkv[1], qkv[2]  # each [B, H, T, D]
             if layer_past is not None:
                 k = torch.cat((layer_past[0], k), dim=-2)  # [B, H, S, D]
                 v = torch.cat((layer_past[1], v), dim=-2)
@@ -137,8 +138,6 @@ class CausalSelfAttention(nn.Module):
         dtype = q.dtype
         if self.upcast:
             q, k, v = q.float(), k.float(), v.float()
-        elif k.dtype != dtype:  # a float32 cache for a half-precision model
-            q = q.to(k.dtype)
 
         weights = None
         if output_attentions:
@@ -148,15 +147,34 @@ class CausalSelfAttention(nn.Module):
             weights = self.attn_dropout(scores.softmax(-1))
             y = weights @ v  # [B, H, T, D]
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                dropout_p=self.attn_dropout.p if self.training else 0.0, scale=self.scale,
-            )  # [B, H, T, D]
+            y = attend(q, k, v, mask, self.scale, self.attn_dropout.p if self.training else 0.0)  # [B, H, T, D]
         if head_mask is not None:
             y = y * head_mask  # zeroing a head's weights zeroes its output
-        y = y.to(dtype).transpose(1, 2).reshape(B, T, C)  # [B, T, C]
-        y = self.c_proj(y)
+        y = self.c_proj(merge_heads(y.to(dtype)))  # [B, T, C]
         return (self.resid_dropout(y) if self.training else y), present, weights
+
+
+def split_heads(qkv: Tensor, batch: int, length: int, n_head: int) -> Tensor:
+    """``[..., 3 * C]`` (queries, keys, values of ``batch * length`` positions) to
+    ``[3, B, H, T, D]``."""
+    return qkv.view(batch, length, 3, n_head, -1).permute(2, 0, 3, 1, 4)  # [3, B, H, T, D]
+
+
+def merge_heads(y: Tensor) -> Tensor:
+    """``[B, H, T, D]`` to ``[B, T, H * D]``."""
+    B, H, T, D = y.shape
+    return y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float = 0.0) -> Tensor:
+    """Scaled dot-product attention of ``q`` ``[B, H, T, D]`` over ``k``, ``v`` ``[B, H, S, D]``,
+    the last ``T`` of the ``S`` positions being the queries'. ``mask`` None means causal (or, for
+    one query, everything). Keys in float32 for a half-precision ``q`` (a CPU cache, see
+    models/kv_cache.py) take ``q`` to float32 too; the result comes back in k's dtype."""
+    if k.dtype != q.dtype:
+        q = q.to(k.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.size(-2) > 1,
+                                          dropout_p=dropout_p, scale=scale)  # [B, H, T, D]
 
 
 def attention_scale(head_dim: int, scale_weights: bool = True, layer_idx: int | None = None) -> float:

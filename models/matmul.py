@@ -46,8 +46,13 @@ PACK_BFLOAT16 = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0"
 _packed: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
 
+def _routable(weight: Tensor) -> bool:
+    """Whether products with ``weight`` may leave the stock kernels, given no gradient is asked."""
+    return weight.is_cpu and not torch.compiler.is_compiling()
+
+
 def _inference_on_cpu(x: Tensor, weight: Tensor) -> bool:
-    if not x.is_cpu or x.dtype != weight.dtype or torch.compiler.is_compiling():
+    if not x.is_cpu or x.dtype != weight.dtype or not _routable(weight):
         return False
     return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
 
@@ -64,34 +69,68 @@ def _packed_copy(weight: Tensor, stored_in_out: bool) -> Tensor:
     return entry[2]
 
 
-def _fast_product(x: Tensor, weight: Tensor, stored_in_out: bool, bias: Tensor | None) -> Tensor | None:
-    """The product through oneDNN where that was measured faster, else None. x: [rows, in]."""
-    if _ONEDNN_LINEAR is None or not _inference_on_cpu(x, weight):
+def _onednn_weight(weight: Tensor, stored_in_out: bool) -> Tensor | None:
+    """The weight to hand oneDNN's linear kernel where that was measured faster for inference on
+    CPU (``[out, in]``, or its packed copy), else None."""
+    if _ONEDNN_LINEAR is None or not weight.is_cpu:
         return None
     if weight.dtype == torch.float32:
-        return _ONEDNN_LINEAR(x, weight.t() if stored_in_out else weight, bias, "none", [], "")
+        return weight.t() if stored_in_out else weight
     if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None and not weight.is_inference():
         # (an inference tensor has no version counter: a change to it could not be noticed)
-        return _ONEDNN_LINEAR(x, _packed_copy(weight, stored_in_out), bias, "none", [], "")
+        return _packed_copy(weight, stored_in_out)
     return None
+
+
+def _splits(weight: Tensor) -> bool:
+    """Whether one float32 row against this ``[in, out]`` weight takes the split product."""
+    return weight.size(0) % 2 == 0 and weight.dtype == torch.float32 and weight.is_contiguous()
+
+
+def _split_product(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """One row ``[1, in]`` times ``[in, out]``: each half of the inner dimension in its own batch of
+    ``bmm``, so that both cores stream the weight, then the halves summed."""
+    half = weight.size(0) // 2
+    halves = torch.bmm(x.reshape(2, 1, half), weight.view(2, half, -1))  # [2, 1, out]
+    return halves.sum(0).add_(bias)  # [1, out]
 
 
 def linear_in_out(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x @ weight + bias`` for x ``[rows, in]`` and a weight stored ``[in, out]`` (Conv1D)."""
-    rows, inner = x.shape
-    if (rows == 1 and inner % 2 == 0 and weight.dtype == torch.float32 and weight.is_contiguous()
-            and _inference_on_cpu(x, weight)):
-        halves = torch.bmm(x.reshape(2, 1, inner // 2), weight.view(2, inner // 2, -1))  # [2, 1, out]
-        return halves.sum(0).add_(bias)  # [1, out]
-    y = _fast_product(x, weight, True, bias)
-    return torch.addmm(bias, x, weight) if y is None else y
+    if _inference_on_cpu(x, weight):
+        if x.size(0) == 1 and _splits(weight):
+            return _split_product(x, weight, bias)
+        onednn = _onednn_weight(weight, True)
+        if onednn is not None:
+            return _ONEDNN_LINEAR(x, onednn, bias, "none", [], "")
+    return torch.addmm(bias, x, weight)
 
 
 def linear_out_in(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear``: x ``[..., in]`` and a weight stored ``[out, in]`` (nn.Linear, the LM head)."""
     flat = x.reshape(-1, x.size(-1))  # [rows, in]
-    y = _fast_product(flat, weight, False, bias)
-    return F.linear(x, weight, bias) if y is None else y.view(*x.shape[:-1], -1)  # [..., out]
+    onednn = _onednn_weight(weight, False) if _inference_on_cpu(flat, weight) else None
+    if onednn is None:
+        return F.linear(x, weight, bias)
+    return _ONEDNN_LINEAR(flat, onednn, bias, "none", [], "").view(*x.shape[:-1], -1)  # [..., out]
+
+
+def bind(weight: Tensor, bias: Tensor | None, stored_in_out: bool):
+    """``x -> linear_in_out(x, weight, bias)`` (or ``linear_out_in``) for x ``[rows, in]`` of the
+    weight's dtype and device, with the kernel chosen once: for a loop of calls without gradients
+    while the weight stays as it is (generate). The per-call checks cost little alone but add up
+    over ~50 products a token."""
+    inference = _routable(weight)
+    onednn = _onednn_weight(weight, stored_in_out) if inference else None
+    if onednn is not None:
+        product = lambda x: _ONEDNN_LINEAR(x, onednn, bias, "none", [], "")  # noqa: E731
+    elif stored_in_out:
+        product = lambda x: torch.addmm(bias, x, weight)  # noqa: E731
+    else:
+        product = lambda x: F.linear(x, weight, bias)  # noqa: E731
+    if inference and stored_in_out and _splits(weight):
+        return lambda x: _split_product(x, weight, bias) if x.size(0) == 1 else product(x)
+    return product
 
 
 class Linear(torch.nn.Linear):

@@ -104,7 +104,7 @@ def test_half_precision_models_get_a_float32_cache_with_the_same_logits():
     torch.manual_seed(0)
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval().to(torch.bfloat16)
     cache = repo_module("models.kv_cache").StaticKVCache.for_model(model, 2, 16)
-    assert cache.keys.dtype == torch.float32
+    assert cache.keys_values.dtype == torch.float32
     ids = torch.randint(0, TINY["vocab_size"], (2, 9))
     with torch.no_grad():
         plain = model(ids).logits[:, -1].float()  # bfloat16 keys throughout

@@ -121,9 +121,11 @@ def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, cal
     assert calls["onednn"] > 0 and calls["bmm"] > 0
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-5)
 
-    monkeypatch.setattr(matmul, "_inference_on_cpu", lambda x, weight: False)  # stock kernels only
+    monkeypatch.setattr(matmul, "_routable", lambda weight: False)  # stock kernels only
+    before = dict(calls)
     with torch.no_grad():
         assert torch.equal(model.generate(ids[:1], max_new_tokens=6), greedy)
+    assert calls == before
 
     bf16 = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval().to(torch.bfloat16)
     with torch.no_grad():
