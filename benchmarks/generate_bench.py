@@ -32,10 +32,13 @@ def timed(fn, repeats: int, results: dict, label: str, work: float) -> None:
 
 
 def row(label: str, ours: list[float], theirs: list[float], unit: str, limit: float | None = None) -> str:
-    a, b = statistics.median(ours), statistics.median(theirs)
+    """Medians (min-max) of both, and the median of the ratios of the runs made side by side: on a
+    shared machine each pair saw the same load, the runs minutes apart did not."""
+    ratios = [a / b for a, b in zip(ours, theirs)]
     bound = f"{limit:9.1f}" if limit is not None else f"{'':9}"
-    return (f"{label:34} {a:9.2f} ({min(ours):.2f}-{max(ours):.2f}) {b:9.2f} ({min(theirs):.2f}-{max(theirs):.2f})"
-            f" {a / b:7.2f}x {bound}  {unit}")
+    return (f"{label:34} {statistics.median(ours):9.2f} ({min(ours):.2f}-{max(ours):.2f})"
+            f" {statistics.median(theirs):9.2f} ({min(theirs):.2f}-{max(theirs):.2f})"
+            f" {statistics.median(ratios):6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) {bound}  {unit}")
 
 
 def read_bandwidth() -> float:
@@ -55,7 +58,7 @@ def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
     bandwidth = read_bandwidth()
     print(f"memory read bandwidth (summing 1 GB): {bandwidth / 1e9:.1f} GB/s; the limit column is the tokens/s "
           "at which every weight is read once per decode step at that rate")
-    print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio':>8} {'limit':>9}")
+    print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio (paired)':>20} {'limit':>9}")
     for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
         ours = models.GPT2LMHeadModel.from_pretrained(checkpoint, torch_dtype=dtype)
         theirs = transformers.GPT2LMHeadModel.from_pretrained(checkpoint, dtype=dtype).eval()
@@ -69,12 +72,13 @@ def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
                 ours.generate(prompt, attention_mask=mask, max_new_tokens=2, pad_token_id=0)
                 theirs.generate(prompt, attention_mask=mask, max_new_tokens=2, min_new_tokens=2, do_sample=False,
                                 pad_token_id=0)
-            for _ in range(args.repeats):
-                with torch.no_grad():
-                    timed(lambda: ours.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0),
-                          1, results, "ours", batch * n)
-                    timed(lambda: theirs.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                                  do_sample=False, pad_token_id=0), 1, results, "hf", batch * n)
+            runs = {"ours": lambda: ours.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0),
+                    "hf": lambda: theirs.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                                  do_sample=False, pad_token_id=0)}
+            for repeat in range(args.repeats):
+                with torch.no_grad():  # who goes first alternates
+                    for who in (("ours", "hf") if repeat % 2 == 0 else ("hf", "ours")):
+                        timed(runs[who], 1, results, who, batch * n)
             name = str(dtype).removeprefix("torch.")
             weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
             print(row(f"decode {name}, batch {batch}", results["ours"], results["hf"], "tokens/s (all rows)",
