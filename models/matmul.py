@@ -16,7 +16,8 @@ gives the numbers (one decode step of GPT-2 small, stock against these routes):
 
 All give the stock products up to float rounding. None has a backward, so they are used only
 where no gradient is asked for, on CPU, outside ``torch.compile``; everything else takes the stock
-kernels.
+kernels. ``bind`` makes the same choice once for a weight that a loop of calls will use
+(generate's direct forward, models/direct_forward.py).
 """
 
 from __future__ import annotations

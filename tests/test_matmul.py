@@ -68,6 +68,25 @@ def test_bfloat16_products_use_packed_copies_and_equal_the_stock_ones(calls):
     torch.testing.assert_close(ours.float(), stock.float(), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bound_products_take_the_same_kernels_as_the_per_call_ones(dtype, calls):
+    torch.manual_seed(0)
+    in_out, bias = torch.randn(64, 48, dtype=dtype), torch.randn(48, dtype=dtype)
+    out_in = torch.randn(48, 64, dtype=dtype)
+    by_in_out, by_out_in = matmul.bind(in_out, bias, stored_in_out=True), matmul.bind(out_in, None, stored_in_out=False)
+    with torch.no_grad():
+        for rows in (1, 3):
+            x = torch.randn(rows, 64, dtype=dtype)
+            before = dict(calls)
+            bound = by_in_out(x), by_out_in(x)
+            bound_calls = {key: calls[key] - before[key] for key in calls}
+            before = dict(calls)
+            per_call = matmul.linear_in_out(x, in_out, bias), matmul.linear_out_in(x, out_in)
+            assert {key: calls[key] - before[key] for key in calls} == bound_calls
+            assert all(torch.equal(a, b) for a, b in zip(bound, per_call))
+    assert calls["bmm"] == (2 if dtype == torch.float32 else 0)  # float32 single rows split
+
+
 def test_strided_inputs_and_weights_work(calls):
     torch.manual_seed(0)
     x = torch.randn(3, 64)[1:2, ::2]  # one row, every other column
