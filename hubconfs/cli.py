@@ -93,8 +93,6 @@ def load_family(model: str, dtype: str | None, head: str = "lm"):
     config's model_type."""
     import json
 
-    import torch
-
     from .. import models, tokenizers
     from ..download import resolve_file
 
@@ -102,8 +100,7 @@ def load_family(model: str, dtype: str | None, head: str = "lm"):
         family = "OpenAIGPT" if json.load(f).get("model_type", "gpt2") == "openai-gpt" else "GPT2"
     model_class = getattr(models, family + {"lm": "LMHeadModel", "double": "DoubleHeadsModel"}[head])
     tokenizer_class = getattr(tokenizers, family + "Tokenizer")
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype or "float32"]
-    return model_class.from_pretrained(model, torch_dtype=torch_dtype), tokenizer_class.from_pretrained(model)
+    return model_class.from_pretrained(model, torch_dtype=dtype or "float32"), tokenizer_class.from_pretrained(model)
 
 
 def finetune(args) -> None:

@@ -10,6 +10,7 @@ padded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -99,6 +100,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     direct = DirectForward.for_model(model)
     if direct is not None:  # the modules would check every step's tokens; the new ones are the head's
         check_token_ids(input_ids, model.transformer.get_input_embeddings().num_embeddings)
+        last_logits = direct.last_logits
+    else:
+        last_logits = partial(_last_logits, model)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     choose = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                   repetition_penalty=repetition_penalty, generator=generator)
@@ -107,11 +111,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
 
     step_input, length = input_ids, prompt
     for position in range(prompt, total):
-        step_mask = None if mask is None else mask[:, :length]
-        if direct is not None:
-            logits = direct.last_logits(step_input, cache, step_mask)
-        else:
-            logits = _last_logits(model, step_input, cache, step_mask)
+        logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
         token = next_tokens(logits, tokens[:, :length], **choose)
         if eos_token_id is not None:  # rows already finished get padding
             token = torch.where(finished, torch.full_like(token, pad), token)

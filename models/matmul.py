@@ -72,8 +72,8 @@ def _packed_copy(weight: Tensor, stored_in_out: bool) -> Tensor:
 
 def _onednn_weight(weight: Tensor, stored_in_out: bool) -> Tensor | None:
     """The weight to hand oneDNN's linear kernel where that was measured faster for inference on
-    CPU (``[out, in]``, or its packed copy), else None."""
-    if _ONEDNN_LINEAR is None or not weight.is_cpu:
+    CPU (``[out, in]``, or its packed copy), else None. For weights ``_routable`` accepts."""
+    if _ONEDNN_LINEAR is None:
         return None
     if weight.dtype == torch.float32:
         return weight.t() if stored_in_out else weight

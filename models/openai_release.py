@@ -204,7 +204,9 @@ def load_tf_weights_in_openai_gpt(model: nn.Module, openai_checkpoint_folder_pat
 
 # -- shared ----------------------------------------------------------------------------------------
 
-def _check_shapes(state: dict[str, tuple[str, Tensor]], expected: dict[str, torch.Size], source: str) -> None:
+def _check_shapes(state: dict[str, tuple[str, Tensor]], model: nn.Module, source: str) -> None:
+    """Every tensor has a place of its shape in ``model``'s body (its ``transformer``, or itself)."""
+    expected = {name: t.shape for name, t in getattr(model, "transformer", model).state_dict().items()}
     for name, (variable, tensor) in state.items():
         if name not in expected:
             raise OriginalReleaseError(f"{source}: {variable} has no place in the model ({name})")
@@ -215,9 +217,8 @@ def _check_shapes(state: dict[str, tuple[str, Tensor]], expected: dict[str, torc
 
 
 def _copy_into(model: nn.Module, state: dict[str, tuple[str, Tensor]], source: str) -> nn.Module:
+    _check_shapes(state, model, source)
     body = getattr(model, "transformer", model)
-    expected = {name: t.shape for name, t in body.state_dict().items()}
-    _check_shapes(state, expected, source)
     with torch.no_grad():
         for name, (_, tensor) in state.items():
             body.get_parameter(name).copy_(tensor)
@@ -255,6 +256,6 @@ def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, dow
         config = gpt1_config(params, **overrides)
     with skeleton():
         shell = cls(config)
-    _check_shapes(state, {n: t.shape for n, t in getattr(shell, "transformer", shell).state_dict().items()}, os.fspath(name))
+    _check_shapes(state, shell, os.fspath(name))
     return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, torch_dtype,
                                 source=os.fspath(name))
