@@ -1,7 +1,7 @@
 """The forward pass generate() runs, as plain calls instead of a tree of modules.
 
 Generating runs the model once per token. On the benchmark CPU a GPT-2 small step in bfloat16
-takes about 15 ms, 11 of them in matrix products. Each product streams megabytes of weights
+takes 10-15 ms, most of it in matrix products. Each product streams megabytes of weights
 through the caches and leaves Python's own data cold, so the ~110 module calls, the products'
 routing checks and the forward's argument handling of a step cost about 1.5 ms more (measured
 paired in one process: the modules' path took 9-14% longer).
