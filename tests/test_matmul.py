@@ -152,8 +152,11 @@ def test_a_copy_follows_its_weight_and_bias(rows, kind, onednn):
         doubled = matmul.linear_in_out(x, weight, bias)
         new_bias = torch.zeros(16, dtype=torch.bfloat16)  # another bias: the dot copy holds it
         unbiased = matmul.linear_in_out(x, weight, new_bias)
+        new_bias.add_(1)  # only the bias changed in place
+        plus_one = matmul.linear_in_out(x, weight, new_bias)
     assert torch.equal(doubled, 2 * first)  # doubling is exact in binary floating point
     assert_within_one_rounding(unbiased, correctly_rounded(x, weight))
+    assert_within_one_rounding(plus_one, correctly_rounded(x, weight, new_bias))
     key = (kind, id(weight))
     assert key in matmul._copies
     del weight
