@@ -85,9 +85,10 @@ def _copy(kind: str, make: Callable[[], Tensor], weight: Tensor, bias: Tensor | 
     return entry[0]
 
 
-def _copies_allowed(*tensors: Tensor | None) -> bool:
-    # (an inference tensor has no version counter: a change to it could not be noticed)
-    return PACK_BFLOAT16 and not any(t is not None and t.is_inference() for t in tensors)
+def _versioned(*tensors: Tensor | None) -> bool:
+    """Whether a copy made from these could follow them: an inference tensor has no version
+    counter, so a change to it could not be noticed."""
+    return not any(t is not None and t.is_inference() for t in tensors)
 
 
 def _onednn_weight(weight: Tensor, stored_in_out: bool) -> Tensor | None:
@@ -98,7 +99,7 @@ def _onednn_weight(weight: Tensor, stored_in_out: bool) -> Tensor | None:
     out_in = weight.t() if stored_in_out else weight
     if weight.dtype == torch.float32:
         return out_in
-    if weight.dtype == torch.bfloat16 and _ONEDNN_PACK is not None and _copies_allowed(weight):
+    if weight.dtype == torch.bfloat16 and PACK_BFLOAT16 and _ONEDNN_PACK is not None and _versioned(weight):
         return _copy("packed", lambda: _ONEDNN_PACK(out_in, 1), weight)
     return None
 
@@ -124,7 +125,7 @@ def _dot_matrix(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Ten
         return None
     if bias is None and not stored_in_out and weight.is_contiguous():
         return weight
-    if not _copies_allowed(weight, bias):
+    if not _versioned(weight, bias):
         return None
     out_in = weight.t() if stored_in_out else weight
 
@@ -167,6 +168,8 @@ def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _stock_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
+    """PyTorch's own product: ``addmm`` for an ``[in, out]`` weight (x ``[rows, in]``), ``F.linear``
+    for ``[out, in]`` (x ``[..., in]``)."""
     return torch.addmm(bias, x, weight) if stored_in_out else F.linear(x, weight, bias)
 
 
@@ -188,7 +191,7 @@ def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bo
 def linear_in_out(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x @ weight + bias`` for x ``[rows, in]`` and a weight stored ``[in, out]`` (Conv1D)."""
     if not _inference_on_cpu(x, weight):
-        return torch.addmm(bias, x, weight)
+        return _stock_product(x, weight, bias, stored_in_out=True)
     return _route(weight, bias, True, x.size(0) == 1)(x)
 
 
@@ -196,7 +199,7 @@ def linear_out_in(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     """``F.linear``: x ``[..., in]`` and a weight stored ``[out, in]`` (nn.Linear, the LM head)."""
     flat = x.reshape(-1, x.size(-1))  # [rows, in]
     if not _inference_on_cpu(flat, weight):
-        return F.linear(x, weight, bias)
+        return _stock_product(x, weight, bias, stored_in_out=False)
     return _route(weight, bias, False, flat.size(0) == 1)(flat).view(*x.shape[:-1], -1)  # [..., out]
 
 
