@@ -6,8 +6,8 @@ from .atomic import atomic_write, atomic_writer
 from .cache import CacheCorruptedError, default_cache_dir
 from .http import DownloadError, EntryNotFoundError, OfflineError
 from .names import HUB_REPOS, InvalidNameError, hub_url
-from .resolve import CheckpointNotFoundError, resolve_file
+from .resolve import DOWNLOAD_OPTIONS, CheckpointNotFoundError, download_options, resolve_file
 
-__all__ = ["atomic_write", "atomic_writer", "CacheCorruptedError", "CheckpointNotFoundError", "DownloadError",
-           "EntryNotFoundError", "HUB_REPOS", "InvalidNameError", "OfflineError", "default_cache_dir", "hub_url",
+__all__ = ["atomic_write", "atomic_writer", "CacheCorruptedError", "CheckpointNotFoundError", "DOWNLOAD_OPTIONS", "DownloadError",
+           "EntryNotFoundError", "HUB_REPOS", "InvalidNameError", "OfflineError", "default_cache_dir", "download_options", "hub_url",
            "resolve_file"]

@@ -10,6 +10,16 @@ from .http import EntryNotFoundError, OfflineError, fetch
 from .names import HUB_REPOS, PINNED_SHA256, endpoint, hub_url, original_release_url, repo_id
 
 
+# The keywords of resolve_file that say where and how files are fetched; models, configs and
+# tokenizers take them among their own keywords and hand them on.
+DOWNLOAD_OPTIONS = ("cache_dir", "revision", "force_download", "local_files_only", "token", "progress")
+
+
+def download_options(kwargs: dict) -> dict:
+    """Take the download options out of ``kwargs`` (which keeps the rest)."""
+    return {key: kwargs.pop(key) for key in DOWNLOAD_OPTIONS if key in kwargs}
+
+
 class CheckpointNotFoundError(FileNotFoundError):
     """The name or path does not lead to the file that was asked for."""
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..download import atomic_write, resolve_file
+from ..download import atomic_write, download_options, resolve_file
 
 CONFIG_NAME = "config.json"
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu", "swish", "tanh")
@@ -167,8 +167,7 @@ class PretrainedConfig:
         Download options (``cache_dir``, ``revision``, ...) are passed to the download layer; every
         other keyword overrides a config field.
         """
-        download_options = {k: kwargs.pop(k) for k in DOWNLOAD_OPTIONS if k in kwargs}
-        path = resolve_file(name_or_path, [CONFIG_NAME], **download_options)
+        path = resolve_file(name_or_path, [CONFIG_NAME], **download_options(kwargs))
         return cls.from_json_file(path, **kwargs)
 
     @classmethod
@@ -185,8 +184,6 @@ class PretrainedConfig:
     def replace(self, **overrides: Any) -> PretrainedConfig:
         return type(self).from_dict(self.to_dict(), **overrides)
 
-
-DOWNLOAD_OPTIONS = ("cache_dir", "revision", "force_download", "local_files_only", "token", "progress")
 
 
 class TransformerShape:

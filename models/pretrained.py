@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..download import resolve_file
+from ..download import download_options, resolve_file
 from .checkpoint import SAFETENSORS_NAME, WEIGHTS_NAMES, CheckpointError, load_weights, write_safetensors
 from .layers import Conv1D
 from .matmul import Linear
 from .openai_release import from_original_release, is_original_release
-from .config import CONFIG_NAME, DOWNLOAD_OPTIONS, ConfigError, PretrainedConfig
+from .config import CONFIG_NAME, ConfigError, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -210,24 +210,24 @@ class PreTrainedModel(nn.Module):
         (``cache_dir``, ``revision``, ``force_download``, ``local_files_only``); every other keyword
         overrides a config field (``num_labels=3``).
         """
-        download_options = {k: kwargs.pop(k) for k in DOWNLOAD_OPTIONS if k in kwargs}
+        fetch_options = download_options(kwargs)
         target = parse_dtype(torch_dtype if torch_dtype is not None else dtype)
         path = pretrained_model_name_or_path
         if is_original_release(path) and config is None and state_dict is None:
-            return from_original_release(cls, path, torch_dtype=target, download_options=download_options, **kwargs)
+            return from_original_release(cls, path, torch_dtype=target, download_options=fetch_options, **kwargs)
 
         if isinstance(config, PretrainedConfig):
             config = config.replace(**kwargs) if kwargs else config
         else:
             config_source = config if config is not None else path
-            config = cls.config_class.from_pretrained(config_source, **download_options, **kwargs)
+            config = cls.config_class.from_pretrained(config_source, **fetch_options, **kwargs)
 
         if state_dict is None:
             given_file = isinstance(path, (str, os.PathLike)) and os.path.isfile(path)
             if given_file and os.path.basename(path) != CONFIG_NAME:
                 weights_path = os.fspath(path)
             else:
-                weights_path = resolve_file(path, WEIGHTS_NAMES, **download_options)
+                weights_path = resolve_file(path, WEIGHTS_NAMES, **fetch_options)
             state_dict = load_weights(weights_path, target if isinstance(target, torch.dtype) else None)
         return cls._from_state_dict(config, state_dict, target, source=str(path))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import regex
 
-from ..download import atomic_write, resolve_file
+from ..download import atomic_write, download_options, resolve_file
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -390,9 +390,9 @@ class PreTrainedTokenizer:
         return tuple(files)
 
     @classmethod
-    def vocabulary_files(cls, name_or_path, download_options) -> dict[str, str]:
+    def vocabulary_files(cls, name_or_path, fetch_options) -> dict[str, str]:
         """Find the vocabulary files under any of their known names."""
-        return {arg: resolve_file(name_or_path, names, **download_options) for arg, names in cls.vocab_file_candidates.items()}
+        return {arg: resolve_file(name_or_path, names, **fetch_options) for arg, names in cls.vocab_file_candidates.items()}
 
     vocab_file_candidates: dict[str, tuple[str, ...]] = {}
 
@@ -400,13 +400,12 @@ class PreTrainedTokenizer:
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any):
         """A directory holding the vocabulary files (and, if saved by ``save_pretrained``, the
         tokenizer's settings), or a name; keywords override the saved settings."""
-        download_options = {k: kwargs.pop(k) for k in ("cache_dir", "revision", "force_download",
-                                                        "local_files_only", "token", "progress") if k in kwargs}
-        files = cls.vocabulary_files(name_or_path, download_options)
+        fetch_options = download_options(kwargs)
+        files = cls.vocabulary_files(name_or_path, fetch_options)
         settings = {}
         for name in (TOKENIZER_CONFIG, ADDED_TOKENS):
             try:
-                path = resolve_file(name_or_path, [name], **download_options)
+                path = resolve_file(name_or_path, [name], **fetch_options)
             except FileNotFoundError:
                 continue
             with open(path, encoding="utf-8") as f:
