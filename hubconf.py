@@ -17,7 +17,7 @@ import importlib.util as _util
 import os as _os
 import sys as _sys
 
-dependencies = ["torch", "regex", "requests", "numpy"]
+dependencies = ["torch", "regex", "requests", "numpy", "safetensors"]
 
 
 def _repository_package():

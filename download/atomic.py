@@ -14,15 +14,17 @@ from typing import BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary file's path beside ``path``, for a writer that wants a name (safetensors):
+    once the block ends without error the file is fsynced and replaces ``path``; on error it is
+    removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -30,6 +32,13 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

@@ -1,22 +1,25 @@
-"""Weights files: safetensors (read zero-copy from a memory map) and PyTorch's ``.bin``.
+"""Weights files: safetensors, through the safetensors package (a well-kept, fuzzed parser), and
+PyTorch's ``.bin``, through ``torch.load(weights_only=True)`` only: a file that holds anything but
+tensors is refused unread, since unpickling it could run code.
 
-A ``.bin`` file is opened only with ``torch.load(weights_only=True)``: a file that holds anything
-but tensors is refused unread, since unpickling it could run code.
+The format comes from the file's name (``*.safetensors``; ``*.bin``, ``*.pt``, ``*.pth``), and for
+a file without one from a check that cannot mistake one for the other (see ``weights_format``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import mmap
+import contextlib
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
-from ..download import atomic_writer
+from ..download import atomic_path
 
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
@@ -27,9 +30,7 @@ _SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-_DTYPE_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024
-_CONVERT_BLOCK = 16 * 1024 * 1024  # bytes of source converted between page releases
+_CONVERT_BYTES = 16 * 1024 * 1024  # source bytes mapped at a time while converting
 _FIX = "The file is damaged or incomplete; if it was downloaded, load again with force_download=True."
 
 
@@ -41,13 +42,32 @@ class UnsafeCheckpointError(CheckpointError):
     """A pickled checkpoint holds Python objects besides tensors and was refused unread."""
 
 
+def weights_format(path: str) -> str:
+    """``"safetensors"`` or ``"pickle"``: by the file's name, else by its first bytes. A
+    safetensors file starts with its header's length (8 bytes, little-endian), which must fit
+    the file, then the header's ``{``; a zip (``torch.save``) starts with ``PK\\x03\\x04`` and has
+    no ``{`` there, a pickle starts with its protocol (``\\x80``) and carries a fixed magic number
+    there in torch's legacy format."""
+    name = path.lower()
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    if name.endswith((".bin", ".pt", ".pth")):
+        return "pickle"
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = os.path.getsize(path)
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pickle"
+    raise CheckpointError(f"{path} ({size} bytes) is neither a safetensors file nor a PyTorch weights file. {_FIX}")
+
+
 def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """Read a weights file on the CPU, memory-mapped where the format allows; floating-point
     tensors are converted to ``dtype`` when one is given."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if path.endswith(".safetensors") or not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
+    if weights_format(path) == "safetensors":
         return read_safetensors(path, dtype)
     tensors = read_torch_pickle(path)
     if dtype is not None:
@@ -55,95 +75,65 @@ def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = None) -> d
     return tensors
 
 
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator:
+    """``safe_open``, its errors reported as the file's."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            yield f
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({err}). {_FIX}") from None
+
+
 def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """Tensors backed by a private (copy-on-write) map of the file: nothing is copied until used.
 
-    A tensor converted to another ``dtype`` is converted block by block, each block's pages of
-    the map released once read, so the peak stays near one copy of the weights, not two.
+    Tensors converted to another ``dtype`` are read a few megabytes at a time, each piece through
+    its own map, so the source pages are let go as the conversion moves on and the peak stays near
+    one copy of the weights, not two.
     """
     path = os.fspath(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path} is {size} bytes, too short for a safetensors file. {_FIX}")
-        header_len = int.from_bytes(prefix, "little")
-        if header_len > min(size - 8, _MAX_HEADER):
-            raise CheckpointError(f"{path} is not a safetensors file (its header would be {header_len} bytes). {_FIX}")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path} has an unreadable safetensors header. {_FIX}") from None
-        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a safetensors header that is not a JSON object. {_FIX}")
-    start, data_size = 8 + header_len, size - 8 - header_len
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            stored = _SAFETENSORS_DTYPES[info["dtype"]]
-            shape = [int(n) for n in info["shape"]]
-            begin, end = (int(n) for n in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed or unknown entry {info!r}. {_FIX}") from None
-        numel = 1
-        for n in shape:
-            numel *= n
-        itemsize = stored.itemsize
-        if not 0 <= begin <= end <= data_size or end - begin != numel * itemsize:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} ({info['dtype']} {shape}) claims bytes {begin}..{end} "
-                f"of a {data_size}-byte data section. {_FIX}"
-            )
-        if numel == 0:
-            tensor = torch.empty(shape, dtype=stored)
-        elif (start + begin) % itemsize:  # misaligned: copy rather than map
-            tensor = torch.frombuffer(bytearray(buffer[start + begin:start + end]), dtype=stored).view(shape)
-        else:
-            tensor = torch.frombuffer(buffer, dtype=stored, count=numel, offset=start + begin).view(shape)
-        if dtype is not None and tensor.is_floating_point() and stored != dtype and numel:
-            tensor = _convert_releasing(tensor, dtype, buffer, start + begin)
-        tensors[name] = tensor
-    return tensors
+    with _opened(path) as f:
+        stored = {name: (_SAFETENSORS_DTYPES.get(f.get_slice(name).get_dtype()), f.get_slice(name).get_shape())
+                  for name in f.keys()}
+        unknown = [name for name, (kind, _) in stored.items() if kind is None]
+        if unknown:
+            raise CheckpointError(f"{path}: tensor {unknown[0]!r} has a dtype torch cannot hold. {_FIX}")
+        kept = {name: f.get_tensor(name) for name, (kind, _) in stored.items() if not _converts(kind, dtype)}
+    converted = {name: torch.empty(shape, dtype=dtype) for name, (kind, shape) in stored.items()
+                 if _converts(kind, dtype)}
+    pieces = [(name, rows) for name, out in converted.items() for rows in _row_ranges(out.shape, stored[name][0])]
+    mapped = _CONVERT_BYTES
+    with contextlib.ExitStack() as stack:
+        for name, (first, last) in pieces:
+            if mapped >= _CONVERT_BYTES:  # let go of the pages read so far
+                stack.close()
+                f, mapped = stack.enter_context(_opened(path)), 0
+            piece = f.get_slice(name)[first:last] if converted[name].dim() else f.get_tensor(name)
+            converted[name][first:last].copy_(piece)
+            mapped += piece.numel() * piece.element_size()
+    return {name: kept[name] if name in kept else converted[name] for name in stored}
 
 
-def _convert_releasing(source: Tensor, dtype: torch.dtype, buffer: mmap.mmap, offset: int) -> Tensor:
-    out = torch.empty(source.shape, dtype=dtype)
-    flat_in, flat_out = source.reshape(-1), out.view(-1)
-    block = max(1, _CONVERT_BLOCK // source.element_size())
-    for first in range(0, flat_in.numel(), block):
-        last = min(first + block, flat_in.numel())
-        flat_out[first:last].copy_(flat_in[first:last])
-        # Give back the pages read so far (whole pages only, never the next tensor's).
-        lo = -(-(offset + first * source.element_size()) // mmap.PAGESIZE) * mmap.PAGESIZE
-        hi = (offset + last * source.element_size()) // mmap.PAGESIZE * mmap.PAGESIZE
-        if hi > lo and hasattr(buffer, "madvise"):
-            buffer.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-    return out
+def _converts(stored: torch.dtype, dtype: torch.dtype | None) -> bool:
+    return dtype is not None and stored.is_floating_point and stored != dtype
+
+
+def _row_ranges(shape: torch.Size, stored: torch.dtype) -> list[tuple[int, int]]:
+    """Ranges of the first dimension of about ``_CONVERT_BYTES`` each."""
+    if not shape:
+        return [(0, 1)]
+    row_bytes = max(1, shape.numel() // max(shape[0], 1) * stored.itemsize)
+    rows = max(1, _CONVERT_BYTES // row_bytes)
+    return [(first, min(first + rows, shape[0])) for first in range(0, shape[0], rows)] or [(0, 0)]
 
 
 def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` atomically, in the layout every safetensors reader expects."""
-    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
-    offset = 0
-    for name, tensor in tensors.items():
-        if tensor.dtype not in _DTYPE_NAMES:
-            raise CheckpointError(f"cannot store tensor {name!r} of dtype {tensor.dtype} in safetensors")
-        nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)  # keep every tensor 8-byte aligned
-    with atomic_writer(path) as f:
-        f.write(len(encoded).to_bytes(8, "little"))
-        f.write(encoded)
-        for tensor in tensors.values():
-            if tensor.numel():
-                raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-                f.write((ctypes.c_char * raw.numel()).from_address(raw.data_ptr()))  # no copy
+    """Write ``tensors`` atomically: to a temporary file beside ``path``, renamed over it once
+    complete and on disk."""
+    contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, tmp, metadata=metadata or {"format": "pt"})
 
 
 def read_torch_pickle(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -1,24 +1,33 @@
-"""The forward pass GPT and GPT-2 share: embeddings, a stack of blocks with a key/value cache,
+"""The transformer body GPT and GPT-2 share: embeddings, a stack of blocks with a key/value cache,
 padding-aware masks and positions, and the outputs. A family names its embeddings and builds its
 blocks; GPT-2 ends with a LayerNorm, GPT does not."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from functools import partial
+
 from torch import Tensor, nn
 
-from .layers import head_mask_per_layer, masks_and_positions, normalize_past, past_length
+from . import functional
+from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
+from .kv_cache import StaticKVCache, normalize_past, past_length
+from .layers import MLP, Block, CausalSelfAttention, Conv1D, Linear, embedding_step, layer_norm_step
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
+# What generate may bind: modules of exactly these classes (a subclass, such as a LoRA wrapper,
+# may compute something else), besides the body and its block class.
+_BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, nn.LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear)
+
 
 class DecoderModel(PreTrainedModel):
-    """Subclasses set ``token_embedding_name``/``position_embedding_name`` and build ``drop``,
-    ``h`` (blocks: ``(x, mask, layer_past, use_cache, head_mask, output_attentions) -> (x,
-    present, attention weights)``) and, optionally, ``ln_f``."""
+    """Subclasses set ``token_embedding_name``/``position_embedding_name`` and ``block_class``,
+    and build ``drop``, ``h`` (the blocks) and, optionally, ``ln_f``."""
 
     token_embedding_name = "wte"
     position_embedding_name = "wpe"
+    block_class: type[Block] = Block
 
     def get_input_embeddings(self) -> nn.Embedding:
         return getattr(self, self.token_embedding_name)
@@ -57,30 +66,36 @@ class DecoderModel(PreTrainedModel):
             raise ValueError("give the cache as past or as past_key_values, not both")
         past = normalize_past(past if past is not None else past_key_values, config.n_layer)
         tokens = self.get_input_embeddings()
-        positions = getattr(self, self.position_embedding_name)
 
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
             shape = input_ids.shape
             check_token_ids(input_ids, tokens.num_embeddings)
-            inputs_embeds = tokens(input_ids.reshape(-1, shape[-1]))  # [B, T, C]
+            input_ids = input_ids.reshape(-1, shape[-1])  # [B, T]
+            embed_tokens = tokens
         else:
             shape = inputs_embeds.shape[:-1]
-            inputs_embeds = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])  # [B, T, C]
-        batch, length = inputs_embeds.shape[:2]
+            input_ids = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])  # [B, T, C]
+            embed_tokens = _given
+        batch, length = input_ids.shape[:2]
         past_len = past_length(past)
         if past_len + length > config.n_positions:
             raise ValueError(f"{past_len} past plus {length} new positions exceed n_positions={config.n_positions}")
-        mask, position_ids = masks_and_positions(attention_mask, position_ids, batch, length, past_len,
-                                                 inputs_embeds.device)
-
-        x = inputs_embeds + positions(position_ids)
+        check_attention_mask(attention_mask, batch, past_len, length)
         if token_type_ids is not None:
-            x = x + tokens(token_type_ids.reshape(-1, length))
+            check_token_ids(token_type_ids, tokens.num_embeddings, "token_type_ids")
+            token_type_ids = token_type_ids.reshape(-1, length)
+        mask, position_ids = functional.masks_and_positions(attention_mask, position_ids, batch, length, past_len,
+                                                            tokens.weight.device)
+        check_token_ids(position_ids, config.n_positions, "position_ids")
+
+        x = functional.embed(input_ids, position_ids, embed_tokens, getattr(self, self.position_embedding_name))
+        if token_type_ids is not None:
+            x = x + tokens(token_type_ids)
         x = self.drop(x)  # [B, T, C]
 
-        head_masks = head_mask_per_layer(None if head_mask is None else head_mask.to(x.dtype), config.n_layer)
+        head_masks = head_mask_per_layer(head_mask, config.n_layer, x.dtype)
         presents, hidden_states, attentions = [], [], []
         for i, block in enumerate(self.h):
             if output_hidden_states:
@@ -107,12 +122,48 @@ class DecoderModel(PreTrainedModel):
         )
         return out.to_tuple() if return_dict is False else out
 
+    def bind(self) -> Callable[[Tensor, StaticKVCache, Tensor | None], Tensor] | None:
+        """``(input_ids [B, T], cache, attention_mask) -> last position's hidden state [B, C]``: the
+        forward above with every parameter bound once to its product kernel, for generate's
+        decoding loop. None where that would not be what the modules compute: a hook, a replaced
+        or subclassed layer, training mode, parameters of mixed dtypes or devices."""
+        if not bindable(self, (type(self).block_class,)):
+            return None
+        tokens = embedding_step(self.get_input_embeddings())
+        positions = embedding_step(getattr(self, self.position_embedding_name))
+        blocks = [block.bind() for block in self.h]
+        final_norm = layer_norm_step(self.ln_f) if hasattr(self, "ln_f") else None
+        return partial(_bound_forward, tokens=tokens, positions=positions, blocks=blocks, final_norm=final_norm)
 
-def check_token_ids(input_ids: Tensor, vocab_size: int) -> None:
-    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
-    if not input_ids.numel():
-        return
-    low, high = (int(v) for v in torch.aminmax(input_ids))  # one pass, one sync
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"input_ids must lie in [0, {vocab_size}), got values in [{low}, {high}]")
+
+def _given(embeds: Tensor) -> Tensor:
+    """The token embedding of ``inputs_embeds``: the embeddings themselves."""
+    return embeds
+
+
+def _bound_forward(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, tokens, positions,
+                   blocks, final_norm) -> Tensor:
+    batch, length = input_ids.shape
+    mask, position_ids = functional.masks_and_positions(attention_mask, None, batch, length, cache.length,
+                                                        input_ids.device)
+    x = functional.embed(input_ids, position_ids, tokens, positions)  # [B, T, C]
+    for block, layer_cache in zip(blocks, cache.layers):
+        x = block(x, mask, layer_cache)[0]
+    cache.length += length
+    last = x[:, -1]  # [B, C]
+    return last if final_norm is None else final_norm(last)
+
+
+def bindable(model: nn.Module, also: tuple[type, ...] = ()) -> bool:
+    """Whether binding ``model``'s parameters computes what its modules compute: every module
+    inside of exactly a known class, no forward hooks (per module or global), no forward replaced
+    on an instance, eval mode throughout, parameters of one dtype and device."""
+    if any(getattr(nn.modules.module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")):
+        return False
+    allowed = (*_BINDABLE, *also)
+    for module in model.modules():
+        if module is not model and type(module) not in allowed:
+            return False
+        if module.training or module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module):
+            return False
+    return len({(p.dtype, p.device) for p in model.parameters()}) == 1

@@ -15,8 +15,8 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .decoder import check_token_ids
-from .direct_forward import DirectForward
+from .decoder import bindable
+from .inputs import check_attention_mask, check_token_ids
 from .kv_cache import StaticKVCache
 
 
@@ -74,8 +74,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
            num_return_sequences=num_return_sequences)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
+    check_token_ids(input_ids, model.get_input_embeddings().num_embeddings)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    check_attention_mask(attention_mask, input_ids.size(0), 0, input_ids.size(1))
     if num_return_sequences > 1:
         input_ids = input_ids.repeat_interleave(num_return_sequences, 0)
         attention_mask = attention_mask.repeat_interleave(num_return_sequences, 0)
@@ -97,12 +99,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
         mask[:, :prompt] = attention_mask
     cache = StaticKVCache.for_model(model, batch, total)
-    direct = DirectForward.for_model(model)
-    if direct is not None:  # the modules would check every step's tokens; the new ones are the head's
-        check_token_ids(input_ids, model.transformer.get_input_embeddings().num_embeddings)
-        last_logits = direct.last_logits
-    else:
-        last_logits = partial(_last_logits, model)
+    last_logits = step_function(model)
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     choose = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                   repetition_penalty=repetition_penalty, generator=generator)
@@ -129,7 +126,25 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     return tokens[:, :length]
 
 
-def _last_logits(model, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None) -> Tensor:
+def step_function(model) -> Callable[[Tensor, StaticKVCache, Tensor | None], Tensor]:
+    """``(input_ids, cache, attention_mask) -> logits of the last position [B, V]``. Where the
+    body and the head can be bound (see ``DecoderModel.bind``), their parameters are bound once;
+    otherwise the modules run, hooks and all. Both run models/functional.py."""
+    body, head = model.transformer, model.lm_head
+    plain_model = not (model.training or model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model))
+    bound_body = None
+    if plain_model and type(body) is type(model).base_model_class and bindable(head):
+        bound_body = body.bind()
+    if bound_body is None:
+        return partial(_module_logits, model)
+    return partial(_bound_logits, body=bound_body, head=head.bind())
+
+
+def _bound_logits(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, body, head) -> Tensor:
+    return head(body(input_ids, cache, attention_mask))  # [B, V]
+
+
+def _module_logits(model, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None) -> Tensor:
     """Logits of the last position only: the head's matrix is the largest, and only they are used."""
     hidden = model.transformer(input_ids, past=cache, attention_mask=attention_mask).last_hidden_state
     return model.lm_head(hidden[:, -1])  # [B, V]

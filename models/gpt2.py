@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..download.names import HUB_REPOS, hub_url
 from .config import GPT2Config
 from .decoder import DecoderModel
 from .heads import (DoubleHeadsModel, ForQuestionAnswering, ForSequenceClassification,
                     ForTokenClassification, LMHeadModel)
-from .layers import MLP, CausalSelfAttention, attention_scale
+from .layers import MLP, Block, CausalSelfAttention, attention_scale, embedding
 from .pretrained import PreTrainedModel
 
 
@@ -26,7 +26,11 @@ GPT2_PRETRAINED_MODEL_ARCHIVE_MAP = {name: hub_url(HUB_REPOS[name], "model.safet
 GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP = {name: hub_url(HUB_REPOS[name], "config.json") for name in GPT2_NAMES}
 
 
-class GPT2Block(nn.Module):
+class GPT2Block(Block):
+    """LayerNorm, then attention or feed-forward, then the residual sum."""
+
+    pre_norm = True
+
     def __init__(self, config: GPT2Config, layer_idx: int):
         super().__init__()
         head_dim = config.n_embd // config.n_head
@@ -37,13 +41,6 @@ class GPT2Block(nn.Module):
                                         scale, upcast=config.reorder_and_upcast_attn)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config.n_embd, config.inner_dim, config.activation_function, config.resid_pdrop)
-
-    def forward(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
-                head_mask: Tensor | None = None, output_attentions: bool = False):
-        attended, present, weights = self.attn(self.ln_1(x), mask, layer_past, use_cache, head_mask, output_attentions)
-        x = x + attended
-        x = x + self.mlp(self.ln_2(x))
-        return x, present, weights
 
 
 class GPT2PreTrainedModel(PreTrainedModel):
@@ -61,10 +58,12 @@ class GPT2Model(DecoderModel, GPT2PreTrainedModel):
     """The GPT-2 transformer: token and position embeddings, ``n_layer`` pre-LayerNorm blocks, a
     final LayerNorm. ``forward`` is ``DecoderModel.forward``."""
 
+    block_class = GPT2Block
+
     def __init__(self, config: GPT2Config):
         super().__init__(config)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.wte = embedding(config.vocab_size, config.n_embd)
+        self.wpe = embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)

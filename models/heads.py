@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .generation import generate
-from .layers import SequenceSummary
-from .matmul import Linear
+from .layers import Linear, SequenceSummary
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .pretrained import PreTrainedModel

@@ -56,3 +56,21 @@ class StaticKVCache:
 
     def __getitem__(self, index: int) -> LayerCache:
         return self.layers[index]
+
+
+def past_length(past) -> int:
+    """How many positions a cache (preallocated, or per-layer ``(keys, values)``) holds."""
+    if hasattr(past, "length"):  # a preallocated cache
+        return past.length
+    return 0 if not past else past[0][0].size(-2)
+
+
+def normalize_past(past, n_layer: int):
+    """Accept the cache as returned (per layer a ``(key, value)`` pair) or in the 2019 layout
+    (per layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``)."""
+    if past is None or hasattr(past, "length"):
+        return past
+    past = tuple(past)
+    if len(past) != n_layer:
+        raise ValueError(f"past_key_values has {len(past)} layers, the model has {n_layer}")
+    return tuple(tuple(layer.unbind(0)) if isinstance(layer, Tensor) else tuple(layer) for layer in past)

@@ -1,17 +1,18 @@
-"""Building blocks that GPT and GPT-2 share: the checkpoint-layout linear layer, attention with
-a key/value cache, the attention mask, and the multiple-choice summary head."""
+"""The modules GPT and GPT-2 are built of. Each ``forward`` runs models/functional.py with its
+submodules as the parts; each ``bind`` returns the same function with the parameters bound to
+their product kernels, for generate's decoding loop."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matmul import linear_in_out
-
-LayerPast = tuple[Tensor, Tensor]
+from . import functional
+from .kernels import bind, linear
 
 
 class Conv1D(nn.Module):
@@ -19,7 +20,7 @@ class Conv1D(nn.Module):
 
     OpenAI's TensorFlow checkpoints stored their projections this way (as 1x1 convolutions, hence
     the name every GPT checkpoint uses), so keeping the layout lets checkpoints load without a
-    transpose.
+    transpose. Its parameters are left uninitialised here: the model initialises every weight.
     """
 
     def __init__(self, in_features: int, out_features: int):
@@ -28,15 +29,51 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, x.size(-1))  # [batch * time, in]
-        return linear_in_out(flat, self.weight, self.bias).view(*x.shape[:-1], -1)  # [..., out]
+        return linear(x, self.weight, self.bias, stored_in_out=True)
+
+    def bind(self) -> functional.Step:
+        return bind(self.weight, self.bias, stored_in_out=True)
 
 
-def activation(name: str):
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product goes through models/kernels.py."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, stored_in_out=False)
+
+    def bind(self) -> functional.Step:
+        return bind(self.weight, self.bias, stored_in_out=False)
+
+
+def embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:
+    """An ``nn.Embedding`` whose table is left uninitialised (the model initialises it). Its
+    default initialisation would also make torch import its compiler stack when the model is
+    built on the meta device, as loading does."""
+    return nn.Embedding(num_embeddings, embedding_dim, _weight=torch.empty(num_embeddings, embedding_dim))
+
+
+def embedding_step(table: nn.Embedding) -> functional.Step:
+    """``table``'s forward with its parameters bound."""
+    return partial(F.embedding, weight=table.weight, padding_idx=table.padding_idx, max_norm=table.max_norm,
+                   norm_type=table.norm_type, scale_grad_by_freq=table.scale_grad_by_freq, sparse=table.sparse)
+
+
+def layer_norm_step(norm: nn.LayerNorm) -> functional.Step:
+    """``norm``'s forward with its parameters bound."""
+    return partial(F.layer_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, bias=norm.bias,
+                   eps=norm.eps)
+
+
+def activation(name: str) -> functional.Step:
     """The feed-forward non-linearity named by a config (``gelu_new`` is GPT's tanh approximation)."""
     if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return lambda x: F.gelu(x, approximate="tanh")
+        return partial(F.gelu, approximate="tanh")
     return {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}[name]
+
+
+def attention_scale(head_dim: int, scale_weights: bool = True, layer_idx: int | None = None) -> float:
+    scale = 1.0 / math.sqrt(head_dim) if scale_weights else 1.0
+    return scale / (layer_idx + 1) if layer_idx is not None else scale
 
 
 class MLP(nn.Module):
@@ -50,60 +87,11 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(pdrop)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.c_proj(self.act(self.c_fc(x)))
-        return self.dropout(y) if self.training else y
+        return functional.feed_forward(x, up=self.c_fc, act=self.act, down=self.c_proj,
+                                       dropout=self.dropout if self.training else None)
 
-
-def past_length(past) -> int:
-    if hasattr(past, "length"):  # a preallocated cache
-        return past.length
-    return 0 if not past else past[0][0].size(-2)
-
-
-def normalize_past(past, n_layer: int) -> tuple[LayerPast, ...] | None:
-    """Accept the cache as returned (per layer a ``(key, value)`` pair) or in the 2019 layout
-    (per layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``)."""
-    if past is None or hasattr(past, "length"):
-        return past
-    past = tuple(past)
-    if len(past) != n_layer:
-        raise ValueError(f"past_key_values has {len(past)} layers, the model has {n_layer}")
-    return tuple(tuple(layer.unbind(0)) if isinstance(layer, Tensor) else tuple(layer) for layer in past)
-
-
-def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | None, batch: int,
-                        length: int, past_len: int, device) -> tuple[Tensor | None, Tensor]:
-    """The attention mask for ``scaled_dot_product_attention`` and the positions of the new tokens.
-
-    ``attention_mask`` (1 = token, 0 = padding) covers past and new positions. Without
-    ``position_ids`` the positions count real tokens only, so a left-padded row sees the positions
-    it would see unpadded. The mask is None where plain causal attention (``is_causal``) or no
-    mask at all (a single new token) does the job.
-    """
-    total = past_len + length
-    if attention_mask is None:
-        mask = causal_mask(length, total, device) if past_len and length > 1 else None  # [T, S]
-        if position_ids is None:
-            position_ids = torch.arange(past_len, total, device=device).expand(batch, length)  # [B, T]
-        return mask, position_ids.reshape(-1, length)
-    attention_mask = attention_mask.reshape(batch, -1)  # [B, S]
-    if attention_mask.shape[-1] != total:
-        raise ValueError(
-            f"attention_mask covers {attention_mask.shape[-1]} positions, but the past holds "
-            f"{past_len} and the input {length}: it must cover all {total}"
-        )
-    if position_ids is None:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_len:]  # [B, T]
-    keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
-    mask = keys & causal_mask(length, total, device)  # [B, 1, T, S]
-    # A query that sees no key at all (a left-pad position) would give NaN; let it see every key.
-    # Its output is padding and no real position attends to it.
-    return mask | ~mask.any(-1, keepdim=True), position_ids.reshape(-1, length)
-
-
-def causal_mask(length: int, total: int, device) -> Tensor:
-    """``[T, S]``: the last ``length`` of ``total`` positions each see themselves and all before."""
-    return torch.ones(length, total, dtype=torch.bool, device=device).tril(total - length)  # [T, S]
+    def bind(self) -> functional.Step:
+        return partial(functional.feed_forward, up=self.c_fc.bind(), act=self.act, down=self.c_proj.bind())
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,78 +108,34 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(attn_pdrop)
         self.resid_dropout = nn.Dropout(resid_pdrop)
 
-    def forward(self, x: Tensor, mask: Tensor | None, layer_past: LayerPast | None = None,
-                use_cache: bool = False, head_mask: Tensor | None = None,
-                output_attentions: bool = False) -> tuple[Tensor, LayerPast | None, Tensor | None]:
-        B, T, C = x.shape
-        qkv = split_heads(self.c_attn(x), B, T, self.n_head)  # [3, B, H, T, D]
-        q = qkv[0]  # [B, H, T, D]
-        if hasattr(layer_past, "append"):  # a preallocated cache (models/kv_cache.py)
-            k, v = layer_past.append(qkv[1:])  # each [B, H, S, D]
-            present = layer_past
-        else:
-            k, v = qkv[1], qkv[2]  # each [B, H, T, D]
-            if layer_past is not None:
-                k = torch.cat((layer_past[0], k), dim=-2)  # [B, H, S, D]
-                v = torch.cat((layer_past[1], v), dim=-2)
-            present = (k, v) if use_cache else None
-        dtype = q.dtype
-        if self.upcast:
-            q, k, v = q.float(), k.float(), v.float()
+    def forward(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
+                head_mask: Tensor | None = None, output_attentions: bool = False):
+        training = self.training
+        return functional.attention(x, mask, layer_past, use_cache, head_mask, output_attentions, qkv=self.c_attn,
+                                    proj=self.c_proj, n_head=self.n_head, scale=self.scale, upcast=self.upcast,
+                                    attn_dropout=self.attn_dropout if training else None,
+                                    resid_dropout=self.resid_dropout if training else None)
 
-        weights = None
-        if output_attentions:
-            scores = (q @ k.transpose(-1, -2)) * self.scale  # [B, H, T, S]
-            visible = mask if mask is not None else causal_mask(T, k.size(-2), x.device)
-            scores = scores.masked_fill(~visible, float("-inf"))
-            weights = self.attn_dropout(scores.softmax(-1))
-            y = weights @ v  # [B, H, T, D]
-        else:
-            y = attend(q, k, v, mask, self.scale, self.attn_dropout.p if self.training else 0.0)  # [B, H, T, D]
-        if head_mask is not None:
-            y = y * head_mask  # zeroing a head's weights zeroes its output
-        y = self.c_proj(merge_heads(y.to(dtype)))  # [B, T, C]
-        return (self.resid_dropout(y) if self.training else y), present, weights
+    def bind(self):
+        return partial(functional.attention, qkv=self.c_attn.bind(), proj=self.c_proj.bind(), n_head=self.n_head,
+                       scale=self.scale, upcast=self.upcast)
 
 
-def split_heads(qkv: Tensor, batch: int, length: int, n_head: int) -> Tensor:
-    """``[..., 3 * C]`` (queries, keys, values of ``batch * length`` positions) to
-    ``[3, B, H, T, D]``."""
-    return qkv.view(batch, length, 3, n_head, -1).permute(2, 0, 3, 1, 4)  # [3, B, H, T, D]
+class Block(nn.Module):
+    """A transformer block: attention and feed-forward, each with its residual sum and
+    LayerNorm. Families set ``pre_norm`` (GPT-2 normalises first, GPT last) and build the parts
+    ``ln_1``, ``attn``, ``ln_2``, ``mlp`` in their checkpoints' order."""
 
+    pre_norm: bool
 
-def merge_heads(y: Tensor) -> Tensor:
-    """``[B, H, T, D]`` to ``[B, T, H * D]``."""
-    B, H, T, D = y.shape
-    return y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
+    def forward(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
+                head_mask: Tensor | None = None, output_attentions: bool = False):
+        return functional.block(x, mask, layer_past, use_cache, head_mask, output_attentions, ln_1=self.ln_1,
+                                attn=self.attn, ln_2=self.ln_2, mlp=self.mlp, pre_norm=self.pre_norm)
 
-
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float = 0.0) -> Tensor:
-    """Scaled dot-product attention of ``q`` ``[B, H, T, D]`` over ``k``, ``v`` ``[B, H, S, D]``,
-    the last ``T`` of the ``S`` positions being the queries'. ``mask`` None means causal (or, for
-    one query, everything). Keys in float32 for a half-precision ``q`` (a CPU cache, see
-    models/kv_cache.py) take ``q`` to float32 too; the result comes back in k's dtype."""
-    if k.dtype != q.dtype:
-        q = q.to(k.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.size(-2) > 1,
-                                          dropout_p=dropout_p, scale=scale)  # [B, H, T, D]
-
-
-def attention_scale(head_dim: int, scale_weights: bool = True, layer_idx: int | None = None) -> float:
-    scale = 1.0 / math.sqrt(head_dim) if scale_weights else 1.0
-    return scale / (layer_idx + 1) if layer_idx is not None else scale
-
-
-def head_mask_per_layer(head_mask: Tensor | None, n_layer: int) -> list[Tensor | None]:
-    """Spread a ``[heads]`` or ``[layers, heads]`` mask (1 keeps a head, 0 silences it) over layers,
-    each entry shaped to multiply a ``[B, H, T, D]`` attention output."""
-    if head_mask is None:
-        return [None] * n_layer
-    if head_mask.dim() == 1:
-        head_mask = head_mask.expand(n_layer, -1)  # [L, H]
-    if head_mask.dim() != 2 or head_mask.size(0) != n_layer:
-        raise ValueError(f"head_mask must be [n_head] or [n_layer={n_layer}, n_head], got {list(head_mask.shape)}")
-    return [layer_mask.view(1, -1, 1, 1) for layer_mask in head_mask]  # each [1, H, 1, 1]
+    def bind(self):
+        return partial(functional.block, ln_1=layer_norm_step(self.ln_1), attn=self.attn.bind(),
+                       ln_2=layer_norm_step(self.ln_2), mlp=self.mlp.bind(), pre_norm=self.pre_norm)
 
 
 class SequenceSummary(nn.Module):
@@ -208,7 +152,7 @@ class SequenceSummary(nn.Module):
         if config.summary_use_proj:
             out = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else n_embd
             self.summary = nn.Linear(n_embd, out)
-        self.activation = torch.tanh if config.summary_activation == "tanh" else (lambda x: x)
+        self.activation = torch.tanh if config.summary_activation == "tanh" else nn.Identity()
         self.first_dropout = nn.Dropout(config.summary_first_dropout)
         self.last_dropout = nn.Dropout(config.summary_last_dropout)
 

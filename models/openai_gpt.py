@@ -7,13 +7,13 @@ generating a token costs one position, not the whole prefix again.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..download.names import HUB_REPOS, hub_url
 from .config import OpenAIGPTConfig
 from .decoder import DecoderModel
 from .heads import DoubleHeadsModel, ForSequenceClassification, LMHeadModel
-from .layers import MLP, CausalSelfAttention, attention_scale
+from .layers import MLP, Block, CausalSelfAttention, attention_scale, embedding
 from .pretrained import PreTrainedModel
 
 
@@ -21,8 +21,10 @@ OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP = {"openai-gpt": hub_url(HUB_REPOS["open
 OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP = {"openai-gpt": hub_url(HUB_REPOS["openai-gpt"], "config.json")}
 
 
-class OpenAIGPTBlock(nn.Module):
+class OpenAIGPTBlock(Block):
     """Attention and feed-forward, each followed by its residual sum and then LayerNorm."""
+
+    pre_norm = False
 
     def __init__(self, config: OpenAIGPTConfig):
         super().__init__()
@@ -31,13 +33,6 @@ class OpenAIGPTBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config.n_embd, config.inner_dim, config.activation_function, config.resid_pdrop)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-
-    def forward(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
-                head_mask: Tensor | None = None, output_attentions: bool = False):
-        attended, present, weights = self.attn(x, mask, layer_past, use_cache, head_mask, output_attentions)
-        x = self.ln_1(x + attended)
-        x = self.ln_2(x + self.mlp(x))
-        return x, present, weights
 
 
 class OpenAIGPTPreTrainedModel(PreTrainedModel):
@@ -56,11 +51,12 @@ class OpenAIGPTModel(DecoderModel, OpenAIGPTPreTrainedModel):
 
     token_embedding_name = "tokens_embed"
     position_embedding_name = "positions_embed"
+    block_class = OpenAIGPTBlock
 
     def __init__(self, config: OpenAIGPTConfig):
         super().__init__(config)
-        self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)
-        self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)
+        self.tokens_embed = embedding(config.vocab_size, config.n_embd)
+        self.positions_embed = embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(OpenAIGPTBlock(config) for _ in range(config.n_layer))
         self.post_init()

@@ -227,35 +227,23 @@ def _copy_into(model: nn.Module, state: dict[str, tuple[str, Tensor]], source: s
     return model
 
 
-def from_original_release(cls, name: str | os.PathLike, *, torch_dtype=None, download_options: dict | None = None,
-                          **overrides):
-    """``cls.from_pretrained(name)`` for ``openai/124M`` ..., ``openai-gpt-original`` and folders
-    in their layout; ``torch_dtype`` as ``from_pretrained`` parsed it."""
-    from .gpt2 import GPT2PreTrainedModel
-    from .openai_gpt import OpenAIGPTPreTrainedModel
-    from .pretrained import skeleton
-
-    download_options = download_options or {}
+def read_original_release(name: str | os.PathLike, config_class: type, fetch_options: dict,
+                          **overrides) -> tuple[GPT2Config | OpenAIGPTConfig, dict[str, tuple[str, Tensor]]]:
+    """The config and the weights (our name -> (OpenAI's name, tensor)) of ``openai/124M`` ...,
+    ``openai-gpt-original`` or a folder in their layout, for a model whose config is
+    ``config_class``."""
     gpt2 = release_family(name) == "gpt2"
-    family = GPT2PreTrainedModel if gpt2 else OpenAIGPTPreTrainedModel
-    if not issubclass(cls, family):
+    if not issubclass(config_class, GPT2Config if gpt2 else OpenAIGPTConfig):
         raise OriginalReleaseError(f"{os.fspath(name)} is a {'GPT-2' if gpt2 else 'GPT'} release; load it with a "
-                                   f"{'GPT2' if gpt2 else 'OpenAIGPT'} class, not {cls.__name__}")
-    get = _getter(name, download_options)
-    if gpt2:
-        try:
-            with open(get("hparams.json"), encoding="utf-8") as f:
-                hparams = json.load(f)
-        except ValueError as err:
-            raise OriginalReleaseError(f"{os.fspath(name)}: hparams.json is not valid JSON: {err}") from None
-        config = gpt2_config(hparams, **overrides)
-        state = read_gpt2_release(get, config.n_layer)
-    else:
+                                   f"{'GPT2' if gpt2 else 'OpenAIGPT'} class")
+    get = _getter(name, fetch_options)
+    if not gpt2:
         params = read_gpt1_release(get)
-        state = _gpt1_state(params)
-        config = gpt1_config(params, **overrides)
-    with skeleton():
-        shell = cls(config)
-    _check_shapes(state, shell, os.fspath(name))
-    return cls._from_state_dict(config, {n: t for n, (_, t) in state.items()}, torch_dtype,
-                                source=os.fspath(name))
+        return gpt1_config(params, **overrides), _gpt1_state(params)
+    try:
+        with open(get("hparams.json"), encoding="utf-8") as f:
+            hparams = json.load(f)
+    except ValueError as err:
+        raise OriginalReleaseError(f"{os.fspath(name)}: hparams.json is not valid JSON: {err}") from None
+    config = gpt2_config(hparams, **overrides)
+    return config, read_gpt2_release(get, config.n_layer)

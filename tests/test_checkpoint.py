@@ -120,17 +120,47 @@ def test_a_pickle_payload_never_runs(tmp_path, hf_checkpoint):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda data: data[: len(data) // 2], "claims bytes"),
-    (lambda data: data[:5], "too short"),
-    (lambda data: b"<html>404 Not Found</html>" + b" " * 100, "not a safetensors file"),
-    (lambda data: (20).to_bytes(8, "little") + b"{not json" + b" " * 11 + data[28:], "unreadable safetensors header"),
+    (lambda data: data[: len(data) // 2], "file not fully covered"),
+    (lambda data: data[:5], "header too small"),
+    (lambda data: b"<html>404 Not Found</html>" + b" " * 100, "header too large"),
+    (lambda data: (20).to_bytes(8, "little") + b"{not json" + b" " * 11 + data[28:], "header"),
 ])
 def test_damaged_safetensors_say_how_to_fix_it(tmp_path, hf_checkpoint, damage, message):
     path = hf_checkpoint / "model.safetensors"
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(CheckpointError, match=message) as info:
         models.GPT2LMHeadModel.from_pretrained(hf_checkpoint)
+    assert str(path) in str(info.value) and "not a valid safetensors file" in str(info.value)
     assert "force_download=True" in str(info.value)
+
+
+def test_overlapping_tensors_are_refused_naming_the_file(tmp_path):
+    """Two tensors over the same bytes: an in-place change of one would change the other."""
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = tmp_path / "overlap.safetensors"
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + bytes(8))
+    with pytest.raises(CheckpointError, match=f"{path}.*invalid offset"):
+        checkpoint.load_weights(path)
+
+
+@pytest.mark.parametrize("header_length", [0x80, 0x4B50])  # starts with \x80, with "PK"
+def test_extensionless_safetensors_is_never_taken_for_a_pickle(tmp_path, header_length):
+    """A cached file without an extension whose header length starts with a pickle's or a zip's
+    first byte (one real checkpoint in 32 or so) is still read as safetensors."""
+    tensors = {"w": torch.arange(6, dtype=torch.float32).view(2, 3)}
+    checkpoint.write_safetensors(tensors, tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = data[8:8 + length].rstrip(b" ")
+    padded = header + b" " * (header_length - len(header))
+    blob = tmp_path / "0123abcd"  # a cache blob: no extension
+    blob.write_bytes(header_length.to_bytes(8, "little") + padded + data[8 + length:])
+    assert blob.read_bytes()[:1] in (b"\x80", b"P")
+    assert checkpoint.weights_format(str(blob)) == "safetensors"
+    assert torch.equal(checkpoint.load_weights(blob)["w"], tensors["w"])
 
 
 def test_damaged_bin_is_a_clear_error(tmp_path, hf_checkpoint):

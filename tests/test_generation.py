@@ -108,6 +108,6 @@ def test_half_precision_models_get_a_float32_cache_with_the_same_logits():
     ids = torch.randint(0, TINY["vocab_size"], (2, 9))
     with torch.no_grad():
         plain = model(ids).logits[:, -1].float()  # bfloat16 keys throughout
-        cached = generation._last_logits(model, ids[:, :5], cache, None)
-        cached = generation._last_logits(model, ids[:, 5:], cache, None).float()  # 4 more positions
+        cached = generation._module_logits(model, ids[:, :5], cache, None)
+        cached = generation._module_logits(model, ids[:, 5:], cache, None).float()  # 4 more positions
     torch.testing.assert_close(cached, plain, rtol=2e-2, atol=2e-2)

@@ -221,7 +221,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         ours()
     with pytest.raises(TypeError, match="integer tensor"):
         ours(torch.tensor([[1.0, 2.0]]))
-    with pytest.raises(ValueError, match="attention_mask covers 3 positions"):
+    with pytest.raises(ValueError, match=r"attention_mask has shape \[1, 3\].*must cover all 4 positions"):
         ours(ids(1, 4), attention_mask=torch.ones(1, 3))
     with pytest.raises(ValueError, match="has 0 layers, the model has 2"):
         ours(ids(1, 4), past=[])

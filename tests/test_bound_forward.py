@@ -1,4 +1,5 @@
-"""generate()'s direct forward (models/direct_forward.py): the modules' logits bit for bit, and the
+"""generate()'s bound forward (``DecoderModel.bind``): the same functions as the modules
+(models/functional.py) with the parameters bound once, so the modules' logits bit for bit; and the
 modules themselves wherever something could make them differ."""
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from torch import nn
 
 from conftest import TINY, TINY_GPT, models, repo_module
 
-direct_forward = repo_module("models.direct_forward")
 generation = repo_module("models.generation")
 StaticKVCache = repo_module("models.kv_cache").StaticKVCache
-DirectForward = direct_forward.DirectForward
+
+
+def bound_step(model):
+    """generate's step function for ``model`` if it binds the parameters, else None."""
+    step = generation.step_function(model)
+    return step if step.func is generation._bound_logits else None
 
 FAMILIES = {
     "gpt2": lambda **extra: models.GPT2LMHeadModel(models.GPT2Config(**{**TINY, **extra})),
     "gpt2-layer-scaled": lambda **extra: models.GPT2LMHeadModel(
         models.GPT2Config(**{**TINY, "scale_attn_by_inverse_layer_idx": True, **extra})),
+    "gpt2-upcast": lambda **extra: models.GPT2LMHeadModel(
+        models.GPT2Config(**{**TINY, "reorder_and_upcast_attn": True, **extra})),
     "gpt": lambda **extra: models.OpenAIGPTLMHeadModel(models.OpenAIGPTConfig(**{**TINY_GPT, **extra})),
 }
 
@@ -30,9 +37,9 @@ def build(family: str, dtype=torch.float32, **extra):
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_the_direct_forward_gives_the_modules_logits_bit_for_bit(family, dtype, batch):
+def test_the_bound_forward_gives_the_modules_logits_bit_for_bit(family, dtype, batch):
     model = build(family, dtype)
-    direct = DirectForward.for_model(model)
+    direct = bound_step(model)
     assert direct is not None
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (batch, 9))
@@ -47,8 +54,8 @@ def test_the_direct_forward_gives_the_modules_logits_bit_for_bit(family, dtype, 
         for _ in range(6):  # the prompt, then one token at a time
             length += step.size(1)
             visible = None if mask is None else mask[:, :length]
-            expected = generation._last_logits(model, step, by_modules, visible)
-            got = direct.last_logits(step, by_direct, visible)
+            expected = generation._module_logits(model, step, by_modules, visible)
+            got = direct(step, by_direct, visible)
             assert torch.equal(got, expected)
             step = expected.argmax(-1)[:, None]
     filled = by_modules.length
@@ -60,19 +67,19 @@ def test_generate_takes_it_and_gives_the_modules_tokens(monkeypatch):
     model = build("gpt2")
     ids = torch.randint(0, TINY["vocab_size"], (1, 5))
     taken = []
-    last_logits = DirectForward.last_logits
-    monkeypatch.setattr(DirectForward, "last_logits", lambda self, *a: taken.append(1) or last_logits(self, *a))
+    bound_logits = generation._bound_logits
+    monkeypatch.setattr(generation, "_bound_logits", lambda *a, **k: taken.append(1) or bound_logits(*a, **k))
     fast = model.generate(ids, max_new_tokens=8, do_sample=True, seed=3)
     assert len(taken) == 8
-    monkeypatch.setattr(DirectForward, "for_model", classmethod(lambda cls, model: None))
+    model.transformer.h[0].register_forward_hook(lambda *args: None)  # now the modules run
     assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=True, seed=3), fast)
     assert len(taken) == 8
 
 
 def test_double_heads_models_take_it_too():
     torch.manual_seed(0)
-    assert DirectForward.for_model(models.GPT2DoubleHeadsModel(models.GPT2Config(**TINY)).eval()) is not None
-    assert DirectForward.for_model(models.OpenAIGPTDoubleHeadsModel(models.OpenAIGPTConfig(**TINY_GPT)).eval()) is not None
+    assert bound_step(models.GPT2DoubleHeadsModel(models.GPT2Config(**TINY)).eval()) is not None
+    assert bound_step(models.OpenAIGPTDoubleHeadsModel(models.OpenAIGPTConfig(**TINY_GPT)).eval()) is not None
 
 
 def test_the_prompt_is_still_checked():
@@ -138,36 +145,52 @@ def with_mixed_dtypes(model):
     model.transformer.h[1].to(torch.float64)
 
 
-def with_renormalising_embedding(model):
-    model.transformer.wte.max_norm = 1.0
+def with_a_replaced_body(model):
+    class Body(type(model.transformer)):
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    body = model.transformer
+    body.__class__ = Body
 
 
-def without_the_parts_it_expects(model):
-    del model.transformer.h[0].attn.c_attn
+def with_a_hook_on_the_head_model(model):
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(1))
+    return None  # generate runs the body and the head, not the whole model: no call to count
 
 
 CHANGES = [with_forward_hook, with_pre_hook, with_wrapped_layer, with_subclassed_layer, with_instance_forward,
-           with_extra_module, in_training_mode, with_mixed_dtypes, with_renormalising_embedding,
-           without_the_parts_it_expects]
+           with_extra_module, in_training_mode, with_mixed_dtypes, with_a_replaced_body, with_a_hook_on_the_head_model]
 
 
 @pytest.mark.parametrize("change", CHANGES, ids=lambda change: change.__name__)
 def test_anything_it_cannot_see_runs_the_modules(change):
     model = build("gpt2")
-    assert DirectForward.for_model(model) is not None
+    assert bound_step(model) is not None
     calls = change(model)
-    assert DirectForward.for_model(model) is None
+    assert bound_step(model) is None
     if calls is not None:  # the hook sees every step of generate
         model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4)
         assert len(calls) == 4
 
 
-def test_upcast_attention_and_global_hooks_run_the_modules():
-    assert DirectForward.for_model(build("gpt2", reorder_and_upcast_attn=True)) is None
+def test_global_hooks_run_the_modules():
     model = build("gpt2")
     handle = nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
     try:
-        assert DirectForward.for_model(model) is None
+        assert bound_step(model) is None
     finally:
         handle.remove()
-    assert DirectForward.for_model(model) is not None
+    assert bound_step(model) is not None
+
+
+def test_a_renormalising_embedding_is_bound_with_its_max_norm():
+    model, reference = build("gpt2"), build("gpt2")
+    for m in (model, reference):
+        m.transformer.wte.max_norm = 0.5
+    reference.transformer.h[0].register_forward_hook(lambda *args: None)  # the modules run there
+    ids = torch.randint(0, TINY["vocab_size"], (1, 5))
+    assert bound_step(model) is not None and bound_step(reference) is None
+    assert torch.equal(model.generate(ids, max_new_tokens=6), reference.generate(ids, max_new_tokens=6))
+    assert torch.equal(model.transformer.wte.weight, reference.transformer.wte.weight)  # renormalised alike

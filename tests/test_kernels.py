@@ -1,12 +1,10 @@
-"""The inference routing of matrix products (models/matmul.py): same products as the stock kernels,
-the fast kernels really taken, gradients untouched, copies kept in step with their weights, the
-process-wide oneDNN switch left as it was found."""
+"""The inference routing of matrix products (models/kernels.py): same products as the stock kernels,
+the fast kernels really taken, gradients untouched, packed copies kept in step with their weights."""
 
 from __future__ import annotations
 
 import gc
 import os
-import threading
 
 import pytest
 import torch
@@ -14,12 +12,13 @@ import torch.nn.functional as F
 
 from conftest import TINY, models, repo_module
 
-matmul = repo_module("models.matmul")
+kernels = repo_module("models.kernels")
+packed_weights = repo_module("models.packed_weights")
 
 
 @pytest.fixture
 def onednn():
-    if matmul._ONEDNN_LINEAR is None or matmul._ONEDNN_PACK is None:
+    if kernels._ONEDNN_LINEAR is None or packed_weights._PACK is None:
         if os.environ.get("CI") == "true":
             pytest.fail("this torch build has no oneDNN linear kernel; CI's torch 2.13 CPU build has")
         pytest.skip("this torch build has no oneDNN linear kernel")
@@ -27,10 +26,9 @@ def onednn():
 
 @pytest.fixture
 def calls(monkeypatch, onednn):
-    """Counts the products that go through oneDNN, the split batched product and ATen's
-    matrix-vector kernel (and whether oneDNN was switched off when ``mv`` ran)."""
-    seen = {"onednn": 0, "bmm": 0, "mv": 0}
-    linear, bmm, mv = matmul._ONEDNN_LINEAR, torch.bmm, torch.mv
+    """Counts the products that go through oneDNN and the split batched product."""
+    seen = {"onednn": 0, "bmm": 0}
+    linear, bmm = kernels._ONEDNN_LINEAR, torch.bmm
 
     def counting_linear(*args):
         seen["onednn"] += 1
@@ -40,15 +38,17 @@ def calls(monkeypatch, onednn):
         seen["bmm"] += 1
         return bmm(*args)
 
-    def counting_mv(*args):
-        seen["mv"] += 1
-        assert not torch.backends.mkldnn.enabled, "mv would hand the product to oneDNN"
-        return mv(*args)
-
-    monkeypatch.setattr(matmul, "_ONEDNN_LINEAR", counting_linear)
-    monkeypatch.setattr(matmul.torch, "bmm", counting_bmm)
-    monkeypatch.setattr(matmul.torch, "mv", counting_mv)
+    monkeypatch.setattr(kernels, "_ONEDNN_LINEAR", counting_linear)
+    monkeypatch.setattr(kernels.torch, "bmm", counting_bmm)
     return seen
+
+
+def linear_in_out(x, weight, bias):
+    return kernels.linear(x, weight, bias, stored_in_out=True)
+
+
+def linear_out_in(x, weight, bias=None):
+    return kernels.linear(x, weight, bias, stored_in_out=False)
 
 
 def correctly_rounded(x, weight, bias=None):
@@ -68,14 +68,14 @@ def test_float32_products_equal_the_stock_ones(rows, calls):
     torch.manual_seed(0)
     x, weight, bias = torch.randn(rows, 96), torch.randn(96, 200), torch.randn(200)
     with torch.no_grad():
-        ours_in_out = matmul.linear_in_out(x, weight, bias)
-        ours_out_in = matmul.linear_out_in(x[None], weight.t().contiguous(), bias)
+        ours_in_out = linear_in_out(x, weight, bias)
+        ours_out_in = linear_out_in(x[None], weight.t().contiguous(), bias)
     exact = (x.double() @ weight.double() + bias.double()).float()
     torch.testing.assert_close(ours_in_out, exact, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours_out_in[0], exact, rtol=1e-5, atol=1e-5)
     assert ours_out_in.shape == (1, rows, 200)
     # one row against [in, out] splits the inner dimension; everything else is oneDNN's
-    assert calls == ({"onednn": 1, "bmm": 1, "mv": 0} if rows == 1 else {"onednn": 2, "bmm": 0, "mv": 0})
+    assert calls == ({"onednn": 1, "bmm": 1} if rows == 1 else {"onednn": 2, "bmm": 0})
 
 
 @pytest.mark.parametrize("rows", [1, 5])
@@ -85,12 +85,10 @@ def test_bfloat16_products_equal_the_stock_ones_to_one_rounding(rows, calls):
     weight, bias = torch.randn(64, 48, dtype=torch.bfloat16), torch.randn(48, dtype=torch.bfloat16)
     head = torch.randn(48, 64, dtype=torch.bfloat16)  # [out, in], no bias: the LM head's form
     with torch.no_grad():
-        ours = matmul.linear_in_out(x, weight, bias), matmul.linear_out_in(x[None], head)[0]
+        ours = linear_in_out(x, weight, bias), linear_out_in(x[None], head)[0]
     assert_within_one_rounding(ours[0], correctly_rounded(x, weight, bias))
     assert_within_one_rounding(ours[1], correctly_rounded(x, head.t()))
-    # a single row: ATen's dot products (the head's own weight, a copy of the other); else oneDNN's
-    assert calls == ({"onednn": 0, "bmm": 0, "mv": 2} if rows == 1 else {"onednn": 2, "bmm": 0, "mv": 0})
-    assert torch.backends.mkldnn.enabled  # switched back on
+    assert calls == {"onednn": 2, "bmm": 0}  # oneDNN's, on packed copies
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -98,7 +96,7 @@ def test_bound_products_take_the_same_kernels_as_the_per_call_ones(dtype, calls)
     torch.manual_seed(0)
     in_out, bias = torch.randn(64, 48, dtype=dtype), torch.randn(48, dtype=dtype)
     out_in = torch.randn(48, 64, dtype=dtype)
-    by_in_out, by_out_in = matmul.bind(in_out, bias, stored_in_out=True), matmul.bind(out_in, None, stored_in_out=False)
+    by_in_out, by_out_in = kernels.bind(in_out, bias, stored_in_out=True), kernels.bind(out_in, None, stored_in_out=False)
     with torch.no_grad():
         for rows in (1, 3):
             x = torch.randn(rows, 64, dtype=dtype)
@@ -106,13 +104,13 @@ def test_bound_products_take_the_same_kernels_as_the_per_call_ones(dtype, calls)
             bound = by_in_out(x), by_out_in(x)
             bound_calls = {key: calls[key] - before[key] for key in calls}
             before = dict(calls)
-            per_call = matmul.linear_in_out(x, in_out, bias), matmul.linear_out_in(x, out_in)
+            per_call = linear_in_out(x, in_out, bias), linear_out_in(x, out_in)
             assert {key: calls[key] - before[key] for key in calls} == bound_calls
             assert all(torch.equal(a, b) for a, b in zip(bound, per_call))
     if dtype == torch.float32:
-        assert calls == {"onednn": 6, "bmm": 2, "mv": 0}  # single rows against [in, out] split
+        assert calls == {"onednn": 6, "bmm": 2}  # single rows against [in, out] split
     else:
-        assert calls == {"onednn": 4, "bmm": 0, "mv": 4}  # single rows take dot products
+        assert calls == {"onednn": 8, "bmm": 0}
 
 
 def test_strided_inputs_and_weights_work(calls):
@@ -121,7 +119,7 @@ def test_strided_inputs_and_weights_work(calls):
     weight = torch.randn(48, 32).t()  # [32, 48], not contiguous
     bias = torch.randn(48)
     with torch.no_grad():
-        torch.testing.assert_close(matmul.linear_in_out(x, weight, bias), x @ weight + bias, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear_in_out(x, weight, bias), x @ weight + bias, rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_take_the_stock_kernels(calls):
@@ -129,8 +127,8 @@ def test_gradients_take_the_stock_kernels(calls):
     x = torch.randn(1, 32, requires_grad=True)
     weight = torch.randn(32, 16, requires_grad=True)
     bias = torch.randn(16, requires_grad=True)
-    matmul.linear_in_out(x, weight, bias).square().sum().backward()
-    assert calls == {"onednn": 0, "bmm": 0, "mv": 0}
+    linear_in_out(x, weight, bias).square().sum().backward()
+    assert calls == {"onednn": 0, "bmm": 0}
     expected = [t.grad.clone() for t in (x, weight, bias)]
     for t in (x, weight, bias):
         t.grad = None
@@ -139,61 +137,23 @@ def test_gradients_take_the_stock_kernels(calls):
         assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("rows, kind", [(2, "packed"), (1, "dot")])
-def test_a_copy_follows_its_weight_and_bias(rows, kind, onednn):
+@pytest.mark.parametrize("rows", [1, 2])
+def test_a_packed_copy_follows_its_weight(rows, onednn):
     torch.manual_seed(0)
     x = torch.randn(rows, 32, dtype=torch.bfloat16)
     weight = torch.randn(32, 16, dtype=torch.bfloat16)
     bias = torch.randn(16, dtype=torch.bfloat16)
     with torch.no_grad():
-        first = matmul.linear_in_out(x, weight, bias)
+        first = linear_in_out(x, weight, bias)
         weight.mul_(2)  # changed in place: the copy must be remade
         bias.mul_(2)
-        doubled = matmul.linear_in_out(x, weight, bias)
-        new_bias = torch.zeros(16, dtype=torch.bfloat16)  # another bias: the dot copy holds it
-        unbiased = matmul.linear_in_out(x, weight, new_bias)
-        new_bias.add_(1)  # only the bias changed in place
-        plus_one = matmul.linear_in_out(x, weight, new_bias)
+        doubled = linear_in_out(x, weight, bias)
     assert torch.equal(doubled, 2 * first)  # doubling is exact in binary floating point
-    assert_within_one_rounding(unbiased, correctly_rounded(x, weight))
-    assert_within_one_rounding(plus_one, correctly_rounded(x, weight, new_bias))
-    key = (kind, id(weight))
-    assert key in matmul._copies
+    key = id(weight)
+    assert key in packed_weights._copies
     del weight
     gc.collect()
-    assert key not in matmul._copies  # freed with its weight
-
-
-def test_the_onednn_switch_is_left_as_it_was_found(calls):
-    torch.manual_seed(0)
-    weight, bias = torch.randn(64, 48, dtype=torch.bfloat16), torch.randn(48, dtype=torch.bfloat16)
-    with torch.no_grad():
-        torch.backends.mkldnn.enabled = False  # a user's choice: kept
-        try:
-            matmul.linear_in_out(torch.randn(1, 64, dtype=torch.bfloat16), weight, bias)
-            assert not torch.backends.mkldnn.enabled
-        finally:
-            torch.backends.mkldnn.enabled = True
-        with pytest.raises(RuntimeError):  # a wrong width fails in mv, and the switch still comes back
-            matmul.linear_in_out(torch.randn(1, 65, dtype=torch.bfloat16), weight, bias)
-        assert torch.backends.mkldnn.enabled
-
-        errors = []
-
-        def products():  # threads whose products overlap: the switch stays off until the last ends
-            try:
-                for _ in range(200):
-                    matmul.linear_in_out(torch.randn(1, 64, dtype=torch.bfloat16), weight, bias)
-            except BaseException as error:  # noqa: BLE001 (reported below)
-                errors.append(error)
-
-        threads = [threading.Thread(target=products) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert errors == [] and calls["mv"] == 2 + 4 * 200
-    assert torch.backends.mkldnn.enabled
+    assert key not in packed_weights._copies  # freed with its weight
 
 
 def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, calls):
@@ -201,15 +161,15 @@ def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, cal
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
     ids = torch.randint(0, TINY["vocab_size"], (2, 7))
     stock = model(ids).logits  # gradients enabled: the stock kernels
-    assert calls == {"onednn": 0, "bmm": 0, "mv": 0}
+    assert calls == {"onednn": 0, "bmm": 0}
     with torch.no_grad():
         fast = model(ids).logits
         greedy = model.generate(ids[:1], max_new_tokens=6)
     assert calls["onednn"] > 0 and calls["bmm"] > 0
     torch.testing.assert_close(fast, stock, rtol=1e-5, atol=1e-5)
 
-    routable = matmul._routable
-    monkeypatch.setattr(matmul, "_routable", lambda weight: False)  # stock kernels only
+    routable = kernels._routable
+    monkeypatch.setattr(kernels, "_routable", lambda weight: False)  # stock kernels only
     before = dict(calls)
     with torch.no_grad():
         assert torch.equal(model.generate(ids[:1], max_new_tokens=6), greedy)
@@ -218,34 +178,29 @@ def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, cal
     bf16 = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval().to(torch.bfloat16)
     with torch.no_grad():
         plain = bf16(ids).logits
-    monkeypatch.setattr(matmul, "_routable", routable)
+    monkeypatch.setattr(kernels, "_routable", routable)
     with torch.no_grad():
         packed = bf16(ids).logits
         single_rows = bf16(ids[:1, :1]).logits
     torch.testing.assert_close(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(single_rows[0, 0].float(), plain[0, 0].float(), rtol=2e-2, atol=2e-2)
-    assert calls["mv"] > 0
 
 
 def test_weights_made_in_inference_mode_get_no_copies(calls):
     with torch.inference_mode():  # such tensors have no version counter: in-place changes go unseen
         x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
-        y = matmul.linear_out_in(x, weight)
-        row = matmul.linear_out_in(x[:1], weight)  # the weight itself serves for dot products
-        biased_row = matmul.linear_in_out(x[:1], weight.t(), torch.ones(4, dtype=torch.bfloat16))
-    assert calls == {"onednn": 0, "bmm": 0, "mv": 1}
-    assert torch.equal(y, F.linear(x, weight))
-    assert_within_one_rounding(row, correctly_rounded(x[:1], weight.t()))
-    assert torch.equal(biased_row, torch.addmm(torch.ones(4, dtype=torch.bfloat16), x[:1], weight.t()))
+        y, row = linear_out_in(x, weight), linear_out_in(x[:1], weight)
+    assert calls == {"onednn": 0, "bmm": 0} and id(weight) not in packed_weights._copies
+    assert torch.equal(y, F.linear(x, weight)) and torch.equal(row, F.linear(x[:1], weight))
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16)
     with torch.inference_mode():
         assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3).shape == (1, 6)
 
 
 def test_bfloat16_routes_can_be_switched_off(monkeypatch, calls):
-    monkeypatch.setattr(matmul, "PACK_BFLOAT16", False)
+    monkeypatch.setattr(packed_weights, "ENABLED", False)
     x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
     with torch.no_grad():
-        y, row = matmul.linear_out_in(x, weight), matmul.linear_out_in(x[:1], weight)
-    assert calls == {"onednn": 0, "bmm": 0, "mv": 0}
+        y, row = linear_out_in(x, weight), linear_out_in(x[:1], weight)
+    assert calls == {"onednn": 0, "bmm": 0}
     assert torch.equal(y, F.linear(x, weight)) and torch.equal(row, F.linear(x[:1], weight))

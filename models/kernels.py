@@ -1,0 +1,122 @@
+"""The model's matrix products, each sent to the kernel that streams weights fastest for
+inference on CPU, chosen per call (no process-wide setting is read or changed).
+
+Decoding reads every weight once per token, so its speed is the speed at which the products
+stream weights from memory, and PyTorch's stock kernels do not always reach it. The routes
+(their speeds are measured by benchmarks/matmul_bench.py and recorded in benchmarks/README.md):
+
+- one float32 row against an ``[in, out]`` weight: the inner dimension split in two, both halves
+  in one ``bmm`` (both cores stream the weight), then summed;
+- other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
+- bfloat16: oneDNN's linear operator on a copy of the weight packed in its blocked layout
+  (models/packed_weights.py);
+- everything else, and anything that needs a gradient, on another device or under
+  ``torch.compile``: the stock product.
+
+Every route gives the stock product up to float rounding. ``bind`` makes the choice once for a
+weight that a loop of calls will use (generate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .packed_weights import find_onednn, packed
+
+Product = Callable[[Tensor], Tensor]
+_ONEDNN_LINEAR = find_onednn("_linear_pointwise")
+
+
+def _routable(weight: Tensor) -> bool:
+    """Whether products with ``weight`` may leave the stock kernels, given no gradient is asked."""
+    return weight.is_cpu and not torch.compiler.is_compiling()
+
+
+def _inference_on_cpu(x: Tensor, weight: Tensor) -> bool:
+    if not x.is_cpu or x.dtype != weight.dtype or not _routable(weight):
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+
+
+def _onednn_weight(weight: Tensor, stored_in_out: bool) -> Tensor | None:
+    """The weight to hand oneDNN's linear operator (``[out, in]``, or its packed copy), or None
+    where the stock product is the better choice."""
+    if _ONEDNN_LINEAR is None:
+        return None
+    out_in = weight.t() if stored_in_out else weight
+    if weight.dtype == torch.float32:
+        return out_in
+    if weight.dtype == torch.bfloat16:
+        return packed(out_in, weight)
+    return None
+
+
+def _splits(weight: Tensor) -> bool:
+    """Whether one float32 row against this ``[in, out]`` weight takes the split product."""
+    return weight.size(0) % 2 == 0 and weight.dtype == torch.float32 and weight.is_contiguous()
+
+
+def _split_product(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """One row ``[1, in]`` times ``[in, out]``: each half of the inner dimension in its own batch of
+    ``bmm``, then the halves summed."""
+    half = weight.size(0) // 2
+    halves = torch.bmm(x.reshape(2, 1, half), weight.view(2, half, -1))  # [2, 1, out]
+    return halves.sum(0).add_(bias)  # [1, out]
+
+
+def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+
+def _stock_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
+    """PyTorch's own product for x ``[rows, in]``: ``addmm`` for an ``[in, out]`` weight,
+    ``F.linear`` for ``[out, in]``."""
+    if stored_in_out:
+        return torch.addmm(bias, x, weight) if bias is not None else x @ weight
+    return F.linear(x, weight, bias)
+
+
+def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
+    """The product ``x -> x @ W + b`` for x ``[rows, in]`` (a single row, or not) by the fastest
+    route, for a weight ``_routable`` accepts and no gradient asked."""
+    if one_row and stored_in_out and bias is not None and _splits(weight):
+        return partial(_split_product, weight=weight, bias=bias)
+    onednn = _onednn_weight(weight, stored_in_out)
+    if onednn is not None:
+        return partial(_onednn_product, weight=onednn, bias=bias)
+    return partial(_stock_product, weight=weight, bias=bias, stored_in_out=stored_in_out)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
+    """``x @ W + b`` for x ``[..., in]`` and a weight stored ``[in, out]`` (Conv1D) or ``[out, in]``
+    (nn.Linear), by the route for this call."""
+    flat = x.reshape(-1, x.size(-1))  # [rows, in]
+    if _inference_on_cpu(flat, weight):
+        y = _route(weight, bias, stored_in_out, flat.size(0) == 1)(flat)
+    else:
+        y = _stock_product(flat, weight, bias, stored_in_out)
+    return y.view(*x.shape[:-1], -1)  # [..., out]
+
+
+def bind(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
+    """``x -> linear(x, weight, bias, stored_in_out)`` for inputs of the weight's dtype and device,
+    for a loop of calls without gradients while the weight stays as it is (generate): the routes
+    for single rows and for several are each chosen once, on first use."""
+    if not _routable(weight):
+        return partial(linear, weight=weight, bias=bias, stored_in_out=stored_in_out)
+    routes: dict[bool, Product] = {}
+
+    def product(x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.size(-1))  # [rows, in]
+        one_row = flat.size(0) == 1
+        route = routes.get(one_row)
+        if route is None:
+            route = routes[one_row] = _route(weight, bias, stored_in_out, one_row)
+        return route(flat).view(*x.shape[:-1], -1)  # [..., out]
+
+    return product

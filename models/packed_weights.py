@@ -1,0 +1,56 @@
+"""Copies of weights in oneDNN's blocked layout, for bfloat16 inference on CPU.
+
+oneDNN's bfloat16 product runs faster on a weight reordered once into its own layout than on the
+plain ``[out, in]`` matrix. The copy is made on first use and kept beside the weight:
+
+- bounded: one copy per live weight, dropped with the weight (a ``weakref.finalize``);
+- current: remade when the weight is replaced or changed in place (its version counter moved);
+- never made for weights created under ``torch.inference_mode`` (no version counter to watch),
+  nor when ``GPT_HUB_PACK_BFLOAT16=0`` (then bfloat16 products take the stock kernels).
+
+It is a cache of this library's own, in this module; nothing outside it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+
+import torch
+from torch import Tensor
+
+
+def find_onednn(name: str):
+    """One of oneDNN's operators in this build of torch, or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return getattr(torch.ops.mkldnn, name)
+    except (AttributeError, RuntimeError):  # a build without it
+        return None
+
+
+_PACK = find_onednn("_reorder_linear_weight")
+ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None
+
+# id(weight) -> (the packed copy, a weakref to the weight, the version it was packed at)
+_copies: dict[int, tuple[Tensor, weakref.ref, int]] = {}
+_lock = threading.Lock()
+
+
+def packed(out_in: Tensor, weight: Tensor) -> Tensor | None:
+    """``out_in`` (the ``[out, in]`` view of ``weight``) reordered for oneDNN, or None where no
+    copy can be kept."""
+    if not ENABLED or weight.is_inference():
+        return None
+    key = id(weight)
+    entry = _copies.get(key)
+    if entry is not None and entry[1]() is weight and entry[2] == weight._version:
+        return entry[0]
+    copy = _PACK(out_in, 1)
+    with _lock:
+        if key not in _copies:
+            weakref.finalize(weight, _copies.pop, key, None)
+        _copies[key] = (copy, weakref.ref(weight), weight._version)
+    return copy
