@@ -1,0 +1,84 @@
+"""The library lives inside its user's process: while it loads and generates, another thread sees
+no process-wide setting of torch change and no function of another module replaced."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import TINY, TINY_GPT, models
+
+INIT_NAMES = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_", "trunc_normal_",
+              "xavier_uniform_")
+
+
+def snapshot() -> dict:
+    """What a thread beside the library reads of torch's process-wide state."""
+    return {
+        "mkldnn.enabled": torch.backends.mkldnn.enabled,
+        "nn.init": tuple(getattr(nn.init, name) for name in INIT_NAMES),
+        "F.linear": F.linear, "torch.bmm": torch.bmm, "torch.mv": torch.mv, "Module.__call__": nn.Module.__call__,
+        "default dtype": torch.get_default_dtype(),
+        "default device": str(torch.get_default_device()),
+        "grad enabled": torch.is_grad_enabled(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+class Sampler(threading.Thread):
+    """Reads ``snapshot()`` over and over until stopped; keeps every reading that differs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.expected = snapshot()
+        self.changes: list[dict] = []
+        self.readings = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            now = snapshot()
+            self.readings += 1
+            if now != self.expected:
+                self.changes.append({k: v for k, v in now.items() if v != self.expected[k]})
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.join()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("state")
+    torch.manual_seed(0)
+    paths = {}
+    for name, model in (("gpt2", models.GPT2LMHeadModel(models.GPT2Config(**TINY))),
+                        ("gpt", models.OpenAIGPTLMHeadModel(models.OpenAIGPTConfig(**TINY_GPT)))):
+        model.save_pretrained(folder / name)
+        paths[name] = (type(model), folder / name)
+    return paths
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_loading_and_generating_change_nothing_another_thread_sees(checkpoints, family, dtype):
+    model_class, path = checkpoints[family]
+    with Sampler() as sampler:
+        model = model_class.from_pretrained(path, torch_dtype=dtype)
+        fresh = model_class.from_config(model.config, torch_dtype=dtype)
+        for batch in (1, 8):
+            ids = torch.randint(1, model.config.vocab_size, (batch, 6))
+            mask = torch.ones_like(ids)
+            mask[0, :2] = 0  # a left-padded row
+            model.generate(ids, attention_mask=mask, max_new_tokens=8)
+            fresh.generate(ids, max_new_tokens=4, do_sample=True, seed=0)
+    assert sampler.readings > 10, sampler.readings
+    assert sampler.changes == []
