@@ -186,8 +186,26 @@ class PretrainedConfig:
 
 
 
+@dataclass(kw_only=True)
 class TransformerShape:
-    """Validation and sizes shared by GPT and GPT-2 configs (fields are declared per family)."""
+    """The fields, validation and sizes GPT and GPT-2 share (with the defaults both use); the
+    vocabulary, positions and activation are declared per family."""
+
+    n_ctx: int | None = None  # legacy twin of n_positions, kept for old config files
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    summary_type: str = "cls_index"
+    summary_use_proj: bool = True
+    summary_activation: str | None = None
+    summary_proj_to_labels: bool = True
+    summary_first_dropout: float = 0.1
+    summary_last_dropout: float = 0.0
 
     def validate_transformer(self, activation_field: str) -> None:
         name = type(self).__name__
@@ -236,23 +254,8 @@ class GPT2Config(TransformerShape, PretrainedConfig):
 
     vocab_size: int = 50257
     n_positions: int = 1024
-    n_ctx: int | None = None  # legacy twin of n_positions, kept for old config files
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
     n_inner: int | None = None  # feed-forward width; None means 4 * n_embd
     activation_function: str = "gelu_new"
-    resid_pdrop: float = 0.1
-    embd_pdrop: float = 0.1
-    attn_pdrop: float = 0.1
-    layer_norm_epsilon: float = 1e-5
-    initializer_range: float = 0.02
-    summary_type: str = "cls_index"
-    summary_use_proj: bool = True
-    summary_activation: str | None = None
-    summary_proj_to_labels: bool = True
-    summary_first_dropout: float = 0.1
-    summary_last_dropout: float = 0.0
     scale_attn_weights: bool = True
     scale_attn_by_inverse_layer_idx: bool = False
     reorder_and_upcast_attn: bool = False
@@ -290,23 +293,8 @@ class OpenAIGPTConfig(TransformerShape, PretrainedConfig):
 
     vocab_size: int = 40478
     n_positions: int = 512
-    n_ctx: int | None = None  # legacy twin of n_positions
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
     afn: str = "gelu"  # GPT's GELU is the tanh approximation, as in OpenAI's code
-    resid_pdrop: float = 0.1
-    embd_pdrop: float = 0.1
-    attn_pdrop: float = 0.1
-    layer_norm_epsilon: float = 1e-5
-    initializer_range: float = 0.02
     predict_special_tokens: bool = True
-    summary_type: str = "cls_index"
-    summary_use_proj: bool = True
-    summary_activation: str | None = None
-    summary_proj_to_labels: bool = True
-    summary_first_dropout: float = 0.1
-    summary_last_dropout: float = 0.0
 
     def validate(self) -> None:
         super().validate()

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from . import functional
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
 from .kv_cache import StaticKVCache, normalize_past, past_length
-from .layers import MLP, Block, CausalSelfAttention, Conv1D, Linear, embedding_step, layer_norm_step
+from .layers import MLP, Block, CausalSelfAttention, Conv1D, Linear, embedding, embedding_step, layer_norm_step
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
@@ -22,12 +22,24 @@ _BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, nn.LayerNorm, CausalSelfAt
 
 
 class DecoderModel(PreTrainedModel):
-    """Subclasses set ``token_embedding_name``/``position_embedding_name`` and ``block_class``,
-    and build ``drop``, ``h`` (the blocks) and, optionally, ``ln_f``."""
+    """Families name their embeddings (as their checkpoints do), give their ``block_class``
+    (made as ``block_class(config, layer_idx)``) and say whether a ``final_norm`` (``ln_f``)
+    ends the stack."""
 
     token_embedding_name = "wte"
     position_embedding_name = "wpe"
     block_class: type[Block] = Block
+    final_norm = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        setattr(self, self.token_embedding_name, embedding(config.vocab_size, config.n_embd))
+        setattr(self, self.position_embedding_name, embedding(config.n_positions, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(self.block_class(config, i) for i in range(config.n_layer))
+        if self.final_norm:
+            self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return getattr(self, self.token_embedding_name)

@@ -15,7 +15,7 @@ from .config import GPT2Config
 from .decoder import DecoderModel
 from .heads import (DoubleHeadsModel, ForQuestionAnswering, ForSequenceClassification,
                     ForTokenClassification, LMHeadModel)
-from .layers import MLP, Block, CausalSelfAttention, attention_scale, embedding
+from .layers import MLP, Block, CausalSelfAttention, attention_scale
 from .pretrained import PreTrainedModel
 
 
@@ -59,42 +59,12 @@ class GPT2Model(DecoderModel, GPT2PreTrainedModel):
     final LayerNorm. ``forward`` is ``DecoderModel.forward``."""
 
     block_class = GPT2Block
-
-    def __init__(self, config: GPT2Config):
-        super().__init__(config)
-        self.wte = embedding(config.vocab_size, config.n_embd)
-        self.wpe = embedding(config.n_positions, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
-        self.post_init()
+    final_norm = True
 
 
-class GPT2LMHeadModel(LMHeadModel, GPT2PreTrainedModel):
-    """GPT-2 with the language-model head, tied to the token embedding."""
-
-    base_model_class = GPT2Model
-
-
-class GPT2DoubleHeadsModel(DoubleHeadsModel, GPT2PreTrainedModel):
-    """GPT-2 with the language-model head and a multiple-choice head (to be fine-tuned)."""
-
-    base_model_class = GPT2Model
-
-
-class GPT2ForSequenceClassification(ForSequenceClassification, GPT2PreTrainedModel):
-    """GPT-2 classifying each sequence by its last token that is not padding."""
-
-    base_model_class = GPT2Model
-
-
-class GPT2ForTokenClassification(ForTokenClassification, GPT2PreTrainedModel):
-    """GPT-2 labelling every token."""
-
-    base_model_class = GPT2Model
-
-
-class GPT2ForQuestionAnswering(ForQuestionAnswering, GPT2PreTrainedModel):
-    """GPT-2 predicting the start and end of an answer span."""
-
-    base_model_class = GPT2Model
+# The heads, each a class named after its family (GPT2LMHeadModel, ...).
+GPT2LMHeadModel = LMHeadModel.on(GPT2Model, "GPT-2 with the language-model head, tied to the token embedding.")
+GPT2DoubleHeadsModel = DoubleHeadsModel.on(GPT2Model, "GPT-2 with the LM head and a multiple-choice head to train.")
+GPT2ForSequenceClassification = ForSequenceClassification.on(GPT2Model, "GPT-2 classifying each sequence.")
+GPT2ForTokenClassification = ForTokenClassification.on(GPT2Model, "GPT-2 labelling every token.")
+GPT2ForQuestionAnswering = ForQuestionAnswering.on(GPT2Model, "GPT-2 predicting the start and end of an answer span.")

@@ -40,6 +40,15 @@ class _Head(PreTrainedModel):
         super().__init__(config)
         self.transformer = self.base_model_class(config)
 
+    @classmethod
+    def on(cls, body: type[PreTrainedModel], doc: str) -> type:
+        """This head on a family's body: ``LMHeadModel.on(GPT2Model, doc)`` is the class
+        ``GPT2LMHeadModel``, a subclass of this head and of the body's family base (its last base,
+        ``GPT2PreTrainedModel``), defined in the body's module."""
+        name = body.__name__.removesuffix("Model") + cls.__name__
+        attributes = {"base_model_class": body, "__doc__": doc, "__module__": body.__module__, "__qualname__": name}
+        return type(name, (cls, body.__bases__[-1]), attributes)
+
 
 class _Generates:
     def generate(self, input_ids, **kwargs):

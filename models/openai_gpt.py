@@ -13,7 +13,7 @@ from ..download.names import HUB_REPOS, hub_url
 from .config import OpenAIGPTConfig
 from .decoder import DecoderModel
 from .heads import DoubleHeadsModel, ForSequenceClassification, LMHeadModel
-from .layers import MLP, Block, CausalSelfAttention, attention_scale, embedding
+from .layers import MLP, Block, CausalSelfAttention, attention_scale
 from .pretrained import PreTrainedModel
 
 
@@ -26,7 +26,7 @@ class OpenAIGPTBlock(Block):
 
     pre_norm = False
 
-    def __init__(self, config: OpenAIGPTConfig):
+    def __init__(self, config: OpenAIGPTConfig, layer_idx: int):
         super().__init__()
         scale = attention_scale(config.n_embd // config.n_head)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.attn_pdrop, config.resid_pdrop, scale)
@@ -53,28 +53,8 @@ class OpenAIGPTModel(DecoderModel, OpenAIGPTPreTrainedModel):
     position_embedding_name = "positions_embed"
     block_class = OpenAIGPTBlock
 
-    def __init__(self, config: OpenAIGPTConfig):
-        super().__init__(config)
-        self.tokens_embed = embedding(config.vocab_size, config.n_embd)
-        self.positions_embed = embedding(config.n_positions, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(OpenAIGPTBlock(config) for _ in range(config.n_layer))
-        self.post_init()
 
-
-class OpenAIGPTLMHeadModel(LMHeadModel, OpenAIGPTPreTrainedModel):
-    """GPT with the language-model head, tied to the token embedding."""
-
-    base_model_class = OpenAIGPTModel
-
-
-class OpenAIGPTDoubleHeadsModel(DoubleHeadsModel, OpenAIGPTPreTrainedModel):
-    """GPT with the language-model head and a multiple-choice head (to be fine-tuned)."""
-
-    base_model_class = OpenAIGPTModel
-
-
-class OpenAIGPTForSequenceClassification(ForSequenceClassification, OpenAIGPTPreTrainedModel):
-    """GPT classifying each sequence by its last token that is not padding."""
-
-    base_model_class = OpenAIGPTModel
+# The heads, each a class named after its family (OpenAIGPTLMHeadModel, ...).
+OpenAIGPTLMHeadModel = LMHeadModel.on(OpenAIGPTModel, "GPT with the language-model head, tied to the token embedding.")
+OpenAIGPTDoubleHeadsModel = DoubleHeadsModel.on(OpenAIGPTModel, "GPT with the LM head and a multiple-choice head to train.")
+OpenAIGPTForSequenceClassification = ForSequenceClassification.on(OpenAIGPTModel, "GPT classifying each sequence.")

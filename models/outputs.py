@@ -10,13 +10,12 @@ model returned a bare tensor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
 from typing import Any
 
 import torch
 
 Tensor = torch.Tensor
-KeyValueCache = tuple[tuple[Tensor, Tensor], ...]
 
 
 @dataclass
@@ -43,32 +42,24 @@ class ModelOutput:
         return self.to_tuple()[0][key]  # tensor indexing, e.g. predictions[0, -1, :]
 
 
-@dataclass
-class BaseModelOutputWithPast(ModelOutput):
-    last_hidden_state: Tensor | None = None
-    past_key_values: KeyValueCache | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
+def _output(name: str, *names: str) -> type[ModelOutput]:
+    """A ``ModelOutput`` dataclass with these fields, in this order (each None when not computed)."""
+    return make_dataclass(name, [(field_name, Any, None) for field_name in names], bases=(ModelOutput,),
+                          namespace={"__module__": __name__})
 
 
-@dataclass
-class CausalLMOutputWithPast(ModelOutput):
-    loss: Tensor | None = None
-    logits: Tensor | None = None
-    past_key_values: KeyValueCache | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
+_STATES = ("hidden_states", "attentions")  # per layer, with output_hidden_states / output_attentions
+BaseModelOutputWithPast = _output("BaseModelOutputWithPast", "last_hidden_state", "past_key_values", *_STATES)
+CausalLMOutputWithPast = _output("CausalLMOutputWithPast", "loss", "logits", "past_key_values", *_STATES)
+SequenceClassifierOutputWithPast = _output("SequenceClassifierOutputWithPast", "loss", "logits", "past_key_values",
+                                           *_STATES)
+TokenClassifierOutput = _output("TokenClassifierOutput", "loss", "logits", *_STATES)
+QuestionAnsweringModelOutput = _output("QuestionAnsweringModelOutput", "loss", "start_logits", "end_logits", *_STATES)
 
 
-@dataclass
-class DoubleHeadsModelOutput(ModelOutput):
-    loss: Tensor | None = None
-    mc_loss: Tensor | None = None
-    logits: Tensor | None = None
-    mc_logits: Tensor | None = None
-    past_key_values: KeyValueCache | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
+class DoubleHeadsModelOutput(_output("DoubleHeadsModelOutput", "loss", "mc_loss", "logits", "mc_logits",
+                                     "past_key_values", *_STATES)):
+    """The language model's loss and logits, the multiple-choice head's, and the cache."""
 
     @property
     def lm_loss(self) -> Tensor | None:
@@ -77,29 +68,3 @@ class DoubleHeadsModelOutput(ModelOutput):
     @property
     def lm_logits(self) -> Tensor | None:
         return self.logits
-
-
-@dataclass
-class SequenceClassifierOutputWithPast(ModelOutput):
-    loss: Tensor | None = None
-    logits: Tensor | None = None
-    past_key_values: KeyValueCache | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
-
-
-@dataclass
-class TokenClassifierOutput(ModelOutput):
-    loss: Tensor | None = None
-    logits: Tensor | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
-
-
-@dataclass
-class QuestionAnsweringModelOutput(ModelOutput):
-    loss: Tensor | None = None
-    start_logits: Tensor | None = None
-    end_logits: Tensor | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
