@@ -32,6 +32,9 @@ def _repository_package():
 
 
 _PACKAGE = _repository_package()
+if __name__ == "__main__":  # the command line: parse the arguments before anything imports torch
+    _sys.exit(_importlib.import_module(_PACKAGE + ".cli.main").main())
+
 _gpt = _importlib.import_module(_PACKAGE + ".hubconfs.gpt_hubconf")
 _gpt2 = _importlib.import_module(_PACKAGE + ".hubconfs.gpt2_hubconf")
 
@@ -51,6 +54,3 @@ gpt2ForSequenceClassification = _gpt2.gpt2ForSequenceClassification
 gpt2ForTokenClassification = _gpt2.gpt2ForTokenClassification
 gpt2ForQuestionAnswering = _gpt2.gpt2ForQuestionAnswering
 
-
-if __name__ == "__main__":
-    _sys.exit(_importlib.import_module(_PACKAGE + ".hubconfs.cli").main())
