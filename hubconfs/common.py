@@ -28,14 +28,24 @@ LOADING_DOC = """
         **config_overrides: any config field, e.g. ``num_labels=3`` or ``summary_first_dropout=0.2``.
 """
 
-def example(entry: str, checkpoint: str, body: str) -> str:
+CONFIG_DOC = """
+    Args:
+        pretrained_model_name_or_path: a preset name, a checkpoint name or directory, or a
+            ``config.json``.
+        revision, force_download, cache_dir, local_files_only: where and how the files are
+            downloaded, as for the models.
+        **overrides: config fields, e.g. ``n_positions=256``.
+"""
+
+
+def example(entry: str, checkpoint: str, body: str, variable: str = "model") -> str:
     """An entrypoint's example: load it from the hub, then ``body``."""
     return f"""
     Example (``{HUB_REPO}`` is the GitHub owner/name of this repository; a clone on disk loads
     with its path and ``source='local'``)::
 
         import torch
-        model = torch.hub.load('{HUB_REPO}', '{entry}', '{checkpoint}', trust_repo=True)
+        {variable} = torch.hub.load('{HUB_REPO}', '{entry}', '{checkpoint}', trust_repo=True)
 {body}"""
 
 
@@ -47,13 +57,27 @@ def fetch_options(revision: str | None, force_download: bool, cache_dir: str | o
     return {key: value for key, value in given.items() if value not in (None, False)}
 
 
-def load_config(config_class, name_or_path: str | os.PathLike, kwargs: dict[str, Any]):
+def load_config(config_class, name_or_path: str | os.PathLike, fetch: dict[str, Any], overrides: dict[str, Any]):
     """A preset name gives its architecture without the network; anything else is read."""
     if str(name_or_path) in config_class.presets() and not os.path.exists(name_or_path):
-        overrides = {k: v for k, v in kwargs.items() if k not in ("revision", "force_download", "cache_dir",
-                                                                 "local_files_only")}
         return config_class.from_preset(str(name_or_path), **overrides)
-    return config_class.from_pretrained(name_or_path, **kwargs)
+    return config_class.from_pretrained(name_or_path, **fetch, **overrides)
+
+
+def config_entrypoint(name: str, config_class, default: str, summary: str, body: str, shown: str | None = None
+                      ) -> Callable:
+    """A torch.hub entrypoint for ``config_class``: a preset (no download) or a checkpoint's config;
+    the example loads ``shown`` (default: ``default``)."""
+
+    def entry(pretrained_model_name_or_path: str | os.PathLike = default, *, revision: str | None = None,
+              force_download: bool = False, cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+              **overrides: Any):
+        fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
+        return load_config(config_class, pretrained_model_name_or_path, fetch, overrides)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = summary + "\n" + CONFIG_DOC + example(name, shown or default, body, variable="config")
+    return entry
 
 
 def model_entrypoint(name: str, model_class, default: str, summary: str, body: str) -> Callable:
@@ -69,8 +93,8 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, **fetch, **config_overrides)
         if config is None or not isinstance(config, model_class.config_class):
-            config = load_config(model_class.config_class, config or pretrained_model_name_or_path,
-                                 {**fetch, **config_overrides})
+            config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
+                                 config_overrides)
         elif config_overrides:
             config = config.replace(**config_overrides)
         model = model_class.from_config(config, torch_dtype=torch_dtype)

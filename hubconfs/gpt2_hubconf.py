@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import (GPT2Config, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                       GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model)
 from ..tokenizers import GPT2Tokenizer
-from .common import fetch_options, load_config, model_entrypoint
+from .common import config_entrypoint, fetch_options, model_entrypoint
 
 DEFAULT = "gpt2"
 
@@ -36,28 +36,14 @@ def gpt2Tokenizer(pretrained_model_name_or_path=DEFAULT, *, revision=None, force
                                          **fetch_options(revision, force_download, cache_dir, local_files_only))
 
 
-def gpt2Config(pretrained_model_name_or_path=DEFAULT, *, revision=None, force_download=False, cache_dir=None,
-               local_files_only=False, **overrides):
-    """GPT-2's configuration: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a
-    checkpoint directory or its ``config.json``; keywords override fields.
-
-    Args:
-        pretrained_model_name_or_path: a preset name, a checkpoint name or directory, or a
-            ``config.json``.
-        revision, force_download, cache_dir, local_files_only: where and how the files are
-            downloaded, as for the models.
-        **overrides: config fields, e.g. ``n_positions=256``.
-
-    Example::
-
-        import torch
-        config = torch.hub.load('<owner>/<repo>', 'gpt2Config', 'gpt2-medium', trust_repo=True)
+gpt2Config = config_entrypoint(
+    "gpt2Config", GPT2Config, DEFAULT,
+    "GPT-2's configuration: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a "
+    "checkpoint directory or its ``config.json``; keywords override fields.", """\
         assert (config.n_layer, config.n_embd) == (24, 1024)
         model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', config=config, pretrained=False,
                                trust_repo=True)  # random weights, nothing downloaded
-    """
-    return load_config(GPT2Config, pretrained_model_name_or_path,
-                       {**fetch_options(revision, force_download, cache_dir, local_files_only), **overrides})
+""", shown="gpt2-medium")
 
 
 gpt2Model = model_entrypoint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import (OpenAIGPTConfig, OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification,
                       OpenAIGPTLMHeadModel, OpenAIGPTModel)
 from ..tokenizers import OpenAIGPTTokenizer
-from .common import fetch_options, load_config, model_entrypoint
+from .common import config_entrypoint, fetch_options, model_entrypoint
 
 DEFAULT = "openai-gpt"
 
@@ -40,26 +40,12 @@ def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, *, revision=None, 
                                               **fetch_options(revision, force_download, cache_dir, local_files_only))
 
 
-def openAIGPTConfig(pretrained_model_name_or_path=DEFAULT, *, revision=None, force_download=False, cache_dir=None,
-                    local_files_only=False, **overrides):
-    """OpenAI GPT's configuration: the ``openai-gpt`` preset, a checkpoint directory or its
-    ``config.json``; keywords override fields.
-
-    Args:
-        pretrained_model_name_or_path: a preset name, a checkpoint name or directory, or a
-            ``config.json``.
-        revision, force_download, cache_dir, local_files_only: where and how the files are
-            downloaded, as for the models.
-        **overrides: config fields, e.g. ``n_positions=256``.
-
-    Example::
-
-        import torch
-        config = torch.hub.load('<owner>/<repo>', 'openAIGPTConfig', 'openai-gpt', trust_repo=True)
+openAIGPTConfig = config_entrypoint(
+    "openAIGPTConfig", OpenAIGPTConfig, DEFAULT,
+    "OpenAI GPT's configuration: the ``openai-gpt`` preset, a checkpoint directory or its "
+    "``config.json``; keywords override fields.", """\
         assert (config.n_layer, config.n_positions, config.vocab_size) == (12, 512, 40478)
-    """
-    return load_config(OpenAIGPTConfig, pretrained_model_name_or_path,
-                       {**fetch_options(revision, force_download, cache_dir, local_files_only), **overrides})
+""")
 
 
 openAIGPTModel = model_entrypoint(

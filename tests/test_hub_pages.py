@@ -85,6 +85,10 @@ def seed_page(seed: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def test_a_page_per_family():
+    assert [page.name for page in PAGES] == ["owner_repo_gpt.md", "owner_repo_gpt2.md"]
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_our_pages_have_pytorch_hubs_format(page):
     text = page.read_text(encoding="utf-8")
