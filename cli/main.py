@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from .options import parser
@@ -39,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except KeyboardInterrupt:
-        sys.stdout.flush()
         sys.stderr.write("\ninterrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more can be written there
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UsageError as err:
         if debug:
             raise
