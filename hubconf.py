@@ -4,7 +4,10 @@ gpt2-xl, distilgpt2).
     import torch
     model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', 'gpt2', trust_repo=True)
 
-The code lives in the packages ``models``, ``tokenizers``, ``download`` and ``hubconfs``. Those
+(``<owner>/<repo>``: the GitHub owner/name this repository is published under; a clone loads with
+its path and ``source='local'``.) ``python hubconf.py --help`` is the command line (``cli/``).
+
+The code lives in the packages ``models``, ``tokenizers``, ``download``, ``hubconfs`` and ``cli``. Those
 names are common (Hugging Face's ``tokenizers``; other hub repositories' ``models``), so they are
 imported here under a private parent package, never as top-level modules: loading this
 repository neither shadows nor is shadowed by anything else in the process.
@@ -32,6 +35,9 @@ def _repository_package():
 
 
 _PACKAGE = _repository_package()
+if __name__ == "__main__":  # the command line: parse the arguments before anything imports torch
+    _sys.exit(_importlib.import_module(_PACKAGE + ".cli.main").main())
+
 _gpt = _importlib.import_module(_PACKAGE + ".hubconfs.gpt_hubconf")
 _gpt2 = _importlib.import_module(_PACKAGE + ".hubconfs.gpt2_hubconf")
 
@@ -51,6 +57,3 @@ gpt2ForSequenceClassification = _gpt2.gpt2ForSequenceClassification
 gpt2ForTokenClassification = _gpt2.gpt2ForTokenClassification
 gpt2ForQuestionAnswering = _gpt2.gpt2ForQuestionAnswering
 
-
-if __name__ == "__main__":
-    _sys.exit(_importlib.import_module(_PACKAGE + ".hubconfs.cli").main())

@@ -1,9 +1,13 @@
-"""What every family's entrypoints share: how a model is made from the hub's arguments."""
+"""What every family's entrypoints share: how a model is made from the hub's arguments, and the
+argument list and example in each docstring (torch.hub.help shows the docstring only)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
+
+# How examples name the repository: the GitHub owner/name it is published under.
+HUB_REPO = "<owner>/<repo>"
 
 LOADING_DOC = """
     Args:
@@ -13,48 +17,91 @@ LOADING_DOC = """
             TensorFlow (``openai/124M`` ... ``openai/1558M``, ``openai-gpt-original``, or such a
             folder on disk).
         pretrained: False builds the architecture with fresh random weights (nothing downloaded).
+        torch_dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or
+            ``"auto"`` (the checkpoint's own).
+        revision: the hub revision (branch, tag or commit) to download; default ``main``.
+        force_download: download again even if the files are cached.
+        cache_dir: where downloads are kept; default ``torch.hub.get_dir()/gpt_hub``.
+        local_files_only: never use the network: the cache must hold the files.
         config: a config object or path to use instead of the checkpoint's.
         state_dict: weights to use instead of the checkpoint's.
-        torch_dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or ``"auto"``.
-        cache_dir, revision, force_download, local_files_only: where and how files are fetched.
         **config_overrides: any config field, e.g. ``num_labels=3`` or ``summary_first_dropout=0.2``.
 """
 
+CONFIG_DOC = """
+    Args:
+        pretrained_model_name_or_path: a preset name, a checkpoint name or directory, or a
+            ``config.json``.
+        revision, force_download, cache_dir, local_files_only: where and how the files are
+            downloaded, as for the models.
+        **overrides: config fields, e.g. ``n_positions=256``.
+"""
 
-def example(entry: str, checkpoint: str, body: str) -> str:
+
+def example(entry: str, checkpoint: str, body: str, variable: str = "model") -> str:
     """An entrypoint's example: load it from the hub, then ``body``."""
     return f"""
-    Example::
+    Example (``{HUB_REPO}`` is the GitHub owner/name of this repository; a clone on disk loads
+    with its path and ``source='local'``)::
 
         import torch
-        model = torch.hub.load('<owner>/<repo>', '{entry}', '{checkpoint}', trust_repo=True)
+        {variable} = torch.hub.load('{HUB_REPO}', '{entry}', '{checkpoint}', trust_repo=True)
 {body}"""
 
 
-def documented(example: str, default: str):
-    """Append the shared argument list and the entrypoint's example to its docstring."""
-
-    def decorate(entry):
-        entry.__doc__ = (entry.__doc__ or "").rstrip() + "\n" + LOADING_DOC.format(default=default) + example
-        return entry
-
-    return decorate
+def fetch_options(revision: str | None, force_download: bool, cache_dir: str | os.PathLike | None,
+                  local_files_only: bool) -> dict[str, Any]:
+    """The download options that differ from the download layer's defaults."""
+    given = dict(revision=revision, force_download=force_download, cache_dir=cache_dir,
+                 local_files_only=local_files_only)
+    return {key: value for key, value in given.items() if value not in (None, False)}
 
 
-def load_config(config_class, name_or_path: str | os.PathLike, kwargs: dict[str, Any]):
+def load_config(config_class, name_or_path: str | os.PathLike, fetch: dict[str, Any], overrides: dict[str, Any]):
     """A preset name gives its architecture without the network; anything else is read."""
     if str(name_or_path) in config_class.presets() and not os.path.exists(name_or_path):
-        return config_class.from_preset(str(name_or_path), **kwargs)
-    return config_class.from_pretrained(name_or_path, **kwargs)
+        return config_class.from_preset(str(name_or_path), **overrides)
+    return config_class.from_pretrained(name_or_path, **fetch, **overrides)
 
 
-def load_model(model_class, name_or_path: str | os.PathLike, pretrained: bool, kwargs: dict[str, Any]):
-    if pretrained:
-        return model_class.from_pretrained(name_or_path, **kwargs)
-    config = kwargs.pop("config", None)
-    torch_dtype = kwargs.pop("torch_dtype", kwargs.pop("dtype", None))
-    if config is None or not isinstance(config, model_class.config_class):
-        config = load_config(model_class.config_class, config or name_or_path, kwargs)
-    elif kwargs:
-        config = config.replace(**kwargs)
-    return model_class.from_config(config, torch_dtype=torch_dtype)
+def config_entrypoint(name: str, config_class, default: str, summary: str, body: str, shown: str | None = None
+                      ) -> Callable:
+    """A torch.hub entrypoint for ``config_class``: a preset (no download) or a checkpoint's config;
+    the example loads ``shown`` (default: ``default``)."""
+
+    def entry(pretrained_model_name_or_path: str | os.PathLike = default, *, revision: str | None = None,
+              force_download: bool = False, cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+              **overrides: Any):
+        fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
+        return load_config(config_class, pretrained_model_name_or_path, fetch, overrides)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = summary + "\n" + CONFIG_DOC + example(name, shown or default, body, variable="config")
+    return entry
+
+
+def model_entrypoint(name: str, model_class, default: str, summary: str, body: str) -> Callable:
+    """A torch.hub entrypoint for ``model_class``: its signature names every loading option, and
+    its docstring lists them and shows ``body`` as the example."""
+
+    def entry(pretrained_model_name_or_path: str | os.PathLike = default, *, pretrained: bool = True,
+              torch_dtype: Any = None, revision: str | None = None, force_download: bool = False,
+              cache_dir: str | os.PathLike | None = None, local_files_only: bool = False, config: Any = None,
+              state_dict: dict | None = None, **config_overrides: Any):
+        fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
+        if pretrained:
+            return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
+                                               torch_dtype=torch_dtype, **fetch, **config_overrides)
+        if config is None or not isinstance(config, model_class.config_class):
+            config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
+                                 config_overrides)
+        elif config_overrides:
+            config = config.replace(**config_overrides)
+        model = model_class.from_config(config, torch_dtype=torch_dtype)
+        if state_dict is not None:
+            model.load_state_dict(state_dict)
+        return model
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = summary + "\n" + LOADING_DOC.format(default=default) + example(name, default, body)
+    return entry

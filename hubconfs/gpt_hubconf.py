@@ -5,12 +5,13 @@ from __future__ import annotations
 from ..models import (OpenAIGPTConfig, OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification,
                       OpenAIGPTLMHeadModel, OpenAIGPTModel)
 from ..tokenizers import OpenAIGPTTokenizer
-from .common import documented, example, load_config, load_model
+from .common import config_entrypoint, fetch_options, model_entrypoint
 
 DEFAULT = "openai-gpt"
 
 
-def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, **kwargs):
+def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, *, revision=None, force_download=False, cache_dir=None,
+                       local_files_only=False, **settings):
     """OpenAI GPT's tokenizer: the original ftfy + spaCy + lowercased BPE pipeline, exactly.
 
     Needs ``pip install ftfy spacy`` for the original pipeline (no spaCy model download: a blank
@@ -21,6 +22,8 @@ def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, **kwargs):
         pretrained_model_name_or_path: a checkpoint name (``openai-gpt``) or a directory holding
             ``vocab.json`` and ``merges.txt`` (or OpenAI's ``encoder_bpe_40000.json`` and
             ``vocab_40000.bpe``).
+        revision, force_download, cache_dir, local_files_only: where and how the files are
+            downloaded, as for the models.
         use_spacy: False forces the basic tokenizer.
 
     Example::
@@ -33,59 +36,51 @@ def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, **kwargs):
         # the GPT paper's fine-tuning tokens, after the 40478 BPE tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": ["_start_", "_delimiter_", "_classify_"]})
     """
-    return OpenAIGPTTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
+    return OpenAIGPTTokenizer.from_pretrained(pretrained_model_name_or_path, **settings,
+                                              **fetch_options(revision, force_download, cache_dir, local_files_only))
 
 
-def openAIGPTConfig(pretrained_model_name_or_path=DEFAULT, **kwargs):
-    """OpenAI GPT's configuration: the ``openai-gpt`` preset, a checkpoint directory or its
-    ``config.json``; keywords override fields.
-
-    Example::
-
-        import torch
-        config = torch.hub.load('<owner>/<repo>', 'openAIGPTConfig', 'openai-gpt', trust_repo=True)
+openAIGPTConfig = config_entrypoint(
+    "openAIGPTConfig", OpenAIGPTConfig, DEFAULT,
+    "OpenAI GPT's configuration: the ``openai-gpt`` preset, a checkpoint directory or its "
+    "``config.json``; keywords override fields.", """\
         assert (config.n_layer, config.n_positions, config.vocab_size) == (12, 512, 40478)
-    """
-    return load_config(OpenAIGPTConfig, pretrained_model_name_or_path, kwargs)
+""")
 
 
-@documented(example("openAIGPTModel", DEFAULT, """\
+openAIGPTModel = model_entrypoint(
+    "openAIGPTModel", OpenAIGPTModel, DEFAULT,
+    "OpenAI GPT transformer (no head): hidden states and the key/value cache.", """\
         tokens = torch.tensor([[3570, 1473, 2203]])
         with torch.no_grad():
             hidden_states, past = model(tokens)  # [1, 3, 768] and the key/value cache
-"""), DEFAULT)
-def openAIGPTModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
-    """OpenAI GPT transformer (no head): hidden states and the key/value cache."""
-    return load_model(OpenAIGPTModel, pretrained_model_name_or_path, pretrained, kwargs)
+""")
 
 
-@documented(example("openAIGPTLMHeadModel", DEFAULT, """\
+openAIGPTLMHeadModel = model_entrypoint(
+    "openAIGPTLMHeadModel", OpenAIGPTLMHeadModel, DEFAULT,
+    "OpenAI GPT with the language-model head tied to the token embedding (fully pre-trained).", """\
         tokens = torch.tensor([[3570, 1473, 2203]])
         with torch.no_grad():
             predictions = model(tokens)
         predicted_index = torch.argmax(predictions[0, -1, :]).item()  # as on the 2019 hub page
-"""), DEFAULT)
-def openAIGPTLMHeadModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
-    """OpenAI GPT with the language-model head tied to the token embedding (fully pre-trained)."""
-    return load_model(OpenAIGPTLMHeadModel, pretrained_model_name_or_path, pretrained, kwargs)
+""")
 
 
-@documented(example("openAIGPTDoubleHeadsModel", DEFAULT, """\
+openAIGPTDoubleHeadsModel = model_entrypoint(
+    "openAIGPTDoubleHeadsModel", OpenAIGPTDoubleHeadsModel, DEFAULT,
+    "OpenAI GPT with the language-model head and a multiple-choice head (the latter to be trained).", """\
         model.set_num_special_tokens(3)  # start, delimiter, classify: ids 40478-40480
         choices = torch.tensor([[[40478, 3570, 40479, 1473, 40480], [40478, 3570, 40479, 2203, 40480]]])
         mc_token_ids = torch.tensor([[4, 4]])  # the classify token of each choice
         with torch.no_grad():
             lm_logits, mc_logits, past = model(choices, mc_token_ids)  # mc_logits: [1, 2]
-"""), DEFAULT)
-def openAIGPTDoubleHeadsModel(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
-    """OpenAI GPT with the language-model head and a multiple-choice head (the latter to be trained)."""
-    return load_model(OpenAIGPTDoubleHeadsModel, pretrained_model_name_or_path, pretrained, kwargs)
+""")
 
 
-@documented(example("openAIGPTForSequenceClassification", DEFAULT, """\
+openAIGPTForSequenceClassification = model_entrypoint(
+    "openAIGPTForSequenceClassification", OpenAIGPTForSequenceClassification, DEFAULT,
+    "OpenAI GPT with a classification head read at each sequence's last real token (to be trained).", """\
         with torch.no_grad():
             logits = model(torch.tensor([[3570, 1473, 2203]])).logits  # [1, num_labels]
-"""), DEFAULT)
-def openAIGPTForSequenceClassification(pretrained_model_name_or_path=DEFAULT, *, pretrained=True, **kwargs):
-    """OpenAI GPT with a classification head read at each sequence's last real token (to be trained)."""
-    return load_model(OpenAIGPTForSequenceClassification, pretrained_model_name_or_path, pretrained, kwargs)
+""")

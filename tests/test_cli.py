@@ -1,47 +1,169 @@
-"""The command line: `python hubconf.py ...`."""
+"""The command line: `python hubconf.py ...`, run as users run it (a subprocess), except where a
+failure has to be planted."""
 
+import argparse
 import math
+import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO, need_shared_data, repo_module
+from conftest import REPO, models, need_shared_data, predicting_checkpoint, repo_module
+
+main_module = repo_module("cli.main")
 
 
-def run(*args):
+def run(*args, cwd=None, **kwargs):
     return subprocess.run([sys.executable, str(REPO / "hubconf.py"), *args], capture_output=True, text=True,
-                          cwd=REPO.parent)
+                          cwd=cwd or REPO.parent, **kwargs)
 
 
-def test_example_runs_the_hub_page_on_a_local_checkpoint():
-    result = run("example", "--vocab", str(need_shared_data() / "gpt2"))
-    assert result.returncode == 0, result.stderr
-    assert "'Who', 'Ġwas', 'ĠJim', 'ĠH', 'enson'" in result.stdout
-    assert "gpt2DoubleHeadsModel choice logits" in result.stdout
-
-
-def test_bad_arguments_give_one_line_errors():
-    result = run("example", "--vocab", "/nonexistent")
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "'/nonexistent' is not a checkpoint name, a repository id or an existing path" in result.stderr
-    result = run("example", "--model", "/nonexistent")
-    assert result.returncode == 2 and "not a directory" in result.stderr and "Traceback" not in result.stderr
-    result = run("frobnicate")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "example" in run("--help").stdout
+def one_line_error(result, status: int) -> None:
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    cli = repo_module("hubconfs.cli")
-    return cli.build_example_checkpoint(tmp_path_factory.mktemp("gpt2-example"), need_shared_data() / "gpt2")
+    example = repo_module("cli.example")
+    return example.build_example_checkpoint(tmp_path_factory.mktemp("gpt2-example"), "gpt2", need_shared_data() / "gpt2")
 
 
 def in_process(checkpoint):
-    return (repo_module("models").GPT2LMHeadModel.from_pretrained(checkpoint),
+    return (models.GPT2LMHeadModel.from_pretrained(checkpoint),
             repo_module("tokenizers").GPT2Tokenizer.from_pretrained(checkpoint))
 
+
+# -- example -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, prefix", [("gpt2", "gpt2"), ("openai-gpt", "openAIGPT")])
+def test_example_runs_offline_in_a_clone_with_nothing_beside_it(tmp_path, family, prefix):
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO, clone, ignore=shutil.ignore_patterns(".git", "__pycache__", "tests", "benchmarks"))
+    result = subprocess.run([sys.executable, str(clone / "hubconf.py"), "example", "--family", family],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{prefix}LMHeadModel next token" in result.stdout and f"{prefix}DoubleHeadsModel choice logits" in result.stdout
+    assert not (tmp_path / "shared").exists()
+
+
+def test_example_on_a_gpt1_checkpoint_folder(tmp_path):
+    folder = repo_module("cli.example").build_example_checkpoint(tmp_path / "gpt", "openai-gpt",
+                                                                 need_shared_data() / "openai-gpt")
+    result = run("example", "--model", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "'who</w>', 'was</w>', 'jim</w>', 'hen', 'son</w>'" in result.stdout
+    assert "openAIGPTDoubleHeadsModel choice logits" in result.stdout
+
+
+def test_example_with_the_real_gpt2_vocabulary():
+    result = run("example", "--vocab", str(need_shared_data() / "gpt2"))
+    assert result.returncode == 0, result.stderr
+    assert "'Who', 'Ġwas', 'ĠJim', 'ĠH', 'enson'" in result.stdout
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+def test_help_and_usage_errors_never_import_torch():
+    script = (f"import runpy, sys\nfor argv in {HELP_ARGVS!r}:\n    sys.argv = ['hubconf.py', *argv]\n"
+              f"    try:\n        runpy.run_path({str(REPO / 'hubconf.py')!r}, run_name='__main__')\n"
+              "    except SystemExit:\n        pass\nprint('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == "False", result.stderr
+    assert "generate" in result.stdout and "--max-new-tokens" in result.stdout
+
+
+HELP_ARGVS = [["--help"], ["generate", "--help"], ["score", "--help"], ["example", "--help"], ["finetune-lm", "--help"],
+              ["generate", "--model", "gpt2", "--prompt", "x", "--temperature", "-1"]]
+
+
+def test_every_option_has_help_that_shows_its_default():
+    parser = repo_module("cli.options").parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            if action.option_strings and not action.required:
+                assert "default" in command.formatter_class(name)._get_help_string(action), (name, action.dest)
+    assert "(default: 50)" in " ".join(commands.choices["generate"].format_help().split())
+
+
+BAD = [("generate", "--max-new-tokens", "0"), ("generate", "--max-new-tokens", "-1"), ("generate", "--temperature", "-1"),
+       ("generate", "--top-p", "0"), ("generate", "--top-p", "1.5"), ("generate", "--top-k", "-1"),
+       ("generate", "--repetition-penalty", "0"), ("generate", "--num-return-sequences", "0"),
+       ("generate", "--temperature", "nan"), ("score", "--max-length", "1"), ("score", "--stride", "0"),
+       ("score", "--max-length", "8", "--stride", "9")]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=" ".join)
+def test_bad_options_fail_in_one_line_before_anything_is_printed(checkpoint, tmp_path, bad):
+    command, *option = bad
+    (tmp_path / "text.txt").write_text("Some text to score, long enough to have a few tokens.")
+    where = ["--prompt", "Hi"] if command == "generate" else [str(tmp_path / "text.txt")]
+    result = run(command, "--model", str(checkpoint), *where, *option)
+    one_line_error(result, 2)
+    assert result.stdout == "" and option[0] in result.stderr
+
+
+def test_other_usage_errors(tmp_path):
+    one_line_error(run("example", "--vocab", "/nonexistent"), 2)
+    one_line_error(run("example", "--model", "/nonexistent"), 2)
+    one_line_error(run("frobnicate"), 2)
+    one_line_error(run("generate", "--model", "gpt2"), 2)  # no --prompt
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    missing = tmp_path / "missing-checkpoint"
+    missing.mkdir()
+    one_line_error(run("generate", "--model", str(missing), "--prompt", "Hi"), 1)
+    debug = run("generate", "--model", str(missing), "--prompt", "Hi", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("failure", [RecursionError("maximum recursion depth exceeded"), TypeError("bad type"),
+                                     RuntimeError("boom"), KeyError("k"), MemoryError()])
+def test_any_exception_is_one_line_and_exit_status_1(monkeypatch, capsys, failure):
+    def fail(args):
+        raise failure
+
+    monkeypatch.setattr(main_module, "run", fail)
+    assert main_module.main(["score", "--model", "m", "f.txt"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and type(failure).__name__ in err
+    with pytest.raises(type(failure)):
+        main_module.main(["score", "--model", "m", "f.txt", "--debug"])
+
+
+def test_keyboard_interrupt_exits_130_without_a_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module, "run", interrupted)
+    assert main_module.main(["score", "--model", "m", "f.txt"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_ctrl_c_during_generate(tmp_path):
+    data = need_shared_data() / "gpt2"
+    config = models.GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=1024)
+    slow = predicting_checkpoint(tmp_path / "gpt2", models.GPT2LMHeadModel, config, 262, data)  # " the", forever
+    process = subprocess.Popen([sys.executable, str(REPO / "hubconf.py"), "generate", "--model", str(slow), "--prompt",
+                                "Once", "--max-new-tokens", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(len("Once the")) == b"Once the"  # generating now
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert b"Traceback" not in err and b"interrupted" in err
+
+
+# -- generate and score --------------------------------------------------------------------------
 
 def test_generate_streams_the_greedy_continuation(checkpoint):
     model, tokenizer = in_process(checkpoint)
@@ -51,9 +173,22 @@ def test_generate_streams_the_greedy_continuation(checkpoint):
     result = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8")
     assert result.returncode == 0, result.stderr
     assert result.stdout == prompt + tokenizer.decode(expected[0, ids.size(1):].tolist()) + "\n"
-    piped = subprocess.run([sys.executable, str(REPO / "hubconf.py"), "generate", "--model", str(checkpoint),
-                            "--prompt", "-", "--max-new-tokens", "8"], input=prompt, capture_output=True, text=True)
+    piped = run("generate", "--model", str(checkpoint), "--prompt", "-", "--max-new-tokens", "8", input=prompt)
     assert piped.stdout == result.stdout
+    for greedy in (("--temperature", "0"), ("--temperature", "0", "--top-k", "5", "--seed", "1")):
+        zero = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8", *greedy)
+        assert zero.stdout == result.stdout, greedy
+
+
+def test_generate_streams_gpt1_text_as_decode_gives_it(tmp_path):
+    data = need_shared_data() / "openai-gpt"
+    tokenizer = repo_module("tokenizers").OpenAIGPTTokenizer.from_pretrained(data)
+    config = models.OpenAIGPTConfig(n_layer=2, n_embd=32, n_head=4)
+    checkpoint = predicting_checkpoint(tmp_path / "gpt", models.OpenAIGPTLMHeadModel, config,
+                                       tokenizer.convert_tokens_to_ids("is</w>"), data)
+    result = run("generate", "--model", str(checkpoint), "--prompt", "The meaning of life is", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The meaning of life is is is is is\n"
 
 
 def test_generate_samples_reproducibly_and_several_sequences(checkpoint):
@@ -78,5 +213,5 @@ def test_score_prints_the_sliding_window_perplexity(checkpoint, tmp_path):
     assert f"({ids.size(1) - 1} tokens scored, window 1024, stride 1024)" in whole.stdout
     windows = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "16", "--stride", "8")
     assert f"({ids.size(1) - 1} tokens scored, window 16, stride 8)" in windows.stdout
-    bad = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--stride", "0")
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--stride" in bad.stderr
+    two = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "2")
+    assert two.returncode == 0 and f"({ids.size(1) - 1} tokens scored, window 2, stride 2)" in two.stdout

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO, models, need_shared_data, repo_module
 
-cli = repo_module("hubconfs.cli")
+cli = repo_module("cli.main")
 bpe = repo_module("tokenizers.bpe")
 checkpoint_io = repo_module("models.checkpoint")
 training = repo_module("training")

@@ -1,8 +1,10 @@
 """The repository as torch.hub users meet it: list, help, load."""
 
+import inspect
+
 import pytest
 import torch
-from conftest import REPO, TINY, models
+from conftest import REPO, TINY, hubconf, models
 
 GPT2_ENTRYPOINTS = ["gpt2Config", "gpt2DoubleHeadsModel", "gpt2ForQuestionAnswering", "gpt2ForSequenceClassification",
                     "gpt2ForTokenClassification", "gpt2LMHeadModel", "gpt2Model", "gpt2Tokenizer"]
@@ -27,7 +29,28 @@ def test_list_shows_the_entrypoints_only(hub_repo):
 @pytest.mark.parametrize("entry", ENTRYPOINTS)
 def test_help_documents_each_entrypoint_with_an_example(hub_repo, entry):
     doc = torch.hub.help(hub_repo, entry, trust_repo=True)
-    assert "Example::" in doc and f"torch.hub.load('<owner>/<repo>', '{entry}'" in doc
+    assert "Example" in doc and f"torch.hub.load('<owner>/<repo>', '{entry}'" in doc
+    for option in ("revision", "force_download", "cache_dir", "local_files_only"):
+        assert option in doc and option in inspect.signature(getattr(hubconf, entry)).parameters, option
+
+
+MODEL_ENTRYPOINTS = [name for name in ENTRYPOINTS if not name.endswith(("Tokenizer", "Config"))]
+LOADING = ("torch_dtype", "revision", "force_download", "cache_dir", "local_files_only", "config", "state_dict",
+           "pretrained")
+
+
+@pytest.mark.parametrize("entry", MODEL_ENTRYPOINTS)
+def test_model_entrypoints_name_their_loading_options(entry, monkeypatch):
+    function = getattr(hubconf, entry)
+    parameters = inspect.signature(function).parameters
+    assert all(name in parameters for name in LOADING) and "config_overrides" in parameters
+    assert all(f"{name}:" in function.__doc__ for name in LOADING)
+    model_class = getattr(models, entry.replace("openAIGPT", "OpenAIGPT").replace("gpt2", "GPT2"))
+    seen = {}
+    monkeypatch.setattr(model_class, "from_pretrained", classmethod(lambda cls, name, **kw: seen.update(kw, name=name)))
+    function("somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True, cache_dir="/cache", n_layer=3)
+    assert seen == dict(name="somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True,
+                        cache_dir="/cache", n_layer=3, config=None, state_dict=None)
 
 
 def test_load_a_local_checkpoint(hf_checkpoint):

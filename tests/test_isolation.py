@@ -19,7 +19,7 @@ def ours(checkpoint):
     return model
 
 def no_bare_names():
-    for name in ("models", "tokenizers", "hubconfs", "download"):
+    for name in ("models", "tokenizers", "hubconfs", "download", "cli"):
         module = sys.modules.get(name)
         assert module is None or not getattr(module, "__file__", "").startswith(REPO), (name, module)
 """

@@ -1,0 +1,29 @@
+"""A checkpoint's model and tokenizer, GPT or GPT-2 by its config's ``model_type``."""
+
+from __future__ import annotations
+
+import json
+
+FAMILIES = {"gpt2": "GPT2", "openai-gpt": "OpenAIGPT"}
+HEADS = {"lm": "LMHeadModel", "double": "DoubleHeadsModel"}
+
+
+def family_of(model: str) -> str:
+    """``gpt2`` or ``openai-gpt``, from the checkpoint's config.json (wherever it lives)."""
+    from ..download import resolve_file
+
+    with open(resolve_file(model, ["config.json"]), encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type", "gpt2")
+    if model_type not in FAMILIES:
+        raise ValueError(f"{model} is a {model_type!r} checkpoint; this repository reads {' and '.join(FAMILIES)}")
+    return model_type
+
+
+def load_family(model: str, dtype: str | None, head: str = "lm"):
+    """The checkpoint's model with ``head`` ("lm" or "double") and its tokenizer."""
+    from .. import models, tokenizers
+
+    family = FAMILIES[family_of(model)]
+    model_class = getattr(models, family + HEADS[head])
+    tokenizer_class = getattr(tokenizers, family + "Tokenizer")
+    return model_class.from_pretrained(model, torch_dtype=dtype or "float32"), tokenizer_class.from_pretrained(model)
