@@ -69,7 +69,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
              seed: int | None = None, streamer=None) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
     all), ``[batch * num_return_sequences, length]``. ``streamer`` gets each step's tokens
-    (``put``) and ``end()``, as Hugging Face's streamers do (see ``TextStreamer``)."""
+    (``put``) and ``end()``, as Hugging Face's streamers do (see tokenizers/streaming.py)."""
     _check(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
            num_return_sequences=num_return_sequences)
     if input_ids.dim() == 1:
@@ -161,34 +161,3 @@ def _check(**values) -> None:
         raise ValueError(f"repetition_penalty must be > 0, got {values['repetition_penalty']}")
     if values["num_return_sequences"] < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {values['num_return_sequences']}")
-
-
-class TextStreamer:
-    """Hands text to ``callback`` as tokens arrive (batch of one), never splitting a character:
-    byte-level tokens can end inside a UTF-8 sequence, so text ending in an incomplete character
-    is held back until the next token completes it."""
-
-    def __init__(self, tokenizer, callback: Callable[[str], None], skip_prompt: bool = True):
-        self.tokenizer, self.callback, self.skip_prompt = tokenizer, callback, skip_prompt
-        self.ids: list[int] = []
-        self.sent = 0
-        self.prompt_done = False
-
-    def put(self, token_ids: Tensor) -> None:
-        if token_ids.dim() > 1 and token_ids.size(0) > 1:
-            raise ValueError("TextStreamer streams one sequence at a time")
-        if self.skip_prompt and not self.prompt_done:
-            self.prompt_done = True
-            return
-        self.ids += token_ids.reshape(-1).tolist()
-        text = self.tokenizer.decode(self.ids)
-        ready = len(text) - (1 if text.endswith("\ufffd") else 0)
-        if ready > self.sent:
-            self.callback(text[self.sent:ready])
-            self.sent = ready
-
-    def end(self) -> None:
-        text = self.tokenizer.decode(self.ids)
-        if len(text) > self.sent:
-            self.callback(text[self.sent:])
-        self.sent = len(text)

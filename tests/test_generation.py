@@ -3,7 +3,7 @@ eos handling, streaming that never splits a character."""
 
 import pytest
 import torch
-from conftest import TINY, make_hf_checkpoint, models, need_shared_data, repo_module, require
+from conftest import TINY, make_hf_checkpoint, models, repo_module, require
 
 transformers = require("transformers")
 generation = repo_module("models.generation")
@@ -75,29 +75,6 @@ def test_bad_arguments_are_clear(pair):
                             ({"max_new_tokens": 100}, "n_positions=64")):
         with pytest.raises(ValueError, match=message):
             ours.generate(x, do_sample=True, **kwargs)
-
-
-def test_streaming_never_splits_a_character():
-    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
-    text = "naïve 𝔘𝔫𝔦 東京 🎉 done"
-    ids = tokenizer.encode(text)
-    pieces = []
-    streamer = generation.TextStreamer(tokenizer, pieces.append)
-    streamer.put(torch.tensor([ids[:1]]))  # the prompt, skipped
-    for token in ids[1:]:
-        streamer.put(torch.tensor([token]))
-    streamer.end()
-    assert "".join(pieces) == tokenizer.decode(ids[1:]) and all("\ufffd" not in piece for piece in pieces)
-    assert len(pieces) > 5
-
-
-def test_streamer_with_generate(tmp_path):
-    model = models.GPT2LMHeadModel.from_config(models.GPT2Config(**{**TINY, "vocab_size": 50257}))
-    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
-    pieces = []
-    out = model.generate(torch.tensor([tokenizer.encode("Hello")]), max_new_tokens=8,
-                         streamer=generation.TextStreamer(tokenizer, pieces.append))
-    assert "".join(pieces) == tokenizer.decode(out[0, 1:].tolist())
 
 
 def test_half_precision_models_get_a_float32_cache_with_the_same_logits():
