@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..download import atomic_path
+from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
@@ -34,7 +35,7 @@ _CONVERT_BYTES = 16 * 1024 * 1024  # source bytes mapped at a time while convert
 _FIX = "The file is damaged or incomplete; if it was downloaded, load again with force_download=True."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GPTHubError, ValueError):
     """A weights file cannot be read, or does not fit the model."""
 
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..download import atomic_write, download_options, resolve_file
+from ..errors import GPTHubError
 
 CONFIG_NAME = "config.json"
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu", "swish", "tanh")
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index")
 
 
-class ConfigError(ValueError):
+class ConfigError(GPTHubError, ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import GPTHubError
 from .crc32c import crc32c, unmask
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -31,7 +32,7 @@ BFLOAT16 = 14
 DTYPE_NAMES = {7: "string", 8: "complex64", 18: "complex128", 20: "resource", 21: "variant"}
 
 
-class TFCheckpointError(ValueError):
+class TFCheckpointError(GPTHubError, ValueError):
     """A TensorFlow checkpoint that cannot be read, and why (naming the tensor where one is to blame)."""
 
 
