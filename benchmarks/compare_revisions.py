@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from generate_bench import LOAD, row, timed
-from repository import REPO, repo_module
+from repository import REPO, machine, repo_module
 
 
 def decode(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = parser.parse_args()
     checkouts = {"new": REPO, "old": Path(args.old).resolve()}
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine())
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "gpt2"
         models = repo_module("models")
@@ -80,18 +80,6 @@ def main() -> None:
         models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(checkpoint)
         decode(args, checkouts, checkpoint)
         loading(args, checkouts, checkpoint)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from repository import REPO, repo_module
+from repository import REPO, machine, repo_module
 
 BANDWIDTH_NOTE = "batch-1 decoding reads every weight once per token: tokens/s <= memory bandwidth / weight bytes"
 
@@ -184,6 +184,7 @@ def process_to_first_token(args, checkpoint: Path) -> None:
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)

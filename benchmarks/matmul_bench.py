@@ -1,5 +1,5 @@
 """The matrix products of one GPT-2 small decode step: PyTorch's stock kernels against the routes
-of models/matmul.py, side by side in one run (interleaved rounds, medians).
+of models/kernels.py, side by side in one run (interleaved rounds, medians).
 
     python benchmarks/matmul_bench.py [--rounds 5]
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from repository import repo_module
+from repository import machine, repo_module
 
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # [in, out] of c_attn, c_proj, c_fc, mlp.c_proj
 
@@ -29,10 +29,11 @@ def per_call(fn, calls: int = 3) -> float:
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    matmul = repo_module("models.matmul")
+    kernels = repo_module("models.kernels")
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per decode step, median of {args.rounds}")
     print(f"{'':28} {'stock':>8} {'routed':>8} {'ratio':>7}")
@@ -50,10 +51,10 @@ def main() -> None:
             def routed_blocks():
                 for layer in blocks:
                     for weight, bias in layer:
-                        matmul.linear_in_out(inputs[weight.shape[0]], weight, bias)
+                        kernels.linear(inputs[weight.shape[0]], weight, bias, stored_in_out=True)
 
             cases = {"blocks": (stock_blocks, routed_blocks),
-                     "LM head": (lambda: F.linear(inputs[768], head), lambda: matmul.linear_out_in(inputs[768], head))}
+                     "LM head": (lambda: F.linear(inputs[768], head), lambda: kernels.linear(inputs[768], head, None, stored_in_out=False))}
             with torch.no_grad():
                 for label, (stock, routed) in cases.items():
                     results = {"stock": [], "routed": []}

@@ -17,3 +17,29 @@ def repo_module(name: str, root: Path = REPO):
     hub = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hub)
     return importlib.import_module(f"{hub._PACKAGE}.{name}")
+
+
+def machine() -> str:
+    """The CPU model and the vector features kernel choices depend on, for a benchmark's first line."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        import platform
+
+        model = platform.processor() or model
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    import os
+
+    import torch
+
+    features = " ".join(flag for flag in wanted if flag in flags) or "none of AVX2/AVX-512/AMX seen"
+    return (f"CPU: {model} ({features}); {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads")

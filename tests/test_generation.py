@@ -7,6 +7,7 @@ from conftest import TINY, make_hf_checkpoint, models, repo_module, require
 
 transformers = require("transformers")
 generation = repo_module("models.generation")
+sampling = repo_module("models.sampling")
 
 
 @pytest.fixture(params=["GPT2LMHeadModel", "OpenAIGPTLMHeadModel"])
@@ -38,11 +39,11 @@ def test_greedy_equals_hugging_face_single_and_left_padded(pair):
 def test_filters_equal_hugging_face_processors():
     scores = torch.randn(4, 300) * 3
     seen = torch.randint(0, 300, (4, 12))
-    assert torch.equal(generation.apply_repetition_penalty(scores, seen, 1.3),
+    assert torch.equal(sampling.apply_repetition_penalty(scores, seen, 1.3),
                        transformers.RepetitionPenaltyLogitsProcessor(1.3)(seen, scores.clone()))
-    assert torch.equal(generation.apply_top_k(scores, 17), transformers.TopKLogitsWarper(17)(seen, scores.clone()))
+    assert torch.equal(sampling.apply_top_k(scores, 17), transformers.TopKLogitsWarper(17)(seen, scores.clone()))
     for p in (0.1, 0.5, 0.9, 0.999):
-        assert torch.equal(generation.apply_top_p(scores, p), transformers.TopPLogitsWarper(p)(seen, scores.clone()))
+        assert torch.equal(sampling.apply_top_p(scores, p), transformers.TopPLogitsWarper(p)(seen, scores.clone()))
     assert torch.equal(scores / 0.7, transformers.TemperatureLogitsWarper(0.7)(seen, scores.clone()))
 
 

@@ -1,0 +1,101 @@
+"""Checks of ``generate``'s arguments, all made before any work starts: each bad value is an error
+naming the argument and what it must be, never a silent wrong answer."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import ArgumentTypeError, InvalidArgumentError
+from .inputs import check_token_ids
+
+
+@dataclass(frozen=True)
+class Sampling:
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+
+
+def prompt(input_ids, attention_mask, vocab_size: int) -> tuple[Tensor, Tensor]:
+    """``input_ids`` as ``[batch, length]`` int64 (a single row may be 1-D) and its mask (all ones
+    when not given), both checked."""
+    if not isinstance(input_ids, Tensor):
+        raise ArgumentTypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2 or not input_ids.numel():
+        raise InvalidArgumentError(f"input_ids must be [batch, length] with at least one token, got shape "
+                                   f"{list(input_ids.shape)}")
+    check_token_ids(input_ids, vocab_size)
+    input_ids = input_ids.long()
+    if attention_mask is None:
+        return input_ids, torch.ones_like(input_ids)
+    if not isinstance(attention_mask, Tensor):
+        raise ArgumentTypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+    if attention_mask.dim() == 1:
+        attention_mask = attention_mask[None]
+    if attention_mask.shape != input_ids.shape:
+        raise InvalidArgumentError(f"attention_mask has shape {list(attention_mask.shape)}; it must match "
+                                   f"input_ids, {list(input_ids.shape)}")
+    if attention_mask.is_floating_point() or attention_mask.is_complex() or bool(((attention_mask != 0) &
+                                                                                  (attention_mask != 1)).any()):
+        raise InvalidArgumentError("attention_mask must hold 1 for tokens and 0 for padding")
+    empty = (attention_mask == 0).all(-1)
+    if bool(empty.any()):
+        raise InvalidArgumentError(f"attention_mask row {int(empty.nonzero()[0])} masks every token: a row needs at "
+                                   "least one")
+    return input_ids, attention_mask.long()
+
+
+def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int) -> int:
+    """How many tokens to generate: ``max_new_tokens``, else what ``max_length`` leaves."""
+    if max_new_tokens is not None:
+        new = integer("max_new_tokens", max_new_tokens, low=0)
+    else:
+        new = max(0, integer("max_length", max_length, low=1) - prompt_length)
+    if prompt_length + new > n_positions:
+        raise InvalidArgumentError(f"{prompt_length} prompt tokens plus {new} new ones exceed "
+                                   f"n_positions={n_positions}")
+    return new
+
+
+def token_ids(name: str, value, vocab_size: int) -> list[int]:
+    """An id or a list of ids (``eos_token_id`` may be several), each in the vocabulary."""
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [integer(name, v, low=0, high=vocab_size - 1) for v in values]
+
+
+def sampling(do_sample, temperature, top_k, top_p, repetition_penalty) -> Sampling:
+    if not isinstance(do_sample, bool):
+        raise ArgumentTypeError(f"do_sample must be True or False, got {do_sample!r}")
+    return Sampling(do_sample, real("temperature", temperature, low=0.0, low_open=True),
+                    integer("top_k", top_k, low=0), real("top_p", top_p, low=0.0, high=1.0, low_open=True),
+                    real("repetition_penalty", repetition_penalty, low=0.0, low_open=True))
+
+
+def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArgumentError(f"{name} must be in [{low}, {'...' if high is None else high}], got {value}")
+    return value
+
+
+def real(name: str, value, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        raise InvalidArgumentError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}], "
+                                   f"got {value}")
+    return value

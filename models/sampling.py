@@ -1,0 +1,58 @@
+"""Choosing each next token from the last position's logits: Hugging Face's logits processors
+(repetition penalty, then temperature, top-k and top-p when sampling), as small functions."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """Scores of tokens already in the sequence are divided by ``penalty`` (multiplied, if
+    negative), as in the CTRL paper. logits: [B, V]; seen: [B, T] token ids."""
+    scores = logits.gather(1, seen)
+    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return logits.scatter(1, seen, scores)
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / temperature``; where a tiny temperature would overflow that, the logits are first
+    shifted so that each row's best is 0 (the same distribution, without infinities)."""
+    scaled = logits / temperature
+    if bool(torch.isinf(scaled).any()):
+        scaled = (logits - logits.amax(-1, keepdim=True)) / temperature
+        scaled = scaled.nan_to_num(nan=float("-inf"))
+    return scaled
+
+
+def apply_top_k(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` best scores of each row (ties at the k-th score kept)."""
+    k = min(k, logits.size(-1))
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def apply_top_p(logits: Tensor, p: float) -> Tensor:
+    """Keep the smallest set of best tokens whose probabilities add up to at least ``p``."""
+    ordered, order = torch.sort(logits, descending=False)
+    cumulative = ordered.softmax(-1).cumsum(-1)
+    drop = cumulative <= 1 - p
+    drop[..., -1] = False  # always keep the best token
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def next_tokens(logits: Tensor, seen: Tensor, choose, generator: torch.Generator | None) -> Tensor:
+    """One token per row from its last-position logits [B, V]; ``choose`` holds ``do_sample``,
+    ``temperature``, ``top_k``, ``top_p`` and ``repetition_penalty`` (models/generation_args.py)."""
+    logits = logits.float()
+    if choose.repetition_penalty != 1.0:
+        logits = apply_repetition_penalty(logits, seen, choose.repetition_penalty)
+    if not choose.do_sample:
+        return logits.argmax(-1)
+    if choose.temperature != 1.0:
+        logits = apply_temperature(logits, choose.temperature)
+    if choose.top_k:
+        logits = apply_top_k(logits, choose.top_k)
+    if choose.top_p < 1.0:
+        logits = apply_top_p(logits, choose.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
