@@ -54,7 +54,7 @@ class FakeHub:
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.faults: dict[str, Fault] = {}
         self.log: list[tuple[str, str, dict]] = []
-        self.redirect_host = "127.0.0.1"
+        self.redirect_host = "localhost"  # LFS storage is another host, as on the hub (same address)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]

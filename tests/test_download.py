@@ -184,7 +184,7 @@ def test_a_stalled_body_times_out_and_never_hangs(hub, waits, monkeypatch):
     assert time.monotonic() - start < 15
 
 
-def test_server_down_with_and_without_a_cached_copy(hub, caplog):
+def test_server_down_with_and_without_a_cached_copy(hub, caplog, waits):
     hub.add(REPO_ID, "data.bin", blob())
     get()
     hub.stop()
