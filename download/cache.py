@@ -4,7 +4,7 @@
     <root>/urls/<sha256 of the URL>.json     {"url", "etag", "size", "sha256"}, written after the blob
     <root>/.locks/<sha256 of the URL>.lock   so that processes do not fetch a URL twice at once
 
-``root`` is ``torch.hub.get_dir()/gpt_hub`` (or ``cache_dir/urls``). A blob never changes once
+``root`` is ``torch.hub.get_dir()/gpt_hub`` (or ``cache_dir/gpt_hub``). A blob never changes once
 written, and a record only ever points at a whole blob: a reader sees the old version or the new
 one, and a failure between the two steps leaves the old version loadable. Names never come from a
 URL, a header or a user string, so nothing can escape the folder.
@@ -41,7 +41,7 @@ def default_cache_dir() -> Path:
 
 
 def url_cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir) / "urls" if cache_dir is not None else default_cache_dir()
+    return Path(cache_dir) / "gpt_hub" if cache_dir is not None else default_cache_dir()
 
 
 def move_into_place(temporary: Path, final: Path) -> Path:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import requests
@@ -108,7 +107,7 @@ def request(session: requests.Session, method: str, url: str, *, fail_fast: bool
             with watchdog() as watch:
                 response = session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                                            allow_redirects=True, **kwargs)
-                watch.adopt(response)
+                response.gpt_hub_watch = watch  # the body, read later, is watched too
         except requests.TooManyRedirects:
             raise DownloadError(f"{url} redirects more than {MAX_REDIRECTS} times") from None
         except TRANSIENT as err:
@@ -153,13 +152,15 @@ def _retry_after(value: str) -> float | None:
 
 def is_dns_failure(err: BaseException) -> bool:
     """Whether a name could not be resolved: worth no retry (it will not resolve in a second)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+    pending, seen = [err], set()
+    while pending:
+        cause = pending.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
             return True
-        err = err.__cause__ or err.__context__ or (err.args[0] if err.args and isinstance(err.args[0], BaseException) else None)
-        err = getattr(err, "reason", None) or err
+        pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
     return False
 
 
@@ -179,14 +180,12 @@ class Stalled(DownloadError):
     """The server sent less than the minimum rate over the window."""
 
 
-@dataclass
 class _Watch:
-    rate: float
-    window: float
-    received: int = 0
-    stalled: bool = False
+    """Cuts the sockets of a request when less than ``rate`` bytes per second arrive over a window."""
 
-    def __post_init__(self):
+    def __init__(self, rate: float, window: float):
+        self.rate, self.window = rate, window
+        self.received, self.stalled = 0, False
         self._sockets: list[socket.socket] = []
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -198,12 +197,11 @@ class _Watch:
                 if self.stalled:
                     _cut(sock)
 
-    def adopt(self, response: requests.Response) -> None:
-        """Keep watching ``response``'s body after the request returns (the caller reads it)."""
-        response.gpt_hub_watch = self  # read by body readers through ``count``
-
     def count(self, n: int) -> None:
         self.received += n
+
+    def stop(self) -> None:
+        self._done.set()
 
     def run(self) -> None:
         last = 0
@@ -222,26 +220,28 @@ _current = threading.local()
 
 @contextmanager
 def watchdog() -> Iterator[_Watch]:
-    """Watch the requests made inside (and their bodies, until ``finish``) for the minimum rate."""
-    rate, window = rate_limits()
-    watch = _Watch(rate, window)
-    thread = threading.Thread(target=watch.run, daemon=True, name="gpt-hub-watchdog")
-    thread.start()
+    """Watch the requests made inside; the watch goes on (for a streamed body) until ``finish``."""
+    watch = _Watch(*rate_limits())
+    threading.Thread(target=watch.run, daemon=True, name="gpt-hub-watchdog").start()
     _current.watch = watch
     try:
         yield watch
     except BaseException:
-        watch._done.set()
+        watch.stop()
         raise
     finally:
         _current.watch = None
 
 
+def watch_of(response: requests.Response) -> _Watch | None:
+    return getattr(response, "gpt_hub_watch", None)
+
+
 def finish(response: requests.Response) -> None:
-    """Stop watching ``response`` (its body was read, or given up)."""
-    watch = getattr(response, "gpt_hub_watch", None)
+    """Stop watching ``response`` (its body was read, or given up) and close it."""
+    watch = watch_of(response)
     if watch is not None:
-        watch._done.set()
+        watch.stop()
     response.close()
 
 

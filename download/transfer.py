@@ -159,7 +159,7 @@ def _write_body(response: requests.Response, path: Path, start: int, size: int, 
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", ""):
         raise _Rejected(f"{response.url} was sent with Content-Encoding {encoding} although identity was asked for")
-    watch = getattr(response, "gpt_hub_watch", None)
+    watch = http.watch_of(response)
     with open(path, "r+b") as f:
         f.truncate(start)
         f.seek(start)

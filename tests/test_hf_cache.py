@@ -89,7 +89,7 @@ def test_cache_dir_holds_both_caches(hub, tmp_path):
     hub.add(REPO_ID, "config.json", b"{}")
     by_name = download.resolve_file(REPO_ID, ["config.json"], cache_dir=tmp_path)
     by_url = download.resolve_file(f"{hub.endpoint}/{REPO_ID}/resolve/main/config.json", ["config.json"], cache_dir=tmp_path)
-    assert by_name.startswith(str(tmp_path / FOLDER / "snapshots")) and by_url.startswith(str(tmp_path / "urls"))
+    assert by_name.startswith(str(tmp_path / FOLDER / "snapshots")) and by_url.startswith(str(tmp_path / "gpt_hub" / "blobs"))
 
 
 def test_huggingface_hub_finds_what_we_downloaded(hub, tmp_path):
