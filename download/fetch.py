@@ -43,8 +43,8 @@ def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_di
         return cached_or_raise(url, cache.root, path, absent, why_offline(local_files_only))
     if path is not None and revision == commit and not force_download:
         return path  # a commit never changes
-    fallback = commit is not None  # a snapshot of the revision: enough to go on when the hub is down
-    if fallback and not force_download and _known_unreachable(url):
+    fallback = commit is not None and not force_download  # a snapshot of the revision to go on with
+    if fallback and _known_unreachable(url):
         return cached_or_raise(url, cache.root, path, absent, "the hub could not be reached")
     session = http.session_for(url, token)
     try:
@@ -53,11 +53,13 @@ def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_di
         if err.commit:
             cache.mark_absent(revision, err.commit, filename)
         raise
-    except UnreachableError as err:
-        _mark_unreachable(url, err, warn=fallback)
+    except DownloadError as err:
         if fallback:
-            return cached_or_raise(url, cache.root, path, absent, f"the hub could not be reached ({err})")
-        raise UnreachableError(f"{err}. Nothing for {repo} at revision {revision!r} is cached in {cache.root}. {HINT}") from None
+            _fell_back(url, err)
+            return cached_or_raise(url, cache.root, path, absent, f"the hub failed ({err})")
+        if isinstance(err, UnreachableError):
+            raise UnreachableError(f"{err}. Nothing for {repo} at revision {revision!r} is cached in {cache.root}. {HINT}") from None
+        raise
     _mark_reached(url)
     commit = remote.commit or (revision if COMMIT.match(revision) else None)
     if commit is None or remote.etag is None:
@@ -86,11 +88,15 @@ def fetch_url(url: str, *, cache_dir=None, force_download: bool = False, local_f
     session = http.session_for(url, token)
     try:
         remote = describe(http.request(session, "HEAD", url, fail_fast=path is not None), url)
-    except UnreachableError as err:
-        _mark_unreachable(url, err, warn=path is not None)
+    except EntryNotFoundError:
+        raise
+    except DownloadError as err:
         if path is not None:
+            _fell_back(url, err)
             return path
-        raise UnreachableError(f"{err}. {HINT}") from None
+        if isinstance(err, UnreachableError):
+            raise UnreachableError(f"{err}. {HINT}") from None
+        raise
     _mark_reached(url)
     if cached is not None and same_file(cached[1], remote):
         return cached[0]
@@ -142,13 +148,18 @@ def _known_unreachable(url: str) -> bool:
         return since is not None and time.monotonic() - since < UNREACHABLE_FOR
 
 
-def _mark_unreachable(url: str, err: Exception, warn: bool) -> None:
+def _fell_back(url: str, err: DownloadError) -> None:
+    """Say (once per host) that the cache is used because the server failed; an unreachable host
+    is not asked again for a while."""
+    if not isinstance(err, UnreachableError):
+        logger.warning("%s; using the cached files", err)
+        return
     with _unreachable_lock:
         first = _host(url) not in _unreachable
         _unreachable[_host(url)] = time.monotonic()
-    if warn and first:
-        logger.warning("could not reach %s (%s); using the cached files, without asking it again for %d s. %s",
-                       _host(url), err, UNREACHABLE_FOR, HINT)
+    if first:
+        logger.warning("%s; using the cached files, without asking %s again for %d s. %s",
+                       err, _host(url), UNREACHABLE_FOR, HINT)
 
 
 def _mark_reached(url: str) -> None:

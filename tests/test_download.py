@@ -2,7 +2,6 @@
 with faults injected by path. No mocks of requests."""
 
 import hashlib
-import json
 import os
 import signal
 import socket

@@ -304,6 +304,15 @@ def test_hub_down_with_a_warm_cache_loads_at_once(hub, tmp_path, caplog):
     assert len(warnings) == 1
 
 
+def test_a_hub_answering_errors_falls_back_to_the_cache(hub, waits, caplog):
+    hub.add(REPO_ID, "data.bin", blob())
+    get()
+    hub.faults["data.bin"] = Fault(statuses=[503] * 10)
+    assert get() == blob() and "answered 503" in caplog.text and "using the cached files" in caplog.text
+    with pytest.raises(download.DownloadError, match="503"):
+        get(force_download=True)  # a fresh copy was asked for: no fallback
+
+
 def test_a_dns_failure_is_not_retried_and_says_what_to_do(monkeypatch, waits):
     lookups = []
 
