@@ -38,6 +38,7 @@ class Fault:
     etag: str | None = None  # a wrong ETag for a small file
     replace_after_first_get: bytes | None = None  # the file changes once it was first served
     gzip: bool = False  # compress the body when the client accepts gzip
+    gzip_always: bool = False  # compress it whatever the client accepts
     range_ignores_if_range: bool = False  # answer every Range with 206, whatever If-Range says
     trickle: float | None = None  # send the body one byte per this many seconds
     trickle_head: float | None = None  # send a HEAD's headers one byte per this many seconds
@@ -165,7 +166,7 @@ class FakeHub:
                 if status == 206:
                     headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
                 payload = data[start:] + b"x" * fault.extra_bytes
-                if fault.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                if fault.gzip_always or (fault.gzip and "gzip" in self.headers.get("Accept-Encoding", "")):
                     payload, headers["Content-Encoding"] = gzip.compress(payload), "gzip"
                 length = len(payload)
                 payload = payload if body else b""

@@ -222,6 +222,10 @@ def test_compressing_servers_send_the_file_itself(hub):
     assert get() == blob(100_000) and get("small.json") == b"{" + b" " * 900 + b"}"
     assert get(repo=f"{hub.endpoint}/{REPO_ID}/resolve/main/data.bin") == blob(100_000)
     assert {h.get("Accept-Encoding") for _, _, h in hub.log} == {"identity"}
+    hub.faults["data.bin"] = Fault(gzip_always=True)  # a server that compresses anyway: refused, not stored
+    with pytest.raises(download.DownloadError, match="Content-Encoding gzip although identity was asked for"):
+        get(force_download=True)
+    assert get(local_files_only=True) == blob(100_000)
 
 
 # 6 -----------------------------------------------------------------------------------------------
