@@ -124,6 +124,14 @@ def download(session: requests.Session, remote: Remote, folder: Path, key: str, 
                 last = None
             except (*http.TRANSIENT, Stalled, http.UnreachableError) as err:
                 last = err
+            except (_Rejected, http.EntryNotFoundError):
+                raise
+            except DownloadError as err:  # a resume the server refused (416, a wrong range): from zero
+                if not resume:
+                    raise
+                logger.warning("%s refused to resume (%s); starting again", url, err)
+                partial.write_bytes(b"")
+                last = err
             got = partial.stat().st_size
             if got == remote.size:
                 break

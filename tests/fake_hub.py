@@ -40,6 +40,7 @@ class Fault:
     gzip: bool = False  # compress the body when the client accepts gzip
     gzip_always: bool = False  # compress it whatever the client accepts
     range_ignores_if_range: bool = False  # answer every Range with 206, whatever If-Range says
+    range_status: int | None = None  # answer a request with a Range with this status instead
     trickle: float | None = None  # send the body one byte per this many seconds
     trickle_head: float | None = None  # send a HEAD's headers one byte per this many seconds
 
@@ -159,6 +160,8 @@ class FakeHub:
             def stream(self, name, data, body, etag, fault, extra=None):
                 start, status = 0, 200
                 wanted = self.headers.get("Range")
+                if wanted and fault.range_status:
+                    return self.send(fault.range_status, b"", body)
                 matches = fault.range_ignores_if_range or self.headers.get("If-Range", etag) == etag
                 if wanted and not fault.ignore_range and matches:
                     start, status = int(wanted.split("=")[1].split("-")[0]), 206

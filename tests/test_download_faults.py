@@ -143,6 +143,12 @@ def test_a_206_with_another_validator_restarts_the_body(hub, waits):
     assert "Range" not in hub.gets("data.bin")[-1]  # the body restarted from zero
 
 
+def test_a_refused_resume_starts_again_from_zero(hub, waits):
+    hub.add(REPO_ID, "data.bin", blob(200_000))
+    hub.faults["data.bin"] = Fault(drop_after=140_000, drop_times=1, range_status=416)
+    assert get() == blob(200_000) and "Range" not in hub.gets("data.bin")[-1] and not partials()
+
+
 # 3 -----------------------------------------------------------------------------------------------
 
 def test_a_failed_pointer_write_keeps_the_previous_version(hub, monkeypatch):
