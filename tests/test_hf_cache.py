@@ -101,6 +101,9 @@ def test_huggingface_hub_finds_what_we_downloaded(hub, tmp_path):
     for name in names:
         theirs = hf.hf_hub_download(REPO_ID, name, local_files_only=True, cache_dir=download.hub_cache_dir())
         assert theirs == ours[name] and open(theirs, "rb").read() == open(ours[name], "rb").read()
+    scan = hf.scan_cache_dir(download.hub_cache_dir())
+    assert not scan.warnings and [r.repo_id for r in scan.repos] == [REPO_ID]
+    assert {f.file_name for r in scan.repos for rev in r.revisions for f in rev.files} == set(names)
 
 
 def test_what_huggingface_hub_downloaded_loads_offline_with_no_request(hub, tmp_path, monkeypatch):
