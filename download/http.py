@@ -101,8 +101,8 @@ def request(session: requests.Session, method: str, url: str, *, fail_fast: bool
     Raises EntryNotFoundError for a 404, UnreachableError when no connection could be made,
     DownloadError for other failures; a stream that is dropped later is the caller's to retry.
     """
-    attempts = ATTEMPTS
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, ATTEMPTS + 1):
+        watch = None
         try:
             with watchdog() as watch:
                 response = session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
@@ -111,13 +111,14 @@ def request(session: requests.Session, method: str, url: str, *, fail_fast: bool
         except requests.TooManyRedirects:
             raise DownloadError(f"{url} redirects more than {MAX_REDIRECTS} times") from None
         except TRANSIENT as err:
-            if attempt == attempts or fail_fast or is_dns_failure(err):
-                raise UnreachableError(f"could not reach {url}: {reason(err)}") from None
+            if attempt == ATTEMPTS or fail_fast or is_dns_failure(err):
+                slow = " (it answered slower than GPT_HUB_MIN_RATE)" if watch is not None and watch.stalled else ""
+                raise UnreachableError(f"could not reach {url}{slow}: {reason(err)}") from None
             sleep(attempt, None)
             continue
         if not kwargs.get("stream") or response.status_code >= 400:
             finish(response)
-        if response.status_code in _RETRY_STATUS and attempt < attempts:
+        if response.status_code in _RETRY_STATUS and attempt < ATTEMPTS:
             sleep(attempt, response.headers.get("Retry-After"))
             continue
         if response.status_code == 404:

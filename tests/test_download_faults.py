@@ -213,7 +213,7 @@ def test_a_trickling_server_cannot_hold_a_download(hub, waits, monkeypatch, faul
     hub.add(REPO_ID, "slow.json", b"{" + b" " * 600 + b"}")
     hub.faults["slow.json"] = fault
     start = time.monotonic()
-    with pytest.raises(download.DownloadError):
+    with pytest.raises(download.DownloadError, match="GPT_HUB_MIN_RATE|minimum rate"):
         within(30, lambda: get("slow.json"))
     assert time.monotonic() - start < 20
 
