@@ -37,6 +37,7 @@ _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # A connection that failed, stalled, or ended before the body did: worth another attempt.
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
              urllib3.exceptions.HTTPError, ConnectionError, socket.timeout)
+_NAME_RESOLUTION = getattr(urllib3.exceptions, "NameResolutionError", socket.gaierror)  # urllib3 >= 2
 _pause = time.sleep  # the wait between attempts (tests record it instead)
 
 
@@ -159,7 +160,7 @@ def is_dns_failure(err: BaseException) -> bool:
         if not isinstance(cause, BaseException) or id(cause) in seen:
             continue
         seen.add(id(cause))
-        if isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+        if isinstance(cause, (socket.gaierror, _NAME_RESOLUTION)):
             return True
         pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
     return False

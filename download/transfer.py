@@ -168,6 +168,8 @@ def _write_body(response: requests.Response, path: Path, start: int, size: int, 
     if encoding not in ("identity", ""):
         raise _Rejected(f"{response.url} was sent with Content-Encoding {encoding} although identity was asked for")
     watch = http.watch_of(response)
+    # read1 returns whatever has arrived (urllib3 >= 2.3), so the watchdog counts every byte
+    read = getattr(response.raw, "read1", response.raw.read)
     with open(path, "r+b") as f:
         f.truncate(start)
         f.seek(start)
@@ -176,7 +178,7 @@ def _write_body(response: requests.Response, path: Path, start: int, size: int, 
             bar.update(start)
         while True:
             try:
-                chunk = response.raw.read1(STREAM_CHUNK, decode_content=False)
+                chunk = read(STREAM_CHUNK, decode_content=False)
             except http.TRANSIENT as err:
                 if watch is not None and watch.stalled:
                     raise Stalled(f"{response.url} sent less than the minimum rate") from None
