@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary file's path beside ``path``, for a writer that wants a name (safetensors):
+    """A new temporary file's path beside ``path``, for a writer that wants a name (safetensors):
     once the block ends without error the file is fsynced and replaces ``path``; on error it is
     removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     os.close(fd)
     try:
         yield tmp
@@ -31,7 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 @contextlib.contextmanager
@@ -46,8 +45,27 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened)."""
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new, exclusive temporary file next to ``path``, with the mode a plain ``open()`` gives.
+
+    ``tempfile.mkstemp`` always creates 0600 files, so saved checkpoints would be unreadable to
+    the group whatever the umask. Reading the umask is no better: ``os.umask()`` can only read it
+    by setting it, which is process-wide and races with other threads, and /proc/self/status is
+    Linux-only. Creating the file with mode 0o666 lets the kernel apply the umask (and any default
+    ACL) itself, exactly as ``open(path, "wb")`` would, with nothing read or changed.
+    """
+    folder, base = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

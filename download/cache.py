@@ -1,42 +1,36 @@
-"""The download cache: one data file per URL, named by a hash, and its metadata beside it.
+"""The cache for plain URLs (http(s), ``s3://``): content-addressed blobs, a record per URL written last.
 
-    <cache>/<sha256(url)>          the file, only ever written by an atomic rename
-    <cache>/<sha256(url)>.json     {"url", "etag", "size", "sha256"} of that file, likewise
+    <root>/blobs/<sha256 of the content>     the file, moved in whole and verified
+    <root>/urls/<sha256 of the URL>.json     {"url", "etag", "size", "sha256"}, written after the blob
+    <root>/.locks/<sha256 of the URL>.lock   so that processes do not fetch a URL twice at once
 
-Names never come from a URL, a header or a user string, so nothing can escape the folder. A
-download goes to a temporary file named after the entry, the host and the process; a later
-process may adopt the temporary of a dead one and resume it.
+``root`` is ``torch.hub.get_dir()/gpt_hub`` (or ``cache_dir/gpt_hub``). A blob never changes once
+written, and a record only ever points at a whole blob: a reader sees the old version or the new
+one, and a failure between the two steps leaves the old version loadable. Names never come from a
+URL, a header or a user string, so nothing can escape the folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import json
-import logging
 import os
-import socket
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import atomic_write
-
-logger = logging.getLogger(__name__)
+from .atomic import atomic_write, fsync_folder
 
 
 class CacheCorruptedError(OSError):
-    """A cached file does not match what its metadata says it is."""
+    """A cached file does not match what its record says it is."""
 
 
-@dataclass
-class Entry:
+@dataclass(frozen=True)
+class Record:
     url: str
     etag: str | None
     size: int
-    sha256: str | None
+    sha256: str
 
 
 def default_cache_dir() -> Path:
@@ -46,88 +40,59 @@ def default_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "gpt_hub"
 
 
-class DownloadCache:
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self.folder = Path(folder) if folder is not None else default_cache_dir()
+def url_cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir) / "gpt_hub" if cache_dir is not None else default_cache_dir()
+
+
+def move_into_place(temporary: Path, final: Path) -> Path:
+    """Rename a verified file to its final name, durably."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temporary, final)
+    fsync_folder(final.parent)
+    return final
+
+
+class UrlCache:
+    def __init__(self, cache_dir: str | os.PathLike | None = None):
+        self.folder = url_cache_root(cache_dir)
+        self.blobs = self.folder / "blobs"
 
     def key(self, url: str) -> str:
         return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
-    def data_path(self, url: str) -> Path:
-        return self.folder / self.key(url)
+    def record_path(self, url: str) -> Path:
+        return self.folder / "urls" / f"{self.key(url)}.json"
 
-    def lookup(self, url: str) -> tuple[Path, Entry] | None:
-        """The cached file and its entry, if both are there and the size agrees."""
-        path, meta = self.data_path(url), self.data_path(url).with_suffix(".json")
+    def lock_path(self, url: str) -> Path:
+        return self.folder / ".locks" / f"{self.key(url)}.lock"
+
+    def lookup(self, url: str) -> tuple[Path, Record] | None:
+        """The cached file and its record, if both are there and the size agrees."""
         try:
-            entry = Entry(**json.loads(meta.read_text(encoding="utf-8")))
-            size = path.stat().st_size
+            record = Record(**json.loads(self.record_path(url).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
-        if entry.url != url:
-            return None  # a hash collision, in theory
-        if size != entry.size:
+        if record.url != url or not _is_hex64(record.sha256):
+            return None  # a hash collision, in theory, or a record from elsewhere
+        path = self.blobs / record.sha256
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        if size != record.size:
             raise CacheCorruptedError(
-                f"the cached copy of {url} ({path}) is {size} bytes, not {entry.size}: it was changed "
+                f"the cached copy of {url} ({path}) is {size} bytes, not {record.size}: it was changed "
                 "after download. Load again with force_download=True."
             )
-        return path, entry
+        return path, record
 
-    def store(self, temporary: Path, entry: Entry) -> Path:
-        """Move a verified download into place, then record its entry."""
-        path = self.data_path(entry.url)
-        os.replace(temporary, path)
-        atomic_write(path.with_suffix(".json"), json.dumps(asdict(entry)).encode("utf-8"))
+    def store(self, temporary: Path, record: Record) -> Path:
+        """Move a verified download into place, then point the URL's record at it."""
+        path = move_into_place(temporary, self.blobs / record.sha256)
+        self.record_path(record.url).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.record_path(record.url), json.dumps(asdict(record)).encode("utf-8"))
         return path
 
-    def temporary(self, url: str) -> Path:
-        """A new process-unique temporary file for ``url``, or one adopted from a dead process."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        prefix = f".{self.key(url)}."
-        own = self.folder / f"{prefix}{socket.gethostname()}.{os.getpid()}.{os.urandom(4).hex()}.partial"
-        for leftover in self.folder.glob(prefix + "*.partial"):
-            if _owner_is_gone(leftover.name[len(prefix):]):
-                with contextlib.suppress(OSError):
-                    os.rename(leftover, own)  # atomic: only one adopter wins
-                    logger.info("resuming an interrupted download of %s (%d bytes so far)", url, own.stat().st_size)
-                    return own
-        own.touch()
-        return own
 
-    @contextlib.contextmanager
-    def lock(self, url: str) -> Iterator[None]:
-        """An advisory lock, so that processes do not download the same file twice. Correctness
-        never rests on it (network filesystems may ignore it); GPT_HUB_DISABLE_LOCK=1 turns it off."""
-        if os.environ.get("GPT_HUB_DISABLE_LOCK") == "1":
-            yield
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f".{self.key(url)}.lock", "a+b") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError as err:
-                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-            try:
-                yield
-            finally:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _owner_is_gone(owner: str) -> bool:
-    """``host.pid.random.partial``: the owner is gone if it ran on this host and is not running."""
-    try:
-        host, pid, _ = owner.rsplit(".", 3)[:3]
-        pid = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def _is_hex64(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)

@@ -1,50 +1,44 @@
-"""Fetching one http(s) file into the cache, with the guarantees a user of torch.hub assumes.
+"""HTTP requests as the download layer makes them: one session per fetch, the token to the hub's
+host only, no compression, bounded retries, and a minimum-rate watchdog no server can outwait.
 
-- The file is checked before it is used: its size against Content-Length, its sha256 against the
-  hub's ``X-Linked-Etag`` (large files) or a hash pinned by the caller. An error page is never
-  stored.
-- Writes are atomic (process-unique temporary, fsync, rename), so a crash, a full disk or two
-  processes at once never leave a half-written file under a final name.
-- An interrupted body resumes with ``Range`` + ``If-Range``; a server that ignores the range, or
-  whose file changed meanwhile, makes the download restart cleanly.
-- Timeouts on connect and read; bounded retries with backoff on 408/429/5xx and dropped
-  connections, honouring ``Retry-After`` up to a cap; a redirect limit; a token is sent to the
-  hub's own host only.
-- Revalidation by ETag; offline (``HF_HUB_OFFLINE=1`` or ``local_files_only``) opens no socket.
+- ``Accept-Encoding: identity``: sizes and hashes are those of the file, never of a gzip stream.
+- Timeouts on connect and read, plus the watchdog (``GPT_HUB_MIN_RATE`` bytes/s over
+  ``GPT_HUB_RATE_WINDOW`` seconds): a request whose headers, or whose body, arrive slower than
+  that is cut, so a server trickling a byte at a time cannot keep it alive.
+- Retries with backoff on 408/429/5xx and dropped connections, honouring ``Retry-After`` (read
+  defensively, capped); none after a DNS failure; a redirect limit.
 """
 
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import logging
+import math
 import os
-import re
-import shutil
-import sys
+import socket
+import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import requests
-
-from .cache import DownloadCache, Entry
-
-logger = logging.getLogger(__name__)
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 ATTEMPTS = 5
 MAX_REDIRECTS = 10
 RETRY_AFTER_CAP = 30.0
-CHUNK = 1 << 20  # for hashing
-STREAM_CHUNK = 1 << 16  # for receiving: a connection that breaks loses at most this much
-PROGRESS_FROM = 10 * 1024 * 1024  # bytes; smaller files download without a bar
+MIN_RATE = 1024.0  # bytes per second, over...
+RATE_WINDOW = 60.0  # ...this many seconds (GPT_HUB_MIN_RATE, GPT_HUB_RATE_WINDOW)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # A connection that failed, stalled, or ended before the body did: worth another attempt.
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+             urllib3.exceptions.HTTPError, ConnectionError, socket.timeout)
+_NAME_RESOLUTION = getattr(urllib3.exceptions, "NameResolutionError", socket.gaierror)  # urllib3 >= 2
 _pause = time.sleep  # the wait between attempts (tests record it instead)
-_SHA256 = re.compile(r'^(?:W/)?"?([0-9a-f]{64})"?$')
 
 
 class DownloadError(OSError):
@@ -52,214 +46,241 @@ class DownloadError(OSError):
 
 
 class EntryNotFoundError(DownloadError, FileNotFoundError):
-    """The server says the file does not exist (404)."""
+    """The server says the file does not exist (404), or the cache knows it is absent."""
+
+    def __init__(self, message: str, commit: str | None = None):
+        super().__init__(message)
+        self.commit = commit  # the hub's X-Repo-Commit, when it said which commit lacks the file
 
 
 class OfflineError(DownloadError, FileNotFoundError):
-    """Offline mode was asked for and the file is not in the cache."""
+    """The file is not in the cache and the network may not be used (offline) or cannot be reached."""
+
+
+class UnreachableError(DownloadError):
+    """No answer from the server: connection refused, DNS failure or timeout."""
 
 
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def fetch(url: str, *, cache_dir=None, force_download: bool = False, local_files_only: bool = False,
-          token: str | None = None, token_host: str | None = None, sha256: str | None = None,
-          progress: bool | None = None, timeout: tuple[float, float] | None = None) -> Path:
-    """The local path of ``url``'s file, downloading it into the cache when needed."""
-    cache = DownloadCache(cache_dir)
-    cached = None if force_download else cache.lookup(url)
-    if local_files_only or offline():
-        return from_cache_only(cache, url, cached, local_files_only)
-    session = _session(url, token, token_host)
-    timeout = timeout or (CONNECT_TIMEOUT, READ_TIMEOUT)
-    try:
-        remote, validator = _metadata(session, url, timeout)
-    except EntryNotFoundError:
-        raise
-    except (*_TRANSIENT, DownloadError) as err:
-        if cached is not None:
-            logger.warning("could not reach %s (%s); using the cached copy", url, _reason(err))
-            return cached[0]
-        raise DownloadError(f"could not reach {url}: {_reason(err)}") from None
-    if cached is not None and same_file(cached[1], remote):
-        return cached[0]
-    with cache.lock(url):
-        cached = None if force_download else cache.lookup(url)
-        if cached is not None and same_file(cached[1], remote):
-            return cached[0]  # another process finished it while we waited
-        return _download(session, cache, url, remote, validator, sha256, progress, timeout)
+def rate_limits() -> tuple[float, float]:
+    """(minimum bytes per second, window in seconds), from the environment at call time."""
+    def number(name: str, default: float) -> float:
+        try:
+            value = float(os.environ.get(name, default))
+        except ValueError:
+            raise ValueError(f"{name}={os.environ[name]!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}={os.environ[name]!r} must be a finite number >= 0")
+        return value
+    return number("GPT_HUB_MIN_RATE", MIN_RATE), number("GPT_HUB_RATE_WINDOW", RATE_WINDOW) or RATE_WINDOW
 
 
-def from_cache_only(cache: DownloadCache, url: str, cached, local_files_only: bool) -> Path:
-    """Offline: the cached file, or an error naming what is missing (no socket is opened)."""
-    if cached is None:
-        why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
-        raise OfflineError(f"{url} is not in the cache ({cache.folder}) and {why}, so it was not downloaded")
-    return cached[0]
+def session_for(url: str, token: str | None) -> requests.Session:
+    """A session for ``url``: the token (or ``HF_TOKEN``) only if ``url`` is on the hub's own host."""
+    from .names import endpoint
 
-
-def same_file(entry: Entry, remote: Entry) -> bool:
-    return entry.etag == remote.etag and entry.size == remote.size
-
-
-def _session(url: str, token: str | None, token_host: str | None) -> requests.Session:
     session = requests.Session()
     session.max_redirects = MAX_REDIRECTS
-    session.headers["User-Agent"] = "gpt-hub"
+    session.headers.update({"User-Agent": "gpt-hub", "Accept-Encoding": "identity"})
+    adapter = _WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     token = token or os.environ.get("HF_TOKEN")
-    if token and urlparse(url).hostname == (token_host or urlparse(url).hostname):
+    if token and _origin(url) == _origin(endpoint()):
         session.headers["Authorization"] = f"Bearer {token}"  # requests drops it on a redirect to another host
     return session
 
 
-def _metadata(session: requests.Session, url: str, timeout) -> tuple[Entry, str | None]:
-    """What the server says the file is, from a HEAD request (see ``_describe``)."""
-    return _describe(_request(session, "HEAD", url, timeout), url)
+def request(session: requests.Session, method: str, url: str, *, fail_fast: bool = False,
+            **kwargs) -> requests.Response:
+    """One request with retries on 408/429/5xx and dropped connections (none after a DNS failure,
+    nor when ``fail_fast``: the caller has a cached copy to fall back on).
 
-
-def _describe(response: requests.Response, url: str) -> tuple[Entry, str | None]:
-    """The file a response (and the redirects before it) describes, and the validator for
-    ``If-Range``. The hub answers for a large file with a redirect carrying ``X-Linked-Etag`` (the
-    sha256 of the content) and ``X-Linked-Size``; the storage it redirects to has its own ETag."""
-    chain = [*response.history, response]
-    linked = next((r.headers["X-Linked-Etag"] for r in chain if "X-Linked-Etag" in r.headers), None)
-    size = next((r.headers["X-Linked-Size"] for r in chain if "X-Linked-Size" in r.headers), None)
-    size = size or response.headers.get("Content-Length")
-    if response.status_code == 206:  # Content-Range: bytes start-end/total
-        total = response.headers.get("Content-Range", "").rpartition("/")[2]
-        size = total if total.isdigit() else size
-    if size is None or not str(size).isdigit():
-        raise DownloadError(f"{url} did not say how large it is (no Content-Length)")
-    validator = response.headers.get("ETag")
-    match = _SHA256.match(linked.strip()) if linked else None
-    entry = Entry(url=url, etag=linked or validator, size=int(size), sha256=match.group(1) if match else None)
-    return entry, validator
-
-
-def _request(session: requests.Session, method: str, url: str, timeout, **kwargs) -> requests.Response:
-    """One request with retries on 408/429/5xx and dropped connections; raises for 404 and other errors."""
+    Raises EntryNotFoundError for a 404, UnreachableError when no connection could be made,
+    DownloadError for other failures; a stream that is dropped later is the caller's to retry.
+    """
     for attempt in range(1, ATTEMPTS + 1):
+        watch = None
         try:
-            response = session.request(method, url, timeout=timeout, allow_redirects=True, **kwargs)
+            with watchdog() as watch:
+                response = session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                                           allow_redirects=True, **kwargs)
+                response.gpt_hub_watch = watch  # the body, read later, is watched too
         except requests.TooManyRedirects:
             raise DownloadError(f"{url} redirects more than {MAX_REDIRECTS} times") from None
-        except _TRANSIENT:
-            if attempt == ATTEMPTS:
-                raise
-            _sleep(attempt, None)
+        except TRANSIENT as err:
+            if attempt == ATTEMPTS or fail_fast or is_dns_failure(err):
+                slow = " (it answered slower than GPT_HUB_MIN_RATE)" if watch is not None and watch.stalled else ""
+                raise UnreachableError(f"could not reach {url}{slow}: {reason(err)}") from None
+            sleep(attempt, None)
             continue
+        if not kwargs.get("stream") or response.status_code >= 400:
+            finish(response)
         if response.status_code in _RETRY_STATUS and attempt < ATTEMPTS:
-            response.close()
-            _sleep(attempt, response.headers.get("Retry-After"))
+            sleep(attempt, response.headers.get("Retry-After"))
             continue
         if response.status_code == 404:
-            raise EntryNotFoundError(f"{url} does not exist (404)")
+            raise EntryNotFoundError(f"{url} does not exist (404)", response.headers.get("X-Repo-Commit"))
         if response.status_code >= 400:
             raise DownloadError(f"{url} answered {response.status_code} {response.reason}")
         return response
     raise AssertionError("unreachable")
 
 
-def _sleep(attempt: int, retry_after: str | None) -> None:
+def sleep(attempt: int, retry_after: str | None) -> None:
+    """Back off before attempt ``attempt + 1``; a ``Retry-After`` (seconds or a date) wins when it parses."""
     delay = min(0.5 * 2 ** (attempt - 1), 8.0)
-    if retry_after:
-        try:
-            delay = float(retry_after)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(retry_after)
-            delay = parsed.timestamp() - time.time() if parsed else delay
-        delay = max(0.0, min(delay, RETRY_AFTER_CAP))
+    wanted = _retry_after(retry_after) if retry_after else None
+    if wanted is not None:
+        delay = max(0.0, min(wanted, RETRY_AFTER_CAP))
     _pause(delay)
 
 
-def _download(session, cache: DownloadCache, url: str, remote: Entry, validator: str | None, pinned: str | None,
-              progress, timeout) -> Path:
-    temporary = cache.temporary(url)
-    if remote.size > shutil.disk_usage(cache.folder).free:
-        temporary.unlink(missing_ok=True)
-        raise DownloadError(f"{url} is {remote.size} bytes, more than the free space in {cache.folder}")
-    bar = _progress_bar(url, remote.size, progress)
+def _retry_after(value: str) -> float | None:
     try:
-        for attempt in range(1, ATTEMPTS + 1):
-            have = temporary.stat().st_size
-            headers = {"Range": f"bytes={have}-", "If-Range": validator} if 0 < have < remote.size and validator else {}
-            try:
-                with _request(session, "GET", url, timeout, headers=headers, stream=True) as response:
-                    start = _range_start(response, have if headers else 0)
-                    if start == 0:  # a whole body: the file may have changed since we asked
-                        remote, validator = _describe(response, url)
-                    _write_body(response, temporary, start, remote.size, bar)
-            except _TRANSIENT as err:
-                if attempt == ATTEMPTS:
-                    raise DownloadError(f"{url} kept failing after {ATTEMPTS} attempts: {_reason(err)}") from None
-                _sleep(attempt, None)
-                continue
-            got = temporary.stat().st_size
-            if got == remote.size:
-                break
-            if attempt == ATTEMPTS:
-                raise DownloadError(f"{url} ended after {got} of {remote.size} bytes, {ATTEMPTS} times")
-        _verify(temporary, url, remote.size, pinned or remote.sha256)
-        return cache.store(temporary, Entry(url=url, etag=remote.etag, size=remote.size, sha256=pinned or remote.sha256))
-    except KeyboardInterrupt:
-        raise  # the partial file stays, for a later run to resume
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return when.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def is_dns_failure(err: BaseException) -> bool:
+    """Whether a name could not be resolved: worth no retry (it will not resolve in a second)."""
+    pending, seen = [err], set()
+    while pending:
+        cause = pending.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, (socket.gaierror, _NAME_RESOLUTION)):
+            return True
+        pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return False
+
+
+def reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parsed = urlparse(url)
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, parsed.hostname, port
+
+
+# -- the minimum-rate watchdog --------------------------------------------------------------------
+
+class Stalled(DownloadError):
+    """The server sent less than the minimum rate over the window."""
+
+
+class _Watch:
+    """Cuts the sockets of a request when less than ``rate`` bytes per second arrive over a window."""
+
+    def __init__(self, rate: float, window: float):
+        self.rate, self.window = rate, window
+        self.received, self.stalled = 0, False
+        self._sockets: list[socket.socket] = []
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._sockets.append(sock)
+                if self.stalled:
+                    _cut(sock)
+
+    def count(self, n: int) -> None:
+        self.received += n
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        last = 0
+        while not self._done.wait(self.window):
+            if self.received - last < self.rate * self.window:
+                with self._lock:
+                    self.stalled = True
+                    for sock in self._sockets:
+                        _cut(sock)
+                return
+            last = self.received
+
+
+_current = threading.local()
+
+
+@contextmanager
+def watchdog() -> Iterator[_Watch]:
+    """Watch the requests made inside; the watch goes on (for a streamed body) until ``finish``."""
+    watch = _Watch(*rate_limits())
+    threading.Thread(target=watch.run, daemon=True, name="gpt-hub-watchdog").start()
+    _current.watch = watch
+    try:
+        yield watch
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        watch.stop()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        _current.watch = None
 
 
-def _write_body(response: requests.Response, path: Path, start: int, size: int, bar) -> None:
-    with open(path, "r+b") as f:
-        f.truncate(start)
-        f.seek(start)
-        if bar is not None:
-            bar.reset(total=size)
-            bar.update(start)
-        for chunk in response.iter_content(STREAM_CHUNK):
-            f.write(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-            if f.tell() > size:
-                raise DownloadError(f"{response.url} sent more than the {size} bytes it announced")
-        f.flush()
-        os.fsync(f.fileno())
+def watch_of(response: requests.Response) -> _Watch | None:
+    return getattr(response, "gpt_hub_watch", None)
 
 
-def _range_start(response: requests.Response, have: int) -> int:
-    """Where the body starts: ``have`` for a 206 that resumes there, else 0 (a fresh 200)."""
-    if response.status_code != 206:
-        return 0
-    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    if not match or int(match.group(1)) != have:
-        raise DownloadError(f"{response.url} resumed at the wrong place ({response.headers.get('Content-Range')!r}, wanted {have})")
-    return have
+def finish(response: requests.Response) -> None:
+    """Stop watching ``response`` (its body was read, or given up) and close it."""
+    watch = watch_of(response)
+    if watch is not None:
+        watch.stop()
+    response.close()
 
 
-def _verify(path: Path, url: str, size: int, sha256: str | None) -> None:
-    got = path.stat().st_size
-    if got != size:
-        raise DownloadError(f"{url} arrived with {got} bytes, not the {size} it announced")
-    if sha256:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
-        if digest.hexdigest() != sha256:
-            raise DownloadError(f"{url} arrived with sha256 {digest.hexdigest()}, not {sha256}: it was not stored")
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+    except OSError:
+        pass
 
 
-def _progress_bar(url: str, size: int, progress: bool | None):
-    if progress is False or size < PROGRESS_FROM or (progress is None and not sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1],
-                file=sys.stderr, leave=False)
+def _register(connection) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.add(getattr(connection, "sock", None))
 
 
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err)[:200]}"
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        _register(self)  # the request is sent: from here the watchdog may cut the socket
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args, **kwargs):
+        super().request(*args, **kwargs)
+        _register(self)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
-from urllib.parse import urlparse
 
-from .http import EntryNotFoundError, OfflineError, fetch
-from .names import HUB_REPOS, PINNED_SHA256, endpoint, hub_url, original_release_url, repo_id
+from .fetch import fetch_hub, fetch_url
+from .http import EntryNotFoundError, OfflineError
+from .names import HUB_REPOS, ORIGINAL_RELEASES, PINNED_SHA256, hub_url, original_release_url, repo_id
+
+logger = logging.getLogger(__name__)
 
 
 # The keywords of resolve_file that say where and how files are fetched; models, configs and
@@ -41,13 +44,13 @@ def resolve_file(
     ``config.json`` is found beside a weights file); a checkpoint name (``gpt2``) or hub repository
     id (``org/name``), fetched from ``{HF_ENDPOINT}/{repo}/resolve/{revision}/{file}``; an http(s)
     or ``s3://`` URL of a folder (ending in ``/``) or of one of its files. Downloads go through
-    the cache (see ``download.http``).
+    the caches (see ``download.fetch``).
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"expected a checkpoint name or a path, got {type(name_or_path).__name__}")
     path = os.fspath(name_or_path)
-    if os.path.isfile(path) or os.path.isdir(path):
-        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    folder = _local_folder(path, filenames)
+    if folder is not None:
         for name in filenames:
             candidate = os.path.join(folder, name)
             if os.path.isfile(candidate):
@@ -55,22 +58,50 @@ def resolve_file(
         raise CheckpointNotFoundError(f"{path} provides no {' or '.join(filenames)}")
 
     options = dict(cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only,
-                   progress=progress)
+                   token=token, progress=progress)
     path = original_release_url(path) or path  # OpenAI's own files: a folder URL
     if path.startswith(("http://", "https://", "s3://")):
         base, _, last = path.rpartition("/")
         candidates = [path] if last in filenames else [f"{base}/{name}" for name in filenames]
-        return _first_available(path, candidates, lambda url: _fetch(url, token=token, **options))
+        return _first_available(path, candidates, lambda url: _fetch(url, **options))
     repo = repo_id(path)
     if repo is None:
         raise CheckpointNotFoundError(
             f"{path!r} is not a local file or directory, a checkpoint name ({', '.join(HUB_REPOS)}), "
             "a hub repository id (org/name) or a URL"
         )
-    host = urlparse(endpoint()).hostname
-    return _first_available(path, [hub_url(repo, name, revision) for name in filenames],
-                            lambda url: _fetch(url, token=token, token_host=host,
-                                               sha256=PINNED_SHA256.get((repo, url.rsplit("/", 1)[1])), **options))
+    hub_url(repo, filenames[0], revision)  # refuses a crafted revision before anything else
+    return _first_available(path, filenames, lambda name: str(fetch_hub(repo, name, revision=revision, **options)))
+
+
+def _local_folder(path: str, filenames: Sequence[str]) -> str | None:
+    """The local folder ``path`` stands for, or None when it is a name to fetch.
+
+    As in Hugging Face's loaders, a local directory wins over a checkpoint name or repository id
+    of the same name (said in the log); a regular file stands for its folder, except a stray file
+    whose path is a name (``./gpt2``) and not one of the files asked for: it never hides the name.
+    """
+    if os.path.isdir(path):
+        if _is_name(path):
+            logger.info("using the local directory %s, not the hub checkpoint of that name", os.path.abspath(path))
+        return path
+    if not os.path.isfile(path):
+        return None
+    if _is_name(path) and os.path.basename(path) not in filenames:
+        logger.warning("ignoring the file %s: %r is read as a checkpoint name (a directory of that name "
+                       "would be used instead)", os.path.abspath(path), path)
+        return None
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _is_name(path: str) -> bool:
+    """Whether ``path`` is also a checkpoint name or a repository id (``org/name``, no file suffix)."""
+    if path in HUB_REPOS or path in ORIGINAL_RELEASES:
+        return True
+    try:
+        return repo_id(path) is not None and "." not in path.rsplit("/", 1)[-1]
+    except ValueError:
+        return False
 
 
 def _fetch(url: str, **options) -> str:
@@ -79,15 +110,16 @@ def _fetch(url: str, **options) -> str:
 
         options.pop("token", None)  # S3 uses the AWS credential chain
         return str(fetch_s3(url, **options))
-    return str(fetch(url, **options))
+    return str(fetch_url(url, sha256=PINNED_SHA256.get(url), **options))
 
 
-def _first_available(what: str, urls: list[str], get) -> str:
-    """The first of ``urls`` that exists (a 404 or a miss in the offline cache tries the next)."""
+def _first_available(what: str, candidates: Sequence[str], get) -> str:
+    """The first of ``candidates`` (URLs or file names) that exists; one that is missing (a 404,
+    an absence the cache recorded, a miss in the cache while offline) tries the next."""
     missing = []
-    for url in urls:
+    for candidate in candidates:
         try:
-            return get(url)
+            return get(candidate)
         except (EntryNotFoundError, OfflineError) as err:
             missing.append(str(err))
     raise CheckpointNotFoundError(f"{what}: " + "; ".join(missing))

@@ -1,17 +1,25 @@
-"""Fetching ``s3://bucket/key`` into the cache with boto3 (imported only here, when used).
+"""Fetching ``s3://bucket/key`` into the URL cache with boto3 (imported only here, when used).
 
 Credentials come from the usual AWS chain (environment, config files, instance roles); with none
 configured, requests are anonymous, for public buckets. ``AWS_ENDPOINT_URL`` points at another
-S3-compatible server.
+S3-compatible server. The cache discipline is the one of ``download.cache``: the object goes to a
+partial file, is checked (size, and MD5 for a single-part upload's ETag), moved in whole, and
+only then does the URL's record point at it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
-from .cache import DownloadCache, Entry
-from .http import CHUNK, DownloadError, EntryNotFoundError, from_cache_only, offline, same_file
+from .cache import Record, UrlCache
+from .fetch import HINT, cached_or_raise, why_offline
+from .http import DownloadError, EntryNotFoundError, offline
+from .partial import claim, lock
+from .transfer import CHUNK
+
+logger = logging.getLogger(__name__)
 
 
 def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_files_only: bool = False,
@@ -19,10 +27,10 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
     bucket, _, key = url[len("s3://"):].partition("/")
     if not bucket or not key:
         raise ValueError(f"{url!r} is not an s3://bucket/key URL")
-    cache = DownloadCache(cache_dir)
+    cache = UrlCache(cache_dir)
     cached = None if force_download else cache.lookup(url)
     if local_files_only or offline():
-        return from_cache_only(cache, url, cached, local_files_only)
+        return cached_or_raise(url, cache.folder, cached[0] if cached else None, False, why_offline(local_files_only))
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -37,38 +45,44 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
         raise _explain(client, err, bucket, key, url, anonymous) from None
     except (EndpointConnectionError, BotoCoreError) as err:
         if cached is not None:
+            logger.warning("could not reach S3 for %s (%s); using the cached copy", url, err)
             return cached[0]
-        raise DownloadError(f"could not reach S3 for {url}: {err}") from None
-    remote = Entry(url=url, etag=head["ETag"], size=head["ContentLength"], sha256=None)
-    if cached is not None and same_file(cached[1], remote):
+        raise DownloadError(f"could not reach S3 for {url}: {err}. {HINT}") from None
+    etag, size = head["ETag"], head["ContentLength"]
+    if cached is not None and cached[1].etag == etag and cached[1].size == size:
         return cached[0]
-    with cache.lock(url):
-        temporary = cache.temporary(url)
+    with lock(cache.lock_path(url)):
+        cached = None if force_download else cache.lookup(url)
+        if cached is not None and cached[1].etag == etag and cached[1].size == size:
+            return cached[0]
+        partial = claim(cache.blobs, cache.key(url), None)
         try:
-            with open(temporary, "wb") as f:
+            with open(partial, "wb") as f:
                 client.download_fileobj(bucket, key, f)
-            _verify(temporary, url, remote)
-            return cache.store(temporary, remote)
+            digest = _verify(partial, url, etag, size)
+            return cache.store(partial, Record(url=url, etag=etag, size=size, sha256=digest))
         except ClientError as err:
-            temporary.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise _explain(client, err, bucket, key, url, anonymous) from None
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise
 
 
-def _verify(path: Path, url: str, remote: Entry) -> None:
-    size = path.stat().st_size
-    if size != remote.size:
-        raise DownloadError(f"{url} arrived with {size} bytes, not {remote.size}")
-    etag = remote.etag.strip('"')
-    if "-" not in etag and len(etag) == 32:  # a single-part upload's ETag is the MD5 of the content
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
-        if digest.hexdigest() != etag:
-            raise DownloadError(f"{url} arrived with MD5 {digest.hexdigest()}, not its ETag {etag}")
+def _verify(path: Path, url: str, etag: str, size: int) -> str:
+    """The sha256 of the object, after checking its size and (single-part uploads) its MD5."""
+    got = path.stat().st_size
+    if got != size:
+        raise DownloadError(f"{url} arrived with {got} bytes, not {size}")
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            sha256.update(block)
+            md5.update(block)
+    etag = etag.strip('"')
+    if "-" not in etag and len(etag) == 32 and md5.hexdigest() != etag:  # a single-part upload's ETag is its MD5
+        raise DownloadError(f"{url} arrived with MD5 {md5.hexdigest()}, not its ETag {etag}")
+    return sha256.hexdigest()
 
 
 def _explain(client, err, bucket: str, key: str, url: str, anonymous: bool) -> Exception:

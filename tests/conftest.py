@@ -124,8 +124,10 @@ def _hermetic(monkeypatch, tmp_path_factory):
     (tests that need a hub start their own), so nothing reaches the network by accident."""
     torch.manual_seed(0)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))  # the hub cache: HF_HOME/hub
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "GPT_HUB_DISABLE_LOCK"):
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_CACHE", "GPT_HUB_DISABLE_LOCK", "GPT_HUB_MIN_RATE",
+                 "GPT_HUB_RATE_WINDOW"):
         monkeypatch.delenv(name, raising=False)
     yield
 

@@ -2,7 +2,6 @@
 with faults injected by path. No mocks of requests."""
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ from fake_hub import Fault, FakeHub
 
 download = repo_module("download")
 http = repo_module("download.http")
+transfer = repo_module("download.transfer")
 REPO_ID = "openai-community/gpt2"
 
 
@@ -37,8 +37,14 @@ def waits(monkeypatch):
 
 
 def cache_files():
-    folder = download.default_cache_dir()
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Every file in both caches (the hub's and the URLs'), locks aside."""
+    roots = [download.hub_cache_dir(), download.default_cache_dir()]
+    return sorted(str(p.relative_to(root)) for root in roots if root.exists() for p in root.rglob("*")
+                  if not p.is_dir() and ".locks" not in p.parts)
+
+
+def blobs():
+    return [name for name in cache_files() if "/blobs/" in name and not name.endswith(".partial")]
 
 
 def no_leftovers():
@@ -60,13 +66,14 @@ def test_torch_hub_load_downloads_once_then_works_offline(hub, tmp_path, capsys,
         hub.add(REPO_ID, name, (checkpoint / name).read_bytes())
     for name in ("vocab.json", "merges.txt"):
         hub.add(REPO_ID, name, (vocab / name).read_bytes())
-    monkeypatch.setattr(http, "PROGRESS_FROM", 1)
+    monkeypatch.setattr(transfer, "PROGRESS_FROM", 1)
     model = torch.hub.load(str(REPO), "gpt2LMHeadModel", "gpt2", source="local", progress=True)
     tokenizer = torch.hub.load(str(REPO), "gpt2Tokenizer", "gpt2", source="local")
     assert "model.safetensors" in capsys.readouterr().err  # the progress bar
     assert tokenizer.encode("hello world") == [31373, 995]
     assert model(torch.tensor([[1, 2]])).logits.shape == (1, 2, TINY["vocab_size"])
-    assert all(len(name.split(".")[0]) in (64, 0) for name in cache_files())  # names are hashes
+    snapshot = download.hub_cache_dir() / "models--openai-community--gpt2" / "snapshots" / hub.commit(REPO_ID)
+    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= {p.name for p in snapshot.iterdir()}
     gets = len(hub.gets("model.safetensors"))
     hub.stop()  # no network from here on
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -88,8 +95,8 @@ def test_a_dropped_body_resumes_with_range(hub, waits):
     hub.add(REPO_ID, "data.bin", blob(200_000))
     hub.faults["data.bin"] = Fault(drop_after=140_000, drop_times=1)
     assert get() == blob(200_000)
-    second = hub.gets("data.bin")[-1]  # resumes after the last whole 64 KiB received
-    assert second["Range"] == f"bytes={2 * http.STREAM_CHUNK}-" and second["If-Range"].startswith('"blob-')
+    second = hub.gets("data.bin")[-1]  # resumes after the last byte received
+    assert second["Range"] == "bytes=140000-" and second["If-Range"].startswith('"blob-')
     no_leftovers()
 
 
@@ -101,10 +108,11 @@ def test_a_short_body_with_a_clean_close_resumes(hub, waits):
 
 def test_dropping_every_time_gives_up_cleanly(hub, waits):
     hub.add(REPO_ID, "data.bin", blob())
-    hub.faults["data.bin"] = Fault(drop_after=100)
-    with pytest.raises(download.DownloadError, match=f"kept failing after {http.ATTEMPTS} attempts"):
+    hub.faults["data.bin"] = Fault(drop_after=0)
+    with pytest.raises(download.DownloadError, match=f"kept failing after {http.ATTEMPTS} attempts without progress"):
         get()
-    assert len(waits) == http.ATTEMPTS - 1 and not [n for n in cache_files() if not n.endswith(".lock")]
+    assert len(waits) == http.ATTEMPTS - 1 and not blobs()
+    no_leftovers()
 
 
 def test_an_ignored_range_restarts_cleanly(hub, waits):
@@ -117,28 +125,32 @@ def test_a_file_that_changes_between_attempts_is_fetched_whole(hub, waits):
     hub.add(REPO_ID, "data.bin", blob(100_000))
     hub.faults["data.bin"] = Fault(drop_after=40_000, drop_times=1, replace_after_first_get=blob(100_000, seed=7))
     assert get() == blob(100_000, seed=7)
-    meta = json.loads(next(download.default_cache_dir().glob("*.json")).read_text())
-    assert meta["sha256"] == hashlib.sha256(blob(100_000, seed=7)).hexdigest()
+    assert blobs() == [f"models--openai-community--gpt2/blobs/{hashlib.sha256(blob(100_000, seed=7)).hexdigest()}"]
 
 
 @pytest.mark.parametrize("fault, message", [
     (Fault(extra_bytes=10), "sent more than"),
     (Fault(linked_sha256="0" * 64), "sha256"),
-    (Fault(announce_size=10**15), "more than the free space"),
+    (Fault(announce_size=10**15), "needs 1000000000000000 more bytes in .*, which has"),
+    (Fault(etag='"' + "0" * 40 + '"'), "git blob SHA-1"),
 ])
 def test_wrong_bodies_are_never_stored(hub, waits, fault, message):
     hub.add(REPO_ID, "data.bin", blob())
-    hub.faults["data.bin"] = fault
+    hub.add(REPO_ID, "small.json", b"{}")
+    name = "small.json" if fault.etag else "data.bin"
+    hub.faults[name] = fault
     with pytest.raises(download.DownloadError, match=message):
-        get()
-    assert not [n for n in cache_files() if not n.endswith(".lock")]
+        get(name)
+    assert not blobs() and not [n for n in cache_files() if "/snapshots/" in n]
+    no_leftovers()
 
 
 def test_a_404_page_is_an_error_never_a_checkpoint(hub, hf_checkpoint):
     hub.add(REPO_ID, "config.json", (hf_checkpoint / "config.json").read_bytes())
     with pytest.raises(download.CheckpointNotFoundError, match="model.safetensors does not exist.*pytorch_model.bin does not exist"):
         repo_module("models").GPT2LMHeadModel.from_pretrained("gpt2")
-    assert [n for n in cache_files() if not n.endswith(".lock")] and len(cache_files()) <= 3  # config only
+    assert [n.rsplit("/", 1)[1] for n in blobs()] == [hashlib.sha1(b"blob %d\0" % len(hub.files[(REPO_ID, "main", "config.json")])
+                                                                   + hub.files[(REPO_ID, "main", "config.json")]).hexdigest()]
 
 
 def test_busy_servers_are_retried_honouring_retry_after(hub, waits):
@@ -171,14 +183,16 @@ def test_a_stalled_body_times_out_and_never_hangs(hub, waits, monkeypatch):
     assert time.monotonic() - start < 15
 
 
-def test_server_down_with_and_without_a_cached_copy(hub, caplog):
+def test_server_down_with_and_without_a_cached_copy(hub, caplog, waits):
     hub.add(REPO_ID, "data.bin", blob())
     get()
     hub.stop()
     assert get() == blob()
-    assert "using the cached copy" in caplog.text
-    with pytest.raises(download.DownloadError, match="could not reach"):
-        get("other.bin")
+    assert "using the cached files" in caplog.text
+    with pytest.raises(download.CheckpointNotFoundError, match="other.bin is not in the cache .* could not be reached"):
+        get("other.bin")  # the snapshot of the revision is cached, this file is not
+    with pytest.raises(download.UnreachableError, match="could not reach .*HF_HUB_OFFLINE=1"):
+        get(repo="org/never-fetched")
 
 
 def test_offline_never_opens_a_socket(hub, monkeypatch):
@@ -219,12 +233,12 @@ def test_disk_full_keeps_the_older_version(hub, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    write_body = http._write_body
-    monkeypatch.setattr(http, "_write_body", full)
-    with pytest.raises(OSError, match="No space left"):
+    write_body = transfer._write_body
+    monkeypatch.setattr(transfer, "_write_body", full)
+    with pytest.raises(download.DiskFullError, match=f"no space left in {download.hub_cache_dir()}.* it needs 5000 bytes"):
         get()
     no_leftovers()
-    monkeypatch.setattr(http, "_write_body", write_body)
+    monkeypatch.setattr(transfer, "_write_body", write_body)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert get() == blob()  # the older version, intact
 
@@ -283,9 +297,9 @@ def test_a_killed_download_is_resumed_by_the_next_run(hub, tmp_path):
     script.write_text(CONCURRENT)
     proc = subprocess.Popen([sys.executable, str(script), str(REPO)], stdout=subprocess.PIPE)
     deadline, size = time.monotonic() + 60, 0
-    while time.monotonic() < deadline and size < 700_000:  # it stalls after 800 000 bytes
+    while time.monotonic() < deadline and size < 800_000:  # it stalls after 800 000 bytes
         partial = [n for n in cache_files() if n.endswith(".partial")]
-        size = (download.default_cache_dir() / partial[0]).stat().st_size if partial else 0
+        size = (download.hub_cache_dir() / partial[0]).stat().st_size if partial else 0
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -302,9 +316,12 @@ def test_urls_and_pinned_vocabulary_hashes(hub):
     folder_url = f"{hub.endpoint}/{REPO_ID}/resolve/main/"
     assert get("vocab.json", repo=folder_url) == (vocab / "vocab.json").read_bytes()
     assert open(download.resolve_file(folder_url + "vocab.json", ["vocab.json"]), "rb").read()[:1] == b"{"
-    with pytest.raises(download.DownloadError, match="sha256"):
-        get("merges.txt")  # a GPT-2 repository's merges must be OpenAI's
+    assert get("merges.txt").startswith(b"#version")  # a hub file is checked by the hub's validators, not a pin
     assert get("merges.txt", repo=folder_url).startswith(b"#version")  # a plain URL pins nothing
+    names = repo_module("download.names")  # pins only for OpenAI's own hosts
+    assert names.PINNED_SHA256 and all(url.startswith(("https://openaipublic.blob.core.windows.net/gpt-2/models/",
+                                                       "https://raw.githubusercontent.com/openai/finetune-transformer-lm/"))
+                                       for url in names.PINNED_SHA256)
 
 
 def test_archive_maps_point_where_names_resolve(hub):
@@ -315,5 +332,5 @@ def test_archive_maps_point_where_names_resolve(hub):
     assert maps.OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP["openai-gpt"].endswith("/openai-community/openai-gpt/resolve/main/model.safetensors")
     hub.add("distilbert/distilgpt2", "config.json", b"{}")
     path = download.resolve_file("distilgpt2", ["config.json"])
-    assert path == str(download.default_cache_dir() / hashlib.sha256(
-        download.hub_url("distilbert/distilgpt2", "config.json").encode()).hexdigest())
+    commit = hub.commit("distilbert/distilgpt2")
+    assert path == str(download.hub_cache_dir() / "models--distilbert--distilgpt2" / "snapshots" / commit / "config.json")
