@@ -18,10 +18,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import GPTHubError
 from .atomic import atomic_write, fsync_folder
 
 
-class CacheCorruptedError(OSError):
+class CacheCorruptedError(GPTHubError, OSError):
     """A cached file does not match what its record says it is."""
 
 

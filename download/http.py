@@ -26,6 +26,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ..errors import GPTHubError
+
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 ATTEMPTS = 5
@@ -41,7 +43,7 @@ _NAME_RESOLUTION = getattr(urllib3.exceptions, "NameResolutionError", socket.gai
 _pause = time.sleep  # the wait between attempts (tests record it instead)
 
 
-class DownloadError(OSError):
+class DownloadError(GPTHubError, OSError):
     """A file could not be downloaded (after retries), or what arrived was not the file."""
 
 

@@ -6,6 +6,8 @@ import os
 import re
 from urllib.parse import quote
 
+from ..errors import GPTHubError
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 # The 2019 names and today's hub repositories.
@@ -41,7 +43,7 @@ PINNED_SHA256 = {**{f"{_ORIGINAL_BASES['GPT2_URL']}/models/{size}/{name}": sha
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
-class InvalidNameError(ValueError):
+class InvalidNameError(GPTHubError, ValueError):
     """A checkpoint name, repository id or revision that could not be a real one."""
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from ..errors import GPTHubError
 from .fetch import fetch_hub, fetch_url
 from .http import EntryNotFoundError, OfflineError
 from .names import HUB_REPOS, ORIGINAL_RELEASES, PINNED_SHA256, hub_url, original_release_url, repo_id
@@ -23,7 +24,7 @@ def download_options(kwargs: dict) -> dict:
     return {key: kwargs.pop(key) for key in DOWNLOAD_OPTIONS if key in kwargs}
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(GPTHubError, FileNotFoundError):
     """The name or path does not lead to the file that was asked for."""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..download import atomic_write, download_options, resolve_file
-from ..errors import GPTHubError
+from ..errors import GPTHubError, UnknownArgumentError
 
 CONFIG_NAME = "config.json"
 ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu", "relu", "silu", "swish", "tanh")
@@ -70,7 +70,13 @@ class PretrainedConfig:
 
     def __post_init__(self) -> None:
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if not isinstance(self.id2label, dict):
+                raise ConfigError(f"{type(self).__name__}.id2label must map ids to labels, got a "
+                                  f"{type(self.id2label).__name__}")
+            try:
+                self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"{type(self).__name__}.id2label must map integer ids to labels") from None
             self.num_labels = len(self.id2label)
         self.validate()
 
@@ -109,8 +115,19 @@ class PretrainedConfig:
         return {f.name for f in dataclasses.fields(cls)} - {"extra"}
 
     @classmethod
+    def check_overrides(cls, overrides: dict[str, Any], where: str, also: tuple[str, ...] = ()) -> None:
+        """Refuse keywords that are not fields (nor their generic names): a typo such as
+        ``n_layers=6``, or an option this library does not have, must not pass unnoticed."""
+        known = cls.field_names() | set(cls.attribute_map)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UnknownArgumentError.naming(unknown, sorted(known | set(also)), where)
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> PretrainedConfig:
-        """Build from a ``config.json`` mapping; unknown keys go to ``extra``, overrides win."""
+        """Build from a ``config.json`` mapping; unknown keys of the file go to ``extra``; the
+        overrides, which must be fields, win."""
+        cls.check_overrides(overrides, cls.__name__)
         merged = {**values, **overrides}
         known, extra = {}, dict(merged.pop("extra", {}) or {})
         fields = cls.field_names()
@@ -238,8 +255,13 @@ class TransformerShape:
     def parameter_sizes(self) -> dict[str, int]:
         """Parameter counts by the fields that drive them, for the memory check before allocating."""
         e, inner = self.n_embd, self.inner_dim
-        per_layer = 4 * e + (3 * e * e + 3 * e) + (e * e + e) + 2 * (e * inner) + inner + e
-        return {"vocab_size": self.vocab_size * e, "n_positions": self.n_positions * e, "n_layer": self.n_layer * per_layer}
+        attention_and_norms = 4 * e + (3 * e * e + 3 * e) + (e * e + e)
+        feed_forward = 2 * (e * inner) + inner + e
+        sizes = {"vocab_size": self.vocab_size * e, "n_positions": self.n_positions * e,
+                 "num_labels": self.num_labels * e}  # a classification head's widest form
+        if getattr(self, "n_inner", None) is not None:  # an explicit width: blame it for its part
+            return {**sizes, "n_layer": self.n_layer * attention_and_norms, "n_inner": self.n_layer * feed_forward}
+        return {**sizes, "n_layer": self.n_layer * (attention_and_norms + feed_forward)}
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

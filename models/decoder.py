@@ -10,6 +10,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from . import functional
+from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
 from .kv_cache import StaticKVCache, normalize_past, past_length
 from .layers import MLP, Block, CausalSelfAttention, Conv1D, Linear, embedding, embedding_step, layer_norm_step
@@ -82,8 +83,8 @@ class DecoderModel(PreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
+            input_ids = check_token_ids(input_ids, tokens.num_embeddings)
             shape = input_ids.shape
-            check_token_ids(input_ids, tokens.num_embeddings)
             input_ids = input_ids.reshape(-1, shape[-1])  # [B, T]
             embed_tokens = tokens
         else:
@@ -96,11 +97,18 @@ class DecoderModel(PreTrainedModel):
             raise ValueError(f"{past_len} past plus {length} new positions exceed n_positions={config.n_positions}")
         check_attention_mask(attention_mask, batch, past_len, length)
         if token_type_ids is not None:
-            check_token_ids(token_type_ids, tokens.num_embeddings, "token_type_ids")
+            token_type_ids = check_token_ids(token_type_ids, tokens.num_embeddings, "token_type_ids")
+            if token_type_ids.numel() != batch * length:
+                raise InvalidArgumentError(f"token_type_ids has shape {list(token_type_ids.shape)}; it must match "
+                                           f"the input's {list(shape)}")
             token_type_ids = token_type_ids.reshape(-1, length)
+        if position_ids is not None:
+            position_ids = check_token_ids(position_ids, config.n_positions, "position_ids")
+            if position_ids.numel() not in (length, batch * length) or position_ids.shape[-1] != length:
+                raise InvalidArgumentError(f"position_ids has shape {list(position_ids.shape)}; it must give the "
+                                           f"{length} new positions of each row (or of all rows at once)")
         mask, position_ids = functional.masks_and_positions(attention_mask, position_ids, batch, length, past_len,
                                                             tokens.weight.device)
-        check_token_ids(position_ids, config.n_positions, "position_ids")
 
         x = functional.embed(input_ids, position_ids, embed_tokens, getattr(self, self.position_embedding_name))
         if token_type_ids is not None:

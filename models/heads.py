@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .generation import generate
+from .inputs import check_choice_positions
 from .layers import Linear, SequenceSummary
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
@@ -101,6 +102,8 @@ class DoubleHeadsModel(_Generates, _Head):
         """
         body = self.transformer(input_ids, **kwargs)
         hidden = body.last_hidden_state  # [B, choices, T, C]
+        if mc_token_ids is not None:
+            check_choice_positions(mc_token_ids, hidden.shape[:-1])
         logits = self.lm_head(hidden)
         mc_logits = self.multiple_choice_head(hidden, mc_token_ids).squeeze(-1)  # [B, choices]
         labels = _labels(labels, lm_labels)

@@ -6,19 +6,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentTypeError, InvalidArgumentError
+
 _ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
 
 
-def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "input_ids") -> None:
+def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "input_ids") -> Tensor:
+    """``input_ids`` checked (an integer tensor of at least one dimension, every id in
+    ``[0, vocab_size)``), as int64 where it was a smaller integer type."""
     if not isinstance(input_ids, Tensor):
-        raise TypeError(f"{what} must be a tensor of token ids, got {type(input_ids).__name__}")
+        raise ArgumentTypeError(f"{what} must be a tensor of token ids, got {type(input_ids).__name__}")
     if input_ids.dtype not in _ID_DTYPES:
-        raise TypeError(f"{what} must be an integer tensor, got {input_ids.dtype}")
-    if not input_ids.numel():
-        return
-    low, high = (int(v) for v in torch.aminmax(input_ids))  # one pass, one sync
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"{what} must lie in [0, {vocab_size}), got values in [{low}, {high}]")
+        raise ArgumentTypeError(f"{what} must be an integer tensor, got {input_ids.dtype}")
+    if input_ids.dim() == 0:
+        raise InvalidArgumentError(f"{what} must have a length dimension ([batch, length]), got a 0-D tensor")
+    if input_ids.numel():
+        low, high = (int(v) for v in torch.aminmax(input_ids))  # one pass, one sync
+        if low < 0 or high >= vocab_size:
+            raise InvalidArgumentError(f"{what} must lie in [0, {vocab_size}), got values in [{low}, {high}]")
+    return input_ids if input_ids.dtype in (torch.int64, torch.int32) else input_ids.long()
 
 
 def check_attention_mask(attention_mask: Tensor | None, batch: int, past_len: int, length: int) -> None:
@@ -27,7 +33,7 @@ def check_attention_mask(attention_mask: Tensor | None, batch: int, past_len: in
         return
     total = past_len + length
     if attention_mask.numel() != batch * total or attention_mask.shape[-1] != total:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"attention_mask has shape {list(attention_mask.shape)}, but the past holds {past_len} positions "
             f"and the input {length} in {batch} rows: it must cover all {total} positions of each row"
         )
@@ -42,5 +48,17 @@ def head_mask_per_layer(head_mask: Tensor | None, n_layer: int, dtype: torch.dty
     if head_mask.dim() == 1:
         head_mask = head_mask.expand(n_layer, -1)  # [L, H]
     if head_mask.dim() != 2 or head_mask.size(0) != n_layer:
-        raise ValueError(f"head_mask must be [n_head] or [n_layer={n_layer}, n_head], got {list(head_mask.shape)}")
+        raise InvalidArgumentError(f"head_mask must be [n_head] or [n_layer={n_layer}, n_head], got {list(head_mask.shape)}")
     return [layer_mask.view(1, -1, 1, 1) for layer_mask in head_mask]  # each [1, H, 1, 1]
+
+
+def check_choice_positions(mc_token_ids: Tensor, choices_shape: torch.Size) -> None:
+    """``mc_token_ids`` gives one position of each choice (``[batch, choices]`` for inputs
+    ``[batch, choices, T]``)."""
+    *leading, length = choices_shape
+    if not isinstance(mc_token_ids, Tensor) or mc_token_ids.is_floating_point():
+        raise ArgumentTypeError("mc_token_ids must be an integer tensor of positions")
+    if list(mc_token_ids.shape) != leading:
+        raise InvalidArgumentError(f"mc_token_ids has shape {list(mc_token_ids.shape)}; it must be {leading}, one "
+                                   "position per choice")
+    check_token_ids(mc_token_ids, length, "mc_token_ids")

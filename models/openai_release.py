@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable
@@ -75,6 +76,9 @@ def _getter(source: str | os.PathLike, download_options: dict) -> Callable[[str]
 
 def gpt2_config(hparams: dict, **overrides) -> GPT2Config:
     """A GPT2Config from OpenAI's ``hparams.json`` (n_vocab, n_ctx, n_embd, n_head, n_layer)."""
+    if not isinstance(hparams, dict):
+        raise OriginalReleaseError(f"hparams.json holds a JSON {type(hparams).__name__}, not an object of "
+                                   "hyper-parameters")
     try:
         fields = dict(vocab_size=hparams["n_vocab"], n_positions=hparams["n_ctx"], n_ctx=hparams["n_ctx"],
                       n_embd=hparams["n_embd"], n_head=hparams["n_head"], n_layer=hparams["n_layer"])
@@ -104,6 +108,8 @@ def _checkpoint_prefix(get: Callable[[str], str]) -> str:
             text = f.read()
     except FileNotFoundError:
         return "model.ckpt"
+    except UnicodeDecodeError:
+        raise OriginalReleaseError("the release's `checkpoint` file is not UTF-8 text") from None
     match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.MULTILINE)
     return os.path.basename(match.group(1)) if match else "model.ckpt"
 
@@ -161,7 +167,9 @@ def read_gpt1_release(get: Callable[[str], str]) -> list[np.ndarray]:
             raise OriginalReleaseError(f"{name} holds a {part.dtype} array of shape {list(part.shape)}, not a flat float32 one")
         parts.append(part)
     flat = np.concatenate(parts)
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    if any(d < 0 for s in shapes for d in s):
+        raise OriginalReleaseError("params_shapes.json holds a negative dimension")
+    sizes = [math.prod(s) for s in shapes]  # Python ints: no wrap-around
     if sum(sizes) != flat.size:
         raise OriginalReleaseError(f"params_*.npy hold {flat.size} values; params_shapes.json describes {sum(sizes)}")
     return [piece.reshape(shape) for piece, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes)]

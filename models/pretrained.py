@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..download import download_options
+from ..download import DOWNLOAD_OPTIONS, download_options
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config import PretrainedConfig
 from .dtypes import resolve_dtype
@@ -160,6 +160,8 @@ class PreTrainedModel(nn.Module):
         ``progress``); every other keyword overrides a config field (``num_labels=3``).
         """
         fetch_options = download_options(kwargs)
+        cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
+                                         also=("config", "state_dict", "torch_dtype", "dtype", *DOWNLOAD_OPTIONS))
         return load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options, overrides=kwargs)
 
@@ -173,6 +175,7 @@ class PreTrainedModel(nn.Module):
                 continue
             seen.add(key)
             tensors[name] = tensor
-        config = self.config.replace(architectures=[type(self).__name__])
+        config = self.config.replace()
+        config.extra["architectures"] = [type(self).__name__]
         write_safetensors(tensors, os.path.join(save_directory, SAFETENSORS_NAME))
         config.save_pretrained(save_directory)

@@ -165,7 +165,10 @@ def read_index(path: str | os.PathLike) -> tuple[int, dict[str, Entry]]:
                     elif number == 2 and field != 0:
                         raise TFCheckpointError(f"{path} stores big-endian tensors; only little-endian is read")
             else:
-                entries[key.decode("utf-8")] = _entry(value)
+                try:
+                    entries[key.decode("utf-8")] = _entry(value)
+                except UnicodeDecodeError:
+                    raise TFCheckpointError(f"{path}: a tensor name is not UTF-8 ({key[:40]!r})") from None
     return shards, entries
 
 
