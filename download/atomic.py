@@ -20,11 +20,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = _create_beside(path)
+    mode = os.fstat(fd).st_mode & 0o7777  # what the umask made of 0o666
     os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+            if os.fstat(f.fileno()).st_mode & 0o7777 != mode:  # a writer that made its own file (0600)
+                os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,229 @@
+"""Bad input to the models, generate, configs and checkpoint files: a clear error of the library's
+own (a GPTHubError that is also a ValueError, TypeError or OSError) naming what is wrong, never a
+silent wrong answer or a raw error from deep inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, models, repo_module
+
+errors = repo_module("errors")
+checkpoint = repo_module("models.checkpoint")
+release = repo_module("models.openai_release")
+FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+
+
+def raises(kind: type, match: str, call, *args, **kwargs):
+    with pytest.raises(kind, match=match) as info:
+        call(*args, **kwargs)
+    assert isinstance(info.value, errors.GPTHubError), type(info.value).__mro__
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    torch.manual_seed(0)
+    return models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+
+
+@pytest.fixture(scope="module")
+def double_heads():
+    torch.manual_seed(0)
+    return models.GPT2DoubleHeadsModel(models.GPT2Config(**TINY)).eval()
+
+
+IDS = torch.tensor([[5, 6, 7, 8]])
+
+
+# -- generate's arguments -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, kind, message", [
+    ({"attention_mask": torch.ones(1, 3, dtype=torch.long)}, ValueError, r"attention_mask has shape \[1, 3\]"),
+    ({"attention_mask": torch.ones(2, 4, dtype=torch.long)}, ValueError, r"attention_mask has shape \[2, 4\]"),
+    ({"attention_mask": torch.tensor([[0, 0, 0, 0]])}, ValueError, "masks every token"),
+    ({"attention_mask": torch.tensor([[2, 1, 1, 1]])}, ValueError, "1 for tokens and 0 for padding"),
+    ({"max_new_tokens": -1}, ValueError, r"max_new_tokens must be in \[0"),
+    ({"max_new_tokens": 2.5}, TypeError, "max_new_tokens must be an int"),
+    ({"do_sample": True, "temperature": float("nan")}, ValueError, "temperature must be a finite number"),
+    ({"do_sample": True, "temperature": 0.0}, ValueError, "temperature must be a finite number"),
+    ({"repetition_penalty": float("nan")}, ValueError, "repetition_penalty must be a finite number"),
+    ({"do_sample": True, "top_k": 1.5}, TypeError, "top_k must be an int"),
+    ({"do_sample": True, "top_p": float("nan")}, ValueError, "top_p must be a finite number"),
+    ({"do_sample": "yes"}, TypeError, "do_sample must be True or False"),
+    ({"pad_token_id": -1}, ValueError, r"pad_token_id must be in \[0, 95\]"),
+    ({"eos_token_id": [3, 96]}, ValueError, r"eos_token_id must be in \[0, 95\]"),
+    ({"num_return_sequences": 0}, ValueError, "num_return_sequences must be in"),
+    ({"seed": "1"}, TypeError, "seed must be an int"),
+])
+def test_bad_generate_arguments_are_named(gpt2, kwargs, kind, message):
+    raises(kind, message, gpt2.generate, IDS, **{"max_new_tokens": 3, **kwargs})
+
+
+@pytest.mark.parametrize("prompt, message", [
+    (torch.zeros(1, 2, 3, dtype=torch.long), r"\[batch, length\]"),
+    (torch.tensor(3), r"\[batch, length\]"),
+    (torch.zeros(1, 0, dtype=torch.long), "at least one token"),
+    (torch.zeros(0, 4, dtype=torch.long), "at least one token"),
+    ([[1, 2]], "must be a tensor"),
+])
+def test_prompts_of_the_wrong_shape_are_named(gpt2, prompt, message):
+    raises((ValueError, TypeError), message, gpt2.generate, prompt, max_new_tokens=2)
+
+
+def test_a_tiny_temperature_samples_the_best_token(gpt2):
+    greedy = gpt2.generate(IDS, max_new_tokens=5)
+    assert torch.equal(gpt2.generate(IDS, max_new_tokens=5, do_sample=True, temperature=1e-45, seed=0), greedy)
+
+
+def test_eos_token_id_may_be_a_list(gpt2):
+    free = gpt2.generate(IDS, max_new_tokens=8)
+    unused = next(t for t in range(96) if t not in free[0].tolist())
+    out = gpt2.generate(IDS, max_new_tokens=8, eos_token_id=[unused, int(free[0, 4])], pad_token_id=1)
+    assert torch.equal(out, free[:, :5])  # stopped at the first new token, which is in the list
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_small_integer_ids_give_the_int64_results(gpt2, dtype):
+    with torch.no_grad():
+        assert torch.equal(gpt2(IDS.to(dtype)).logits, gpt2(IDS).logits)
+    assert torch.equal(gpt2.generate(IDS.to(dtype), max_new_tokens=3), gpt2.generate(IDS, max_new_tokens=3))
+
+
+# -- the forward's inputs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"position_ids": torch.tensor([[0, 1, 2, 40]])}, r"position_ids must lie in \[0, 32\)"),
+    ({"position_ids": torch.tensor([[0, 1, 2]])}, r"position_ids has shape \[1, 3\]"),
+    ({"token_type_ids": torch.tensor([[0, 1, 2, 200]])}, r"token_type_ids must lie in \[0, 96\)"),
+    ({"token_type_ids": torch.tensor([[0, 1]])}, r"token_type_ids has shape \[1, 2\]"),
+    ({"attention_mask": torch.ones(1, 5)}, r"attention_mask has shape \[1, 5\]"),
+])
+def test_bad_forward_inputs_are_named(gpt2, kwargs, message):
+    with torch.no_grad():
+        raises(ValueError, message, gpt2, IDS, **kwargs)
+
+
+def test_a_0d_input_is_named(gpt2):
+    with torch.no_grad():
+        raises(ValueError, "0-D tensor", gpt2, torch.tensor(3))
+
+
+@pytest.mark.parametrize("mc_token_ids, message", [
+    (torch.tensor([[0, 9]]), r"mc_token_ids must lie in \[0, 3\)"),
+    (torch.tensor([[-1, 0]]), r"mc_token_ids must lie in \[0, 3\)"),
+    (torch.tensor([0, 1, 2]), r"mc_token_ids has shape \[3\]; it must be \[1, 2\]"),
+])
+def test_bad_choice_positions_are_named(double_heads, mc_token_ids, message):
+    with torch.no_grad():
+        raises(ValueError, message, double_heads, torch.tensor([[[1, 2, 3], [4, 5, 6]]]), mc_token_ids)
+
+
+# -- configs and keywords ------------------------------------------------------------------------------
+
+def test_a_huge_feed_forward_is_blamed_on_n_inner():
+    raises(ValueError, r"GPT2Config\.n_inner=1000000000000 makes the weights need", models.GPT2LMHeadModel.from_config,
+           models.GPT2Config(n_inner=10**12))
+
+
+def test_a_huge_label_count_is_refused_before_allocating():
+    raises(ValueError, r"num_labels=1000000000000 makes the weights need",
+           models.GPT2ForSequenceClassification.from_config, models.GPT2Config(**TINY, num_labels=10**12))
+
+
+def test_id2label_must_be_a_mapping():
+    raises(ValueError, "id2label must map ids to labels, got a list", models.GPT2Config, id2label=["a", "b"])
+    raises(ValueError, "id2label must map integer ids", models.GPT2Config, id2label={"x": "a"})
+
+
+@pytest.mark.parametrize("keyword, hint", [("quantization", ""), ("load_in_8bit", ""), ("n_layers", "n_layer"),
+                                           ("torch_dtyp", "torch_dtype")])
+def test_unknown_keywords_are_refused_with_close_matches(tmp_path, keyword, hint):
+    models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
+    error = raises(TypeError, f"unexpected keyword argument '{keyword}'", models.GPT2LMHeadModel.from_pretrained,
+                   tmp_path, **{keyword: 1})
+    assert hint in str(error)
+    raises(TypeError, f"'{keyword}'", models.GPT2Config.from_pretrained, tmp_path, **{keyword: 1})
+
+
+def test_entrypoints_refuse_unknown_keywords(tmp_path):
+    hub = repo_module("hubconfs.gpt2_hubconf")
+    models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
+    raises(TypeError, "'quantization'", hub.gpt2LMHeadModel, str(tmp_path), quantization="int8")
+    raises(TypeError, "'load_in_8bit'", hub.gpt2Model, "gpt2", pretrained=False, load_in_8bit=True)
+    raises(TypeError, "'n_layers'.*n_layer", hub.gpt2Config, "gpt2", n_layers=3)
+
+
+# -- checkpoint files ----------------------------------------------------------------------------------
+
+def safetensors_file(path: Path, header: bytes, data: bytes = b"") -> Path:
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+@pytest.mark.parametrize("header", [
+    b'{"w": {"dtype": "F32", "shape": [-2, -3], "data_offsets": [0, 24]}}',  # negative, positive product
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 1' + b"0" * 5000 + b']}}',  # a 5000-digit offset
+    b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested 100,000 deep
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "v": {"dtype": "F32", "shape": [2], '
+    b'"data_offsets": [0, 8]}}',  # two tensors over the same bytes
+], ids=["negative dimensions", "5000-digit offset", "100000 deep", "overlapping"])
+def test_malformed_safetensors_headers_name_the_file(tmp_path, header):
+    path = safetensors_file(tmp_path / "model.safetensors", header, bytes(24))
+    raises(ValueError, f"{path} is not a valid safetensors file", checkpoint.load_weights, path)
+
+
+def test_a_protocol_0_pickle_and_an_empty_bin_are_reported_as_torch_files(tmp_path):
+    legacy = tmp_path / "pytorch_model.bin"
+    legacy.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=0))
+    raises(ValueError, "PyTorch weights file|Python objects besides tensors", checkpoint.load_weights, legacy)
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    raises(ValueError, f"{empty} could not be read as a PyTorch weights file", checkpoint.load_weights, empty)
+
+
+def test_files_written_honour_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
+    finally:
+        os.umask(previous)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# -- OpenAI's release files ----------------------------------------------------------------------------
+
+def release_copy(tmp_path: Path, name: str = "gpt2") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(FIXTURES / name, folder)
+    return folder
+
+
+def test_hparams_that_are_not_an_object_are_named(tmp_path):
+    folder = release_copy(tmp_path)
+    (folder / "hparams.json").write_text("[1, 2]")
+    raises(ValueError, "hparams.json holds a JSON list", models.GPT2LMHeadModel.from_pretrained, folder)
+
+
+def test_a_checkpoint_file_that_is_not_text_is_named(tmp_path):
+    folder = release_copy(tmp_path)
+    (folder / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\xfe"\n')
+    raises(ValueError, "`checkpoint` file is not UTF-8", models.GPT2LMHeadModel.from_pretrained, folder)
+
+
+def test_gpt1_shapes_whose_product_overflows_are_refused(tmp_path):
+    folder = release_copy(tmp_path, "gpt1")
+    shapes = json.loads((folder / "params_shapes.json").read_text())
+    shapes[0] = [2**32, 2**32]  # 2**64 values: wraps to 0 in int64
+    (folder / "params_shapes.json").write_text(json.dumps(shapes))
+    error = raises(ValueError, "params_shapes.json describes", models.OpenAIGPTLMHeadModel.from_pretrained, folder)
+    assert "describes 0" not in str(error)
