@@ -1,7 +1,8 @@
 """Model code: configs, the GPT and GPT-2 families, task heads, checkpoint I/O and outputs."""
 
 from .checkpoint import CheckpointError, UnsafeCheckpointError
-from .config import ConfigError, GPT2Config, OpenAIGPTConfig, PretrainedConfig
+from .config import GPT2Config, OpenAIGPTConfig
+from .config_base import ConfigError, PretrainedConfig
 from .gpt2 import (GPT2_PRETRAINED_CONFIG_ARCHIVE_MAP, GPT2_PRETRAINED_MODEL_ARCHIVE_MAP, GPT2DoubleHeadsModel, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                    GPT2ForTokenClassification, GPT2LMHeadModel, GPT2Model, GPT2PreTrainedModel)
 from .openai_gpt import (OPENAI_GPT_PRETRAINED_CONFIG_ARCHIVE_MAP, OPENAI_GPT_PRETRAINED_MODEL_ARCHIVE_MAP,

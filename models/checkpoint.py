@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..download import atomic_path
+from .pages import release_pages
 from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -31,7 +32,7 @@ _SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-_CONVERT_BYTES = 16 * 1024 * 1024  # source bytes mapped at a time while converting
+_CONVERT_BYTES = 16 * 1024 * 1024  # source bytes converted between page releases
 _FIX = "The file is damaged or incomplete; if it was downloaded, load again with force_download=True."
 
 
@@ -89,44 +90,28 @@ def _opened(path: str) -> Iterator:
 def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """Tensors backed by a private (copy-on-write) map of the file: nothing is copied until used.
 
-    Tensors converted to another ``dtype`` are read a few megabytes at a time, each piece through
-    its own map, so the source pages are let go as the conversion moves on and the peak stays near
-    one copy of the weights, not two.
+    Tensors converted to another ``dtype`` are converted a few megabytes at a time, and the map's
+    pages read so far are given back after each piece, so the peak stays near one copy of the
+    weights, not two.
     """
     path = os.fspath(path)
     with _opened(path) as f:
-        stored = {name: (_SAFETENSORS_DTYPES.get(f.get_slice(name).get_dtype()), f.get_slice(name).get_shape())
-                  for name in f.keys()}
-        unknown = [name for name, (kind, _) in stored.items() if kind is None]
-        if unknown:
-            raise CheckpointError(f"{path}: tensor {unknown[0]!r} has a dtype torch cannot hold. {_FIX}")
-        kept = {name: f.get_tensor(name) for name, (kind, _) in stored.items() if not _converts(kind, dtype)}
-    converted = {name: torch.empty(shape, dtype=dtype) for name, (kind, shape) in stored.items()
-                 if _converts(kind, dtype)}
-    pieces = [(name, rows) for name, out in converted.items() for rows in _row_ranges(out.shape, stored[name][0])]
-    mapped = _CONVERT_BYTES
-    with contextlib.ExitStack() as stack:
-        for name, (first, last) in pieces:
-            if mapped >= _CONVERT_BYTES:  # let go of the pages read so far
-                stack.close()
-                f, mapped = stack.enter_context(_opened(path)), 0
-            piece = f.get_slice(name)[first:last] if converted[name].dim() else f.get_tensor(name)
-            converted[name][first:last].copy_(piece)
-            mapped += piece.numel() * piece.element_size()
-    return {name: kept[name] if name in kept else converted[name] for name in stored}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    for name, source in tensors.items():
+        if dtype is not None and source.is_floating_point() and source.dtype != dtype:
+            tensors[name] = _convert_releasing(source, dtype)
+    return tensors
 
 
-def _converts(stored: torch.dtype, dtype: torch.dtype | None) -> bool:
-    return dtype is not None and stored.is_floating_point and stored != dtype
-
-
-def _row_ranges(shape: torch.Size, stored: torch.dtype) -> list[tuple[int, int]]:
-    """Ranges of the first dimension of about ``_CONVERT_BYTES`` each."""
-    if not shape:
-        return [(0, 1)]
-    row_bytes = max(1, shape.numel() // max(shape[0], 1) * stored.itemsize)
-    rows = max(1, _CONVERT_BYTES // row_bytes)
-    return [(first, min(first + rows, shape[0])) for first in range(0, shape[0], rows)] or [(0, 0)]
+def _convert_releasing(source: Tensor, dtype: torch.dtype) -> Tensor:
+    out = torch.empty(source.shape, dtype=dtype)
+    flat_in, flat_out = source.reshape(-1), out.view(-1)
+    step = max(1, _CONVERT_BYTES // source.element_size())
+    for first in range(0, flat_in.numel(), step):
+        piece = flat_in[first:first + step]
+        flat_out[first:first + step].copy_(piece)
+        release_pages(piece)
+    return out
 
 
 def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

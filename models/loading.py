@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..download import resolve_file
 from .checkpoint import WEIGHTS_NAMES, CheckpointError, load_weights
-from .config import CONFIG_NAME, PretrainedConfig
+from .config_base import CONFIG_NAME, PretrainedConfig
 from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
 from .openai_release import OriginalReleaseError, is_original_release, read_original_release

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .config import ConfigError
+from .config_base import ConfigError
 
 
 def check_fits_in_memory(config, dtype: torch.dtype) -> None:

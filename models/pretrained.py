@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..download import DOWNLOAD_OPTIONS, download_options
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
-from .config import PretrainedConfig
+from .config_base import PretrainedConfig
 from .dtypes import resolve_dtype
 from .layers import Conv1D, Linear
 from .loading import load_pretrained, materialize, on_meta
