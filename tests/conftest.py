@@ -150,3 +150,45 @@ def predicting_checkpoint(folder: Path, model_class, config, token_id: int, voca
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(vocab_dir / name, folder / name)
     return folder
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A local imitation of the Hugging Face hub (tests/fake_hub.py), as ``HF_ENDPOINT``."""
+    from fake_hub import FakeHub
+
+    server = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The download layer's waits between attempts, recorded instead of slept."""
+    recorded = []
+    monkeypatch.setattr(repo_module("download.http"), "_pause", recorded.append)
+    return recorded
+
+
+def serve_gpt2(hub, folder: Path) -> Path:
+    """A tiny GPT-2 checkpoint (made in ``folder``) and the real vocabulary, served by ``hub`` as
+    openai-community/gpt2, the repository the name ``gpt2`` stands for."""
+    checkpoint = make_hf_checkpoint(folder / "ckpt")
+    vocab = need_shared_data() / "gpt2"
+    for name in ("config.json", "model.safetensors"):
+        hub.add("openai-community/gpt2", name, (checkpoint / name).read_bytes())
+    for name in ("vocab.json", "merges.txt"):
+        hub.add("openai-community/gpt2", name, (vocab / name).read_bytes())
+    return checkpoint
+
+
+def forbid_connections(monkeypatch, message: str = "a connection was opened") -> None:
+    """Make any attempt to open a network connection fail the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(message)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

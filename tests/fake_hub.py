@@ -223,3 +223,8 @@ class FakeHub:
                     self.wfile.write(data)
 
         return Handler
+
+
+def blob(size: int = 5000, seed: int = 0) -> bytes:
+    """``size`` bytes that differ with ``seed``: a file to serve."""
+    return hashlib.sha256(str(seed).encode()).digest() * (size // 32) + b"!" * (size % 32)

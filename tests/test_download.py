@@ -4,36 +4,19 @@ with faults injected by path. No mocks of requests."""
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
-from conftest import REPO, TINY, make_hf_checkpoint, need_shared_data, repo_module
-from fake_hub import Fault, FakeHub
+from conftest import REPO, TINY, forbid_connections, need_shared_data, repo_module, serve_gpt2
+from fake_hub import Fault, blob
 
 download = repo_module("download")
 http = repo_module("download.http")
 transfer = repo_module("download.transfer")
 REPO_ID = "openai-community/gpt2"
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    server = FakeHub().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def waits(monkeypatch):
-    """The waits between attempts, recorded instead of slept."""
-    recorded = []
-    monkeypatch.setattr(http, "_pause", recorded.append)
-    return recorded
 
 
 def cache_files():
@@ -51,21 +34,12 @@ def no_leftovers():
     assert not [n for n in cache_files() if n.endswith(".partial")], cache_files()
 
 
-def blob(size=5000, seed=0):
-    return hashlib.sha256(str(seed).encode()).digest() * (size // 32) + b"!" * (size % 32)
-
-
 def get(name="data.bin", repo=REPO_ID, **options):
     return open(download.resolve_file(repo, [name], **options), "rb").read()
 
 
 def test_torch_hub_load_downloads_once_then_works_offline(hub, tmp_path, capsys, monkeypatch):
-    checkpoint = make_hf_checkpoint(tmp_path / "ckpt")
-    vocab = need_shared_data() / "gpt2"
-    for name in ("config.json", "model.safetensors"):
-        hub.add(REPO_ID, name, (checkpoint / name).read_bytes())
-    for name in ("vocab.json", "merges.txt"):
-        hub.add(REPO_ID, name, (vocab / name).read_bytes())
+    serve_gpt2(hub, tmp_path)
     monkeypatch.setattr(transfer, "PROGRESS_FROM", 1)
     model = torch.hub.load(str(REPO), "gpt2LMHeadModel", "gpt2", source="local", progress=True)
     tokenizer = torch.hub.load(str(REPO), "gpt2Tokenizer", "gpt2", source="local")
@@ -200,11 +174,7 @@ def test_offline_never_opens_a_socket(hub, monkeypatch):
     get()
     requests_before = len(hub.log)
 
-    def no_sockets(*args, **kwargs):
-        raise AssertionError("offline mode opened a connection")
-
-    monkeypatch.setattr(socket.socket, "connect", no_sockets)
-    monkeypatch.setattr(socket, "create_connection", no_sockets)
+    forbid_connections(monkeypatch, "offline mode opened a connection")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert get() == blob()
     with pytest.raises(download.CheckpointNotFoundError, match="other.bin is not in the cache .* HF_HUB_OFFLINE"):

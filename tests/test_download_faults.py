@@ -3,7 +3,6 @@ killed processes, a full disk, concurrent readers (issue 14), and the two downlo
 of issue 18 (atomic writes honour the umask; a stray file does not hide a checkpoint name)."""
 
 import errno
-import hashlib
 import logging
 import os
 import signal
@@ -15,32 +14,12 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, make_hf_checkpoint, need_shared_data, repo_module
-from fake_hub import Fault, FakeHub
+from conftest import REPO, repo_module, serve_gpt2
+from fake_hub import FakeHub, Fault, blob
 
 download = repo_module("download")
 http = repo_module("download.http")
 REPO_ID = "openai-community/gpt2"
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    server = FakeHub().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def waits(monkeypatch):
-    """The waits between attempts, recorded instead of slept."""
-    recorded = []
-    monkeypatch.setattr(http, "_pause", recorded.append)
-    return recorded
-
-
-def blob(size=5000, seed=0):
-    return hashlib.sha256(str(seed).encode()).digest() * (size // 32) + b"!" * (size % 32)
 
 
 def get(name="data.bin", repo=REPO_ID, **options):
@@ -295,12 +274,7 @@ def test_a_malformed_retry_after_is_a_retry(hub, waits, value):
 # 9 -----------------------------------------------------------------------------------------------
 
 def test_hub_down_with_a_warm_cache_loads_at_once(hub, tmp_path, caplog):
-    checkpoint = make_hf_checkpoint(tmp_path / "ckpt")
-    vocab = need_shared_data() / "gpt2"
-    for name in ("config.json", "model.safetensors"):
-        hub.add(REPO_ID, name, (checkpoint / name).read_bytes())
-    for name in ("vocab.json", "merges.txt"):
-        hub.add(REPO_ID, name, (vocab / name).read_bytes())
+    serve_gpt2(hub, tmp_path)
     torch.hub.load(str(REPO), "gpt2LMHeadModel", "gpt2", source="local")
     torch.hub.load(str(REPO), "gpt2Tokenizer", "gpt2", source="local")
     hub.stop()  # refused from here on; HF_HUB_OFFLINE is not set

@@ -5,35 +5,15 @@ request). huggingface_hub is used by these tests only, never by the library."""
 import hashlib
 import json
 import os
-import socket
 
 import pytest
 import torch
-from conftest import REPO, make_hf_checkpoint, need_shared_data, repo_module, require
-from fake_hub import FakeHub, git_blob_sha1
+from conftest import REPO, forbid_connections, repo_module, require, serve_gpt2
+from fake_hub import git_blob_sha1
 
 download = repo_module("download")
 REPO_ID = "openai-community/gpt2"
 FOLDER = "models--openai-community--gpt2"
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    server = FakeHub().start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    yield server
-    server.stop()
-
-
-def checkpoint_on(hub, tmp_path):
-    """A tiny GPT-2 and the real vocabulary, served by ``hub`` as openai-community/gpt2."""
-    checkpoint = make_hf_checkpoint(tmp_path / "ckpt")
-    vocab = need_shared_data() / "gpt2"
-    for name in ("config.json", "model.safetensors"):
-        hub.add(REPO_ID, name, (checkpoint / name).read_bytes())
-    for name in ("vocab.json", "merges.txt"):
-        hub.add(REPO_ID, name, (vocab / name).read_bytes())
-    return checkpoint
 
 
 def test_the_cache_is_laid_out_as_hugging_faces(hub):
@@ -94,7 +74,7 @@ def test_cache_dir_holds_both_caches(hub, tmp_path):
 
 def test_huggingface_hub_finds_what_we_downloaded(hub, tmp_path):
     hf = require("huggingface_hub")
-    checkpoint_on(hub, tmp_path)
+    serve_gpt2(hub, tmp_path)
     names = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
     ours = {name: download.resolve_file("gpt2", [name]) for name in names}
     hub.stop()
@@ -108,7 +88,7 @@ def test_huggingface_hub_finds_what_we_downloaded(hub, tmp_path):
 
 def test_what_huggingface_hub_downloaded_loads_offline_with_no_request(hub, tmp_path, monkeypatch):
     hf = require("huggingface_hub")
-    checkpoint = checkpoint_on(hub, tmp_path)
+    checkpoint = serve_gpt2(hub, tmp_path)
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"):
         try:
             hf.hf_hub_download(REPO_ID, name, endpoint=hub.endpoint, cache_dir=download.hub_cache_dir())
@@ -117,11 +97,7 @@ def test_what_huggingface_hub_downloaded_loads_offline_with_no_request(hub, tmp_
     hub.stop()
     served = len(hub.log)
 
-    def no_sockets(*args, **kwargs):
-        raise AssertionError("a connection was opened")
-
-    monkeypatch.setattr(socket.socket, "connect", no_sockets)
-    monkeypatch.setattr(socket, "create_connection", no_sockets)
+    forbid_connections(monkeypatch, "a connection was opened")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = torch.hub.load(str(REPO), "gpt2LMHeadModel", "gpt2", source="local")
     tokenizer = torch.hub.load(str(REPO), "gpt2Tokenizer", "gpt2", source="local")
