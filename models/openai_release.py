@@ -159,9 +159,10 @@ def read_gpt1_release(get: Callable[[str], str]) -> list[np.ndarray]:
     parts = []
     for i in range(GPT1_FILES):
         name = f"params_{i}.npy"
+        path = get(name)
         try:
-            part = np.load(get(name), mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
+            part = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as err:  # noqa: BLE001 (numpy's header parser fails in many ways on damage)
             raise OriginalReleaseError(f"{name} cannot be read (damaged or truncated?): {err}") from None
         if part.ndim != 1 or part.dtype != np.float32:
             raise OriginalReleaseError(f"{name} holds a {part.dtype} array of shape {list(part.shape)}, not a flat float32 one")
