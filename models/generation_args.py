@@ -57,11 +57,11 @@ def prompt(input_ids, attention_mask, vocab_size: int) -> tuple[Tensor, Tensor]:
 def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int) -> int:
     """How many tokens to generate: ``max_new_tokens``, else what ``max_length`` leaves."""
     if max_new_tokens is not None:
-        new = integer("max_new_tokens", max_new_tokens, low=0)
+        name, new = "max_new_tokens", integer("max_new_tokens", max_new_tokens, low=0)
     else:
-        new = max(0, integer("max_length", max_length, low=1) - prompt_length)
+        name, new = "max_length", max(0, integer("max_length", max_length, low=1) - prompt_length)
     if prompt_length + new > n_positions:
-        raise InvalidArgumentError(f"{prompt_length} prompt tokens plus {new} new ones exceed "
+        raise InvalidArgumentError(f"{name}: {prompt_length} prompt tokens plus {new} new ones exceed the model's "
                                    f"n_positions={n_positions}")
     return new
 
