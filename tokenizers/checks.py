@@ -7,7 +7,6 @@ the built-ins keeps working.
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
 
 from ..errors import GPTHubError
@@ -38,15 +37,18 @@ def check_text(text: Any, what: str = "text") -> str:
 
 
 def check_decode_errors(errors: Any) -> str:
-    """Refuse, when the tokenizer is made, an ``errors`` handler that ``bytes.decode`` would only
-    reject at the first decode of bytes ending mid-character (which may be much later)."""
+    """Refuse, when the tokenizer is made, an ``errors`` handler that ``bytes.decode`` rejects
+    (unknown, or one for encoding only such as ``xmlcharrefreplace``): otherwise it fails only
+    at the first decode of ids that end mid-character, which may come much later."""
     if not isinstance(errors, str):
         raise TokenizerTypeError(f"errors must be the name of a decode error handler (a str), got {type(errors).__name__}")
     try:
-        codecs.lookup_error(errors)
-    except LookupError:
+        b"\xff".decode("utf-8", errors)  # a byte that is never UTF-8, so the handler runs
+    except UnicodeDecodeError:
+        pass  # 'strict' (or a handler that raises): a valid choice
+    except (LookupError, TypeError):
         raise TokenizerError(
-            f"errors={errors!r} is not a decode error handler; use one bytes.decode accepts, such as "
+            f"errors={errors!r} is not an error handler bytes.decode accepts; use one such as "
             "'replace', 'strict', 'ignore', 'backslashreplace' or 'surrogateescape'"
         ) from None
     return errors
