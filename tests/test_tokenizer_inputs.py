@@ -42,7 +42,7 @@ GPT2_FILES = [
     ("vocab-bool-id", json.dumps(gpt2_vocab(**{"Ġt": True})).encode(), GPT2_MERGES.encode(), "vocab.json", "id True"),
     ("vocab-shared-id", json.dumps(gpt2_vocab(**{"Ġt": 5})).encode(), GPT2_MERGES.encode(), "vocab.json",
      "gives the id 5 to both"),
-    ("vocab-repeated-token", b'{"a": 1, "a": 2}', GPT2_MERGES.encode(), "vocab.json", "lists the token 'a' twice"),
+    ("vocab-repeated-token", b'{"a": 1, "a": 2}', GPT2_MERGES.encode(), "vocab.json", "lists the key 'a' twice"),
     ("vocab-lacks-a-byte", json.dumps({t: i for t, i in gpt2_vocab().items() if t != ABSENT_BYTE}).encode(),
      b"#version: 0.2\n", "vocab.json", "lacks 1 of the 256 byte-level symbols"),
     ("merge-result-not-in-vocab", json.dumps(gpt2_vocab()).encode(), "#version: 0.2\nĠ q\n".encode(), "merges.txt",
@@ -90,6 +90,23 @@ def test_a_good_small_vocabulary_loads_and_round_trips(tmp_path):
 def test_gpt2_vocabulary_files_are_checked_at_load(tmp_path, vocab, merges, file, says):
     folder = write(tmp_path, vocab, merges)
     assert_refused(lambda: GPT2Tokenizer.from_pretrained(folder), folder / file, says)
+
+
+SETTINGS_FILES = [  # id, file name, content, what the error says
+    ("config-not-json", "tokenizer_config.json", b"{model_max_length: 5}", "is not JSON"),
+    ("config-a-list", "tokenizer_config.json", b"[]", "holds a JSON list"),
+    ("config-not-utf8", "tokenizer_config.json", b'{"pad_token": "\xff"}', "is not UTF-8"),
+    ("added-tokens-string-id", "added_tokens.json", b'{"<pad>": "258"}', "gives the token '<pad>' the id '258'"),
+    ("added-tokens-nested-deep", "added_tokens.json", b"{" * 100_000, "is not JSON"),
+]
+
+
+@pytest.mark.parametrize("name, content, says", [case[1:] for case in SETTINGS_FILES],
+                         ids=[c[0] for c in SETTINGS_FILES])
+def test_saved_settings_files_are_checked_at_load(tmp_path, name, content, says):
+    folder = write(tmp_path, json.dumps(gpt2_vocab()).encode(), GPT2_MERGES.encode())
+    (folder / name).write_bytes(content)
+    assert_refused(lambda: GPT2Tokenizer.from_pretrained(folder), folder / name, says)
 
 
 GPT1_VOCAB = {"a": 1, "b": 2, "a</w>": 3, "b</w>": 4, "ab</w>": 5, "<unk>": 0}

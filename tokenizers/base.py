@@ -18,12 +18,15 @@ import regex
 
 from ..download import atomic_write, download_options, resolve_file
 from .checks import TokenizerError, TokenizerTypeError, check_text
+from .files import check_ids, read_json_object
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 ADDED_TOKENS = "added_tokens.json"
 TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
+SETTINGS_SHAPES = {TOKENIZER_CONFIG: "a JSON object of the tokenizer's settings",
+                   ADDED_TOKENS: "a JSON object mapping each added token to its id"}
 
 
 class BatchEncoding(dict):
@@ -393,8 +396,9 @@ class PreTrainedTokenizer:
                 path = resolve_file(name_or_path, [name], **fetch_options)
             except FileNotFoundError:
                 continue
-            with open(path, encoding="utf-8") as f:
-                settings[name] = json.load(f)
+            settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
+            if name == ADDED_TOKENS:
+                check_ids(path, settings[name])
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])

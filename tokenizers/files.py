@@ -53,26 +53,43 @@ def require_tokens(vocab_file: str | os.PathLike, encoder: dict[str, int], token
 
 def parse_vocab(path: str | os.PathLike, text: str) -> dict[str, int]:
     """The token -> id mapping, refused unless it is exactly ``_VOCAB_SHAPE``."""
-    if not text.strip():
-        raise TokenizerError(f"{path} is empty; expected {_VOCAB_SHAPE}")
-    try:
-        vocab = json.loads(text, object_pairs_hook=_no_repeated_keys)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise TokenizerError(f"{path} is not JSON ({_reason(err)}); expected {_VOCAB_SHAPE}") from None
-    except _RepeatedKey as err:
-        raise TokenizerError(f"{path} lists the token {err.args[0]!r} twice; expected {_VOCAB_SHAPE}") from None
-    if not isinstance(vocab, dict):
-        raise TokenizerError(f"{path} holds a JSON {type(vocab).__name__}; expected {_VOCAB_SHAPE}")
+    vocab = parse_json_object(path, text, _VOCAB_SHAPE)
     if not vocab:
         raise TokenizerError(f"{path} holds no tokens; expected {_VOCAB_SHAPE}")
+    return check_ids(path, vocab)
+
+
+def read_json_object(path: str | os.PathLike, shape: str) -> dict:
+    """A JSON object from a file (a tokenizer's settings or its added tokens)."""
+    return parse_json_object(path, _utf8(path, _read_bytes(path)), shape)
+
+
+def parse_json_object(path: str | os.PathLike, text: str, shape: str) -> dict:
+    """``text`` (read from ``path``) as a JSON object with no key twice; ``shape`` says what the
+    object should be, for the errors."""
+    if not text.strip():
+        raise TokenizerError(f"{path} is empty; expected {shape}")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_repeated_keys)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise TokenizerError(f"{path} is not JSON ({_reason(err)}); expected {shape}") from None
+    except _RepeatedKey as err:
+        raise TokenizerError(f"{path} lists the key {err.args[0]!r} twice; expected {shape}") from None
+    if not isinstance(value, dict):
+        raise TokenizerError(f"{path} holds a JSON {type(value).__name__}; expected {shape}")
+    return value
+
+
+def check_ids(path: str | os.PathLike, tokens: dict) -> dict[str, int]:
+    """Refuse a token -> id mapping whose ids are not distinct integers >= 0."""
     holders: dict[int, str] = {}
-    for token, index in vocab.items():
+    for token, index in tokens.items():
         if type(index) is not int or index < 0:
             raise TokenizerError(f"{path} gives the token {token!r} the id {index!r}; expected {_VOCAB_SHAPE}")
         if holders.setdefault(index, token) != token:
             raise TokenizerError(f"{path} gives the id {index} to both {holders[index]!r} and {token!r}; "
                                  f"expected {_VOCAB_SHAPE}")
-    return vocab
+    return tokens
 
 
 def parse_merges(path: str | os.PathLike, text: str, *, header_line: bool) -> list[tuple[str, str]]:
