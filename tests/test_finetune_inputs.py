@@ -5,7 +5,6 @@ docs/bad-input-tokenizers.md."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -199,3 +199,24 @@ def test_long_whitespace_runs_never_reach_tiktokens_panic(both_paths, name):
         pytest.fail(f"the tiktoken path raised {type(err).__name__}: {str(err)[:100]}")
     assert ids == python.encode(text)
     assert fast.decode(ids) == text
+
+
+streaming = repo_module("tokenizers.streaming")
+MISUSES = {  # id -> (call on a small GPT-2 tokenizer, the built-in it must also be)
+    "encode-bytes": (lambda t: t.encode(b"abc"), TypeError),
+    "encode-lone-surrogate": (lambda t: t.encode("a\ud800"), ValueError),
+    "decode-unknown-id": (lambda t: t.decode([10**6]), ValueError),
+    "decode-negative-id": (lambda t: t.decode([-1]), ValueError),
+    "pad-without-pad-token": (lambda t: t(["a", "bb"], padding=True), ValueError),
+    "unknown-keyword": (lambda t: t("a", bogus=1), TypeError),
+    "streamer-window": (lambda t: streaming.TextStreamer(t, print, window=2, context=4), ValueError),
+}
+
+
+@pytest.mark.parametrize("case", MISUSES)
+def test_tokenizer_errors_are_the_librarys_and_the_fitting_builtin(tmp_path, case):
+    tokenizer = GPT2Tokenizer.from_pretrained(write(tmp_path, json.dumps(gpt2_vocab()).encode(), GPT2_MERGES.encode()))
+    call, builtin = MISUSES[case]
+    with pytest.raises(builtin) as caught:
+        call(tokenizer)
+    assert isinstance(caught.value, GPTHubError), repr(caught.value)
