@@ -41,6 +41,15 @@ TIKTOKEN_SPACE_RUN = 100_000
 _CACHE_PIECE_CHARS = 256
 
 
+def _may_hold_space_run(text: str, length: int) -> bool:
+    """Whether ``text`` may hold a whitespace run of ``length`` characters: such a run covers two
+    consecutive multiples of ``length // 2`` and all between, so only those are looked at
+    (``isspace`` holds for every character the pattern's ``\\s`` matches, and U+001C..U+001F)."""
+    step = max(1, length // 2)
+    return any(text[i].isspace() and text[i + step].isspace() and text[i:i + step + 1].isspace()
+               for i in range(0, len(text) - step, step))
+
+
 @functools.lru_cache(maxsize=4)
 def _long_space_run(length: int) -> regex.Pattern:
     """A whitespace run of at least ``length`` characters, found from its first one only."""
@@ -96,8 +105,8 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         which pure Python encodes. A run always begins a piece and, less its last character (which
         may join the next word), is a piece of its own, so the ids of the parts add up."""
         encode = self._tiktoken.encode_ordinary
-        if len(text) < TIKTOKEN_SPACE_RUN:  # too short to hold such a run: normal text costs this test
-            return encode(text)
+        if len(text) < TIKTOKEN_SPACE_RUN or not _may_hold_space_run(text, TIKTOKEN_SPACE_RUN):
+            return encode(text)  # normal text costs these tests only
         ids, start = [], 0
         for run in _long_space_run(TIKTOKEN_SPACE_RUN).finditer(text):
             end = run.end() if run.end() == len(text) else run.end() - 1
