@@ -6,6 +6,7 @@ panic. Each case here is one row of docs/bad-input-tokenizers.md."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,18 @@ def test_tokenizer_errors_are_the_librarys_and_the_fitting_builtin(tmp_path, cas
     with pytest.raises(builtin) as caught:
         call(tokenizer)
     assert isinstance(caught.value, GPTHubError), repr(caught.value)
+
+
+def test_gpt1_standardizes_long_whitespace_runs_in_linear_time():
+    """The original's \\s*\\n\\s* rescans a whitespace run from each of its characters: 100,000
+    spaces before a newline took 14 s, a million would take half an hour."""
+    openai_gpt = repo_module("tokenizers.openai_gpt")
+    from test_openai_gpt_tokenizer import original_standardize
+
+    for text in ("a" + " " * 3000 + "b\n c", " \t\n \x0b" * 500 + "end", "x " + "\u3000" * 2000 + "\n\n"):
+        assert openai_gpt.text_standardize(text) == original_standardize(text)
+    start = time.perf_counter()
+    assert openai_gpt.text_standardize("x" + " " * 100_000 + "y\n z") == "x y \n z"
+    assert time.perf_counter() - start < 2
+    tokenizer = OpenAIGPTTokenizer.from_pretrained(need_shared_data() / "openai-gpt")
+    assert tokenizer.encode("x" + " " * 1_000_000 + "y\n z") == tokenizer.encode("x y\n z")

@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 ORIGINAL_PAD_PUNCTUATION = r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)"""
 # The same matches, faster: a maximal run of one character from the set.
 _PAD_PUNCTUATION = re.compile(r"""(([-~!";?+,)(/*\[\]}{|_])\2*)""")
-_NEWLINES = re.compile(r"\s*\n\s*")
+# The original's \s*\n\s*, tried only where a whitespace run begins: the same matches, in linear
+# time (the original rescans a run from each of its characters: minutes for 1 MB of spaces).
+_NEWLINES = re.compile(r"(?<!\s)\s*\n\s*")
 _SPACES = re.compile(r"[^\S\n]+")
 _DASHES = str.maketrans({"—": "-", "–": "-", "―": "-", "´": "'"})
 _CACHE_ENTRIES = 100_000
