@@ -34,11 +34,14 @@ def load_bpe_files(vocab_file: str | os.PathLike, merges_file: str | os.PathLike
     vocab_bytes, merges_bytes = _read_bytes(vocab_file), _read_bytes(merges_file)
     encoder = parse_vocab(vocab_file, _utf8(vocab_file, vocab_bytes))
     merges = parse_merges(merges_file, _utf8(merges_file, merges_bytes), header_line=header_line)
-    for rank, (left, right) in enumerate(merges):
-        for role, symbol in (("first part", left), ("second part", right), ("result", left + right)):
-            if symbol not in encoder:
-                raise TokenizerError(f"{merges_file}: merge {rank + 1} ({left} {right}) has a {role} {symbol!r} "
-                                     f"that is not a token of {vocab_file}; the two files do not belong together")
+    symbols = {symbol for left, right in merges for symbol in (left, right, left + right)}
+    if not symbols <= encoder.keys():  # then find the first merge at fault, for the message
+        for rank, (left, right) in enumerate(merges):
+            for role, symbol in (("first part", left), ("second part", right), ("result", left + right)):
+                if symbol not in encoder:
+                        raise TokenizerError(f"{merges_file}: merge {rank + 1} ({left} {right}) has a {role} "
+                                         f"{symbol!r} that is not a token of {vocab_file}; the two files do not "
+                                         "belong together")
     digests = (hashlib.sha256(vocab_bytes).hexdigest(), hashlib.sha256(merges_bytes).hexdigest())
     return BPEFiles(encoder, merges, digests)
 
@@ -82,6 +85,9 @@ def parse_json_object(path: str | os.PathLike, text: str, shape: str) -> dict:
 
 def check_ids(path: str | os.PathLike, tokens: dict) -> dict[str, int]:
     """Refuse a token -> id mapping whose ids are not distinct integers >= 0."""
+    ids = tokens.values()
+    if {type(i) for i in ids} <= {int} and min(ids, default=0) >= 0 and len(set(ids)) == len(ids):
+        return tokens  # the common case, checked at C speed; the loop below finds the culprit
     holders: dict[int, str] = {}
     for token, index in tokens.items():
         if type(index) is not int or index < 0:
