@@ -10,10 +10,12 @@ and how a batch is scored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from .state import TrainingError, check_output_dir, restore, save_checkpoint
+from .state import STATE_NAME, TrainingError, check_output_dir, restore
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def train(model: nn.Module, task: Task, options: Options, ranks: Ranks | None = 
 
     step, history, running, micro = 0, [], 0.0, 0
     if resume is not None:
-        step, history, running, micro = restore(Path(resume), optimizer, scheduler, ranks)
+        step, history, running, micro = restore(Path(resume), optimizer, scheduler, ranks.rank, ranks.world, ranks.device)
     elif task.eval is not None:
         history.append({"epoch": 0, "step": 0, **evaluate(model, task, options, ranks)})
         _report(history[-1], options, ranks)
@@ -220,6 +222,45 @@ def check_ranks_agree(model: nn.Module, ranks: Ranks, step: int) -> None:
     for rank, theirs in enumerate(everyone):
         if not torch.equal(theirs, everyone[0]):
             raise TrainingError(f"after step {step}, rank {rank}'s parameters differ from rank 0's")
+
+
+def save_checkpoint(model: nn.Module, task: Task, optimizer, scheduler, step: int, history: list[dict],
+                    options: Options, ranks: Ranks, epoch_loss: tuple[float, int]) -> Path:
+    """``output_dir/checkpoint-STEP``: the model in the save_pretrained layout, the task's extras
+    (the tokenizer), and ``trainer_state.pt`` (optimizer, scheduler, step, every rank's RNG
+    state). Written to a temporary folder, then renamed: never half there."""
+    folder = Path(options.output_dir) / f"checkpoint-{step}"
+    states = _gather_rng_states(ranks)
+    if ranks.main:
+        partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        task.save_extra(partial)
+        torch.save({"step": step, "history": history, "epoch_loss": epoch_loss, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": states, "world": ranks.world,
+                    "options": dataclasses.asdict(options)}, partial / STATE_NAME)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+        logger.info("saved %s", folder)
+    if ranks.world > 1:
+        dist.barrier()
+    return folder
+
+
+def _gather_rng_states(ranks: Ranks) -> list[tuple[Tensor, Tensor | None]]:
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state() if ranks.device.type == "cuda" else None
+    if ranks.world == 1:
+        return [(cpu, cuda)]
+    gathered = []
+    for state in (cpu, cuda):
+        if state is None:
+            gathered.append([None] * ranks.world)
+            continue
+        everyone = [torch.empty_like(state, device=ranks.device) for _ in range(ranks.world)]
+        dist.all_gather(everyone, state.to(ranks.device))
+        gathered.append([s.cpu() for s in everyone])
+    return list(zip(*gathered))
 
 
 def _mean_over_ranks(total: float, count: int, ranks: Ranks) -> float:

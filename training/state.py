@@ -1,5 +1,6 @@
 """Where training writes and what it resumes from: the output folder, checked before any step,
-and the checkpoints (``checkpoint-STEP/``: the model, the tokenizer, ``trainer_state.pt``).
+and the checkpoint folders that ``loop.save_checkpoint`` writes (the model, the tokenizer,
+``trainer_state.pt``).
 
 A resumed folder is read before anything is trained, and a damaged or foreign one is reported
 with the file that is wrong, not as an unpickling or indexing traceback.
@@ -7,26 +8,15 @@ with the file that is wrong, not as an unpickling or indexing traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import os
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import Tensor
 
 from ..errors import GPTHubError
 
-if TYPE_CHECKING:
-    from torch import nn
-
-    from .loop import Options, Ranks, Task
-
-logger = logging.getLogger(__name__)
 STATE_NAME = "trainer_state.pt"
 CONFIG_NAME = "config.json"
 # what save_checkpoint writes, by key: the types a resumed state must have
@@ -105,57 +95,19 @@ def read_state(folder: Path, world: int) -> dict[str, Any]:
     return state
 
 
-def restore(folder: Path, optimizer, scheduler, ranks: Ranks) -> tuple[int, list[dict], float, int]:
-    """Put the optimizer, scheduler and this rank's random state back as the checkpoint had them;
-    returns the step, the history and the epoch's running loss."""
-    state = read_state(folder, ranks.world)
+def restore(folder: Path, optimizer, scheduler, rank: int, world: int,
+            device: torch.device) -> tuple[int, list[dict], float, int]:
+    """Put the optimizer, scheduler and rank ``rank``'s random state back as the checkpoint had
+    them; returns the step, the history and the epoch's running loss."""
+    state = read_state(folder, world)
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        cpu, cuda = state["rng"][ranks.rank]
+        cpu, cuda = state["rng"][rank]
         torch.set_rng_state(cpu)
-        if cuda is not None and ranks.device.type == "cuda":
+        if cuda is not None and device.type == "cuda":
             torch.cuda.set_rng_state(cuda)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise TrainingError(f"{folder / STATE_NAME} does not fit this model and run ({type(err).__name__}: "
                             f"{str(err)[:200]})") from None
     return state["step"], state["history"], *state["epoch_loss"]
-
-
-def save_checkpoint(model: nn.Module, task: Task, optimizer, scheduler, step: int, history: list[dict],
-                    options: Options, ranks: Ranks, epoch_loss: tuple[float, int]) -> Path:
-    """``output_dir/checkpoint-STEP``: the model in the save_pretrained layout, the task's extras
-    (the tokenizer), and ``trainer_state.pt`` (optimizer, scheduler, step, every rank's RNG
-    state). Written to a temporary folder, then renamed: never half there."""
-    folder = Path(options.output_dir) / f"checkpoint-{step}"
-    states = _gather_rng_states(ranks)
-    if ranks.main:
-        partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        task.save_extra(partial)
-        torch.save({"step": step, "history": history, "epoch_loss": epoch_loss, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": states, "world": ranks.world,
-                    "options": dataclasses.asdict(options)}, partial / STATE_NAME)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(partial, folder)
-        logger.info("saved %s", folder)
-    if ranks.world > 1:
-        dist.barrier()
-    return folder
-
-
-def _gather_rng_states(ranks: Ranks) -> list[tuple[Tensor, Tensor | None]]:
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state() if ranks.device.type == "cuda" else None
-    if ranks.world == 1:
-        return [(cpu, cuda)]
-    gathered = []
-    for state in (cpu, cuda):
-        if state is None:
-            gathered.append([None] * ranks.world)
-            continue
-        everyone = [torch.empty_like(state, device=ranks.device) for _ in range(ranks.world)]
-        dist.all_gather(everyone, state.to(ranks.device))
-        gathered.append([s.cpu() for s in everyone])
-    return list(zip(*gathered))
