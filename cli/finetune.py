@@ -6,7 +6,8 @@ import logging
 
 import torch
 
-from ..training import DataError, Options, TrainingError, language_modelling, multiple_choice, start_distributed, train
+from ..training import (DataError, Options, TrainingError, check_output_dir, check_resumable, language_modelling,
+                        multiple_choice, start_distributed, train)
 from .loading import load_family
 from .main import UsageError
 
@@ -15,6 +16,12 @@ def run(args) -> None:
     source = args.resume or args.model
     if source is None:
         raise UsageError("give --model (or --resume a checkpoint)")
+    try:  # what can be checked before the (slow) loading and training
+        check_output_dir(args.output)
+        if args.resume:
+            check_resumable(args.resume)
+    except TrainingError as err:
+        raise UsageError(str(err)) from None
     ranks = start_distributed()
     logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING, format="%(message)s")
     torch.manual_seed(args.seed)  # new rows and heads start the same on every run (DDP copies rank 0's)

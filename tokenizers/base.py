@@ -17,12 +17,16 @@ from typing import Any
 import regex
 
 from ..download import atomic_write, download_options, resolve_file
+from .checks import TokenizerError, TokenizerTypeError, check_text
+from .files import check_ids, read_json_object
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 ADDED_TOKENS = "added_tokens.json"
 TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
+SETTINGS_SHAPES = {TOKENIZER_CONFIG: "a JSON object of the tokenizer's settings",
+                   ADDED_TOKENS: "a JSON object mapping each added token to its id"}
 
 
 class BatchEncoding(dict):
@@ -36,22 +40,6 @@ class BatchEncoding(dict):
 
     def to(self, device) -> BatchEncoding:
         return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
-
-
-def check_text(text: Any, what: str = "text") -> str:
-    """Refuse what is not a str, and text that is not valid unicode (lone surrogates)."""
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
-    if text.isascii():  # O(1) in CPython; ASCII cannot hold a surrogate
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(
-            f"{what} holds a lone surrogate {text[err.start]!r} at index {err.start}, which is not "
-            "valid unicode and cannot be encoded (was it decoded with errors='surrogateescape'?)"
-        ) from None
-    return text
 
 
 class PreTrainedTokenizer:
@@ -72,7 +60,7 @@ class PreTrainedTokenizer:
                  additional_special_tokens: Sequence[str] = (), **special_tokens: str | None):
         unknown = set(special_tokens) - set(SPECIAL_TOKEN_NAMES)
         if unknown:
-            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+            raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self.added_tokens_encoder: dict[str, int] = {}
         self.added_tokens_decoder: dict[int, str] = {}
         self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_TOKEN_NAMES)
@@ -117,11 +105,11 @@ class PreTrainedTokenizer:
         the vocabulary has it, else the next free one."""
         check_text(token, "a token")
         if not token:
-            raise ValueError("an added token cannot be empty")
+            raise TokenizerError("an added token cannot be empty")
         if index is not None:
             holder = self.added_tokens_decoder.get(index, self.decoder.get(index, token))
             if holder != token:
-                raise ValueError(f"added token {token!r} wants id {index}, which {holder!r} holds already")
+                raise TokenizerError(f"added token {token!r} wants id {index}, which {holder!r} holds already")
         elif token in self.encoder:
             index = self.encoder[token]
         elif token in self.added_tokens_encoder:
@@ -155,7 +143,7 @@ class PreTrainedTokenizer:
                 setattr(self, name, value)
                 self._register(value)
             else:
-                raise ValueError(f"unknown special token kind {name!r}; use one of {SPECIAL_TOKEN_NAMES} or additional_special_tokens")
+                raise TokenizerError(f"unknown special token kind {name!r}; use one of {SPECIAL_TOKEN_NAMES} or additional_special_tokens")
         return len(self) - before
 
     def _token_to_id(self, token: str) -> int | None:
@@ -185,7 +173,7 @@ class PreTrainedTokenizer:
         try:
             return self.decoder[index]
         except KeyError:
-            raise ValueError(f"token id {index} is not in the vocabulary (ids run from 0 to {len(self) - 1})") from None
+            raise TokenizerError(f"token id {index} is not in the vocabulary (ids run from 0 to {len(self) - 1})") from None
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -271,17 +259,17 @@ class PreTrainedTokenizer:
         as asked. ``padding``: False, True/``"longest"``, ``"max_length"``; ``padding_side``:
         ``"right"`` (default) or ``"left"`` (for generation)."""
         if kwargs:
-            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+            raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
         if len(pairs) != len(texts):
-            raise ValueError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
         strategy = _truncation_strategy(truncation, max_length)
         if strategy != "do_not_truncate" and max_length is None:
             max_length = self.model_max_length
         if stride < 0 or (max_length is not None and stride >= max_length):
-            raise ValueError(f"stride must be in [0, max_length), got {stride}")
+            raise TokenizerError(f"stride must be in [0, max_length), got {stride}")
         rows = []
         for first, second in zip(texts, pairs):
             ids = self._encode_text(first, parse_special_tokens)
@@ -295,17 +283,17 @@ class PreTrainedTokenizer:
         if padding is True:
             padding = "longest"
         if padding not in (False, "do_not_pad", "longest", "max_length"):
-            raise ValueError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
+            raise TokenizerError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
         masks = [[1] * len(row) for row in rows]
         if padding in ("longest", "max_length"):
             if self.pad_token_id is None:
-                raise ValueError("padding needs a pad token, and this tokenizer has none: set "
+                raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
                                  "tokenizer.pad_token = tokenizer.eos_token (or add one)")
             if padding == "max_length" and max_length is None:
-                raise ValueError("padding='max_length' needs max_length")
+                raise TokenizerError("padding='max_length' needs max_length")
             width = max_length if padding == "max_length" else max(map(len, rows), default=0)
             for i, row in enumerate(rows):
                 fill = width - len(row)
@@ -318,11 +306,11 @@ class PreTrainedTokenizer:
             out["attention_mask"] = masks if batched else masks[0]
         if return_tensors is not None:
             if return_tensors != "pt":
-                raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+                raise TokenizerError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
             import torch
 
             if len({len(row) for row in rows}) > 1:
-                raise ValueError("the sequences have different lengths: pass padding=True to return one tensor")
+                raise TokenizerError("the sequences have different lengths: pass padding=True to return one tensor")
             out = BatchEncoding({k: torch.tensor(v if batched else [v], dtype=torch.long) for k, v in out.items()})
         return out
 
@@ -343,9 +331,9 @@ class PreTrainedTokenizer:
         pieces, run = [], []
         for index in token_ids:
             if isinstance(index, bool) or not isinstance(index, int):
-                raise ValueError(f"token ids must be ints, got {index!r}")
+                raise TokenizerError(f"token ids must be ints, got {index!r}")
             if index < 0:
-                raise ValueError(f"token id {index} is negative")
+                raise TokenizerError(f"token id {index} is negative")
             if index in skip:
                 continue
             if index in self.added_tokens_decoder and self.added_tokens_decoder[index] not in self.encoder:
@@ -408,8 +396,9 @@ class PreTrainedTokenizer:
                 path = resolve_file(name_or_path, [name], **fetch_options)
             except FileNotFoundError:
                 continue
-            with open(path, encoding="utf-8") as f:
-                settings[name] = json.load(f)
+            settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
+            if name == ADDED_TOKENS:
+                check_ids(path, settings[name])
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])
@@ -467,13 +456,13 @@ def _truncation_strategy(truncation: bool | str | None, max_length: int | None) 
     if truncation is False:
         return "do_not_truncate"
     if truncation not in TRUNCATION:
-        raise ValueError(f"truncation must be a bool or one of {TRUNCATION}, got {truncation!r}")
+        raise TokenizerError(f"truncation must be a bool or one of {TRUNCATION}, got {truncation!r}")
     return truncation
 
 
 def _truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: str, side: str):
     if max_length < 0:
-        raise ValueError(f"max_length must be >= 0, got {max_length}")
+        raise TokenizerError(f"max_length must be >= 0, got {max_length}")
     excess = len(ids) + len(pair or []) - max_length
     if excess <= 0:
         return ids, pair
@@ -484,7 +473,7 @@ def _truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy:
     if strategy == "only_second" or (strategy == "longest_first" and pair):
         if strategy == "only_second":
             if pair is None or len(pair) < excess:
-                raise ValueError("only_second truncation cannot shorten the pair enough (or there is no pair)")
+                raise TokenizerError("only_second truncation cannot shorten the pair enough (or there is no pair)")
             return ids, cut(pair, excess)
         # As Hugging Face's tokenizers library: the shorter keeps at most half (the first counts as
         # the shorter on a tie), the longer keeps the rest.
@@ -494,7 +483,7 @@ def _truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy:
         keep_ids, keep_pair = (keep_long, keep_short) if len(ids) > len(pair) else (keep_short, keep_long)
         return cut(ids, len(ids) - keep_ids), cut(pair, len(pair) - keep_pair)
     if len(ids) < excess:
-        raise ValueError("only_first truncation cannot shorten the first sequence enough")
+        raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
     return cut(ids, excess), pair
 
 

@@ -15,7 +15,6 @@ marked with ``</w>``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
 
 # Words longer than this are merged with a heap (n log n) instead of rescanning (n^2).
 _LONG_WORD = 64
@@ -35,20 +34,6 @@ def bytes_to_unicode() -> dict[int, str]:
             mapping[byte] = chr(256 + extra)
             extra += 1
     return mapping
-
-
-def read_merges(lines: Iterable[str]) -> list[tuple[str, str]]:
-    """Merge pairs from a merges file (``#version`` lines and blank lines skipped)."""
-    merges = []
-    for number, line in enumerate(lines, 1):
-        line = line.rstrip("\r\n")
-        if not line or line.startswith("#version"):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"merges line {number} is not two symbols separated by one space: {line!r}")
-        merges.append((parts[0], parts[1]))
-    return merges
 
 
 def merge_symbols(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:

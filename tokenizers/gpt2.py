@@ -12,7 +12,7 @@ remains the reference and the default everywhere else (``use_tiktoken=False`` fo
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
@@ -21,7 +21,9 @@ import regex
 
 from ..download import atomic_write
 from .base import PreTrainedTokenizer
-from .bpe import BoundedCache, bytes_to_unicode, merge_symbols, read_merges
+from .bpe import BoundedCache, bytes_to_unicode, merge_symbols
+from .checks import check_decode_errors
+from .files import load_bpe_files, require_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,27 @@ PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?
 OPENAI_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 OPENAI_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 _CACHE_ENTRIES = 100_000
+# tiktoken's regex engine overflows its backtracking stack (pyo3's PanicException, a BaseException)
+# on one run of about 1,000,000 whitespace characters of any kind (found by experiment with
+# tiktoken 0.14: 992,000 pass, 1,000,000 fail; runs of 4,000,000 letters, digits or punctuation
+# pass). Runs of this many go to pure Python instead, with a tenfold margin.
+TIKTOKEN_SPACE_RUN = 100_000
 _CACHE_PIECE_CHARS = 256
+
+
+def _may_hold_space_run(text: str, length: int) -> bool:
+    """Whether ``text`` may hold a whitespace run of ``length`` characters: such a run covers two
+    consecutive multiples of ``length // 2`` and all between, so only those are looked at
+    (``isspace`` holds for every character the pattern's ``\\s`` matches, and U+001C..U+001F)."""
+    step = max(1, length // 2)
+    return any(text[i].isspace() and text[i + step].isspace() and text[i:i + step + 1].isspace()
+               for i in range(0, len(text) - step, step))
+
+
+@functools.lru_cache(maxsize=4)
+def _long_space_run(length: int) -> regex.Pattern:
+    """A whitespace run of at least ``length`` characters, found from its first one only."""
+    return regex.compile(r"(?<!\s)\s{%d,}" % length)
 
 
 class GPT2Tokenizer(PreTrainedTokenizer):
@@ -51,24 +73,19 @@ class GPT2Tokenizer(PreTrainedTokenizer):
                  unk_token: str | None = "<|endoftext|>", bos_token: str | None = "<|endoftext|>",
                  eos_token: str | None = "<|endoftext|>", pad_token: str | None = None,
                  add_prefix_space: bool = False, use_tiktoken: bool | None = None, **kwargs):
-        with open(vocab_file, "rb") as f:
-            vocab_bytes = f.read()
-        with open(merges_file, "rb") as f:
-            merges_bytes = f.read()
-        self.encoder: dict[str, int] = json.loads(vocab_bytes.decode("utf-8"))
-        self.decoder = {i: t for t, i in self.encoder.items()}
-        if len(self.decoder) != len(self.encoder):
-            raise ValueError(f"{vocab_file} gives the same id to more than one token")
-        merges = read_merges(merges_bytes.decode("utf-8").split("\n"))
-        self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
+        files = load_bpe_files(vocab_file, merges_file, header_line=False)
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
-        self.errors = errors
+        require_tokens(vocab_file, files.encoder, list(self.byte_encoder.values()),
+                       "byte-level symbols that GPT-2 encodes every byte with")
+        self.encoder: dict[str, int] = files.encoder
+        self.decoder = {i: t for t, i in self.encoder.items()}
+        self.bpe_ranks = {pair: rank for rank, pair in enumerate(files.merges)}
+        self.errors = check_decode_errors(errors)
         self.add_prefix_space = add_prefix_space
         self._pattern = regex.compile(PATTERN)
         self._cache = BoundedCache(_CACHE_ENTRIES)
-        self._openai_vocabulary = (hashlib.sha256(vocab_bytes).hexdigest() == OPENAI_VOCAB_SHA256
-                                   and hashlib.sha256(merges_bytes).hexdigest() == OPENAI_MERGES_SHA256)
+        self._openai_vocabulary = files.sha256 == (OPENAI_VOCAB_SHA256, OPENAI_MERGES_SHA256)
         self.use_tiktoken = use_tiktoken
         self._tiktoken = None
         super().__init__(unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, **kwargs)
@@ -80,9 +97,22 @@ class GPT2Tokenizer(PreTrainedTokenizer):
 
     def _encode_ordinary(self, text: str) -> list[int]:
         # Chosen on first use and bound on the instance, so later calls go straight to it.
-        accelerator = self._accelerator()
-        self._encode_ordinary = accelerator.encode_ordinary if accelerator is not None else self._encode_pieces
+        self._encode_ordinary = self._encode_fast if self._accelerator() is not None else self._encode_pieces
         return self._encode_ordinary(text)
+
+    def _encode_fast(self, text: str) -> list[int]:
+        """tiktoken's ids, except for whitespace runs long enough to overflow its regex engine,
+        which pure Python encodes. A run always begins a piece and, less its last character (which
+        may join the next word), is a piece of its own, so the ids of the parts add up."""
+        encode = self._tiktoken.encode_ordinary
+        if len(text) < TIKTOKEN_SPACE_RUN or not _may_hold_space_run(text, TIKTOKEN_SPACE_RUN):
+            return encode(text)  # normal text costs these tests only
+        ids, start = [], 0
+        for run in _long_space_run(TIKTOKEN_SPACE_RUN).finditer(text):
+            end = run.end() if run.end() == len(text) else run.end() - 1
+            ids += encode(text[start:run.start()]) + self._bpe_ids(text[run.start():end])
+            start = end
+        return ids + encode(text[start:])
 
     def _encode_pieces(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -99,8 +129,8 @@ class GPT2Tokenizer(PreTrainedTokenizer):
     def _bpe_ids(self, piece: str) -> list[int]:
         """One piece: its UTF-8 bytes as byte-level symbols, merged, looked up."""
         symbols = list(piece.encode("utf-8").decode("latin-1").translate(self.byte_encoder))  # latin-1 code point -> symbol
-        encoder, unk = self.encoder, self.unk_token_id
-        return [encoder.get(symbol, unk) for symbol in merge_symbols(symbols, self.bpe_ranks)]
+        encoder = self.encoder  # holds every byte symbol and merge result (checked at load)
+        return [encoder[symbol] for symbol in merge_symbols(symbols, self.bpe_ranks)]
 
     def _accelerator(self):
         """tiktoken over the same ranks, where it is installed and allowed (see the module doc)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .checks import TokenizerError
+
 _INCOMPLETE = "\ufffd"  # what an unfinished UTF-8 character decodes to, until its next bytes come
 
 
@@ -25,7 +27,7 @@ class TextStreamer:
     def __init__(self, tokenizer, callback: Callable[[str], None], skip_prompt: bool = True,
                  skip_special_tokens: bool = False, window: int = 32, context: int = 4):
         if not 1 <= context < window:
-            raise ValueError(f"need 1 <= context < window, got context={context}, window={window}")
+            raise TokenizerError(f"need 1 <= context < window, got context={context}, window={window}")
         self.tokenizer, self.callback = tokenizer, callback
         self.skip_prompt, self.skip_special_tokens = skip_prompt, skip_special_tokens
         self.window, self.context = window, context
@@ -42,7 +44,7 @@ class TextStreamer:
     def put(self, token_ids) -> None:
         """Take the next ids: a tensor ``[1, n]`` or ``[n]``, a list, or one int."""
         if hasattr(token_ids, "dim") and token_ids.dim() > 1 and token_ids.size(0) > 1:
-            raise ValueError(f"TextStreamer streams one sequence at a time, got a batch of {token_ids.size(0)}")
+            raise TokenizerError(f"TextStreamer streams one sequence at a time, got a batch of {token_ids.size(0)}")
         ids = token_ids.reshape(-1).tolist() if hasattr(token_ids, "reshape") else token_ids
         self._ids += [ids] if isinstance(ids, int) else list(ids)
         text = self._decode(self._ids)

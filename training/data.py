@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import GPTHubError
+
 IGNORE_INDEX = -100
 MC_TOKENS = ("_start_", "_delimiter_", "_classify_")
 
 
-class DataError(ValueError):
+class DataError(GPTHubError, ValueError):
     """A training or evaluation file that cannot be used, with where and why."""
 
 
@@ -66,8 +68,9 @@ def read_choices(path: str | Path) -> list[Choice]:
         where = f"{path}, line {number}"
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not JSON ({err})") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            reason = "nested too deeply" if isinstance(err, RecursionError) else err
+            raise DataError(f"{where}: not JSON ({reason}); expected an object with context, choices and label") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object with context, choices and label")
         context, choices, label = record.get("context"), record.get("choices"), record.get("label")

@@ -26,12 +26,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .state import STATE_NAME, TrainingError, check_output_dir, restore
+
 logger = logging.getLogger(__name__)
-STATE_NAME = "trainer_state.pt"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on as asked (bad options, a checkpoint that does not fit, ranks apart)."""
 
 
 @dataclass
@@ -135,7 +132,7 @@ def train(model: nn.Module, task: Task, options: Options, ranks: Ranks | None = 
 
     step, history, running, micro = 0, [], 0.0, 0
     if resume is not None:
-        step, history, running, micro = _restore(Path(resume), optimizer, scheduler, ranks)
+        step, history, running, micro = restore(Path(resume), optimizer, scheduler, ranks.rank, ranks.world, ranks.device)
     elif task.eval is not None:
         history.append({"epoch": 0, "step": 0, **evaluate(model, task, options, ranks)})
         _report(history[-1], options, ranks)
@@ -250,22 +247,6 @@ def save_checkpoint(model: nn.Module, task: Task, optimizer, scheduler, step: in
     return folder
 
 
-def _restore(folder: Path, optimizer, scheduler, ranks: Ranks) -> tuple[int, list[dict], float, int]:
-    path = folder / STATE_NAME
-    if not path.is_file():
-        raise TrainingError(f"{folder} is not a checkpoint of this trainer: it has no {STATE_NAME}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["world"] != ranks.world:
-        raise TrainingError(f"{folder} was saved by {state['world']} process(es); resume it with as many, not {ranks.world}")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    cpu, cuda = state["rng"][ranks.rank]
-    torch.set_rng_state(cpu)
-    if cuda is not None and ranks.device.type == "cuda":
-        torch.cuda.set_rng_state(cuda)
-    return state["step"], state["history"], *state["epoch_loss"]
-
-
 def _gather_rng_states(ranks: Ranks) -> list[tuple[Tensor, Tensor | None]]:
     cpu = torch.get_rng_state()
     cuda = torch.cuda.get_rng_state() if ranks.device.type == "cuda" else None
@@ -305,6 +286,7 @@ def _schedule(step: int, warmup: int, total: int) -> float:
 
 
 def _check(options: Options, ranks: Ranks) -> None:
+    check_output_dir(options.output_dir)
     for name in ("epochs", "batch_size", "grad_accum"):
         if getattr(options, name) < 1:
             raise TrainingError(f"{name} must be at least 1, got {getattr(options, name)}")
