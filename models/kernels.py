@@ -62,27 +62,30 @@ def _splits(weight: Tensor) -> bool:
 
 
 def _split_product(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """One row ``[1, in]`` times ``[in, out]``: each half of the inner dimension in its own batch of
-    ``bmm``, then the halves summed."""
+    """One row ``[..., in]`` times ``[in, out]``: each half of the inner dimension in its own batch
+    of ``bmm``, then the halves summed."""
     half = weight.size(0) // 2
     halves = torch.bmm(x.reshape(2, 1, half), weight.view(2, half, -1))  # [2, 1, out]
-    return halves.sum(0).add_(bias)  # [1, out]
+    return halves.sum(0).add_(bias).view(*x.shape[:-1], -1)  # [..., out]
 
 
 def _onednn_product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """oneDNN's linear operator takes ``[..., in]`` as it is."""
     return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
 
 
 def _stock_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
-    """PyTorch's own product for x ``[rows, in]``: ``addmm`` for an ``[in, out]`` weight,
+    """PyTorch's own product for x ``[..., in]``: ``addmm`` for an ``[in, out]`` weight,
     ``F.linear`` for ``[out, in]``."""
-    if stored_in_out:
-        return torch.addmm(bias, x, weight) if bias is not None else x @ weight
-    return F.linear(x, weight, bias)
+    if not stored_in_out:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(-1, x.size(-1))  # [rows, in]
+    y = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
+    return y.view(*x.shape[:-1], -1)  # [..., out]
 
 
 def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
-    """The product ``x -> x @ W + b`` for x ``[rows, in]`` (a single row, or not) by the fastest
+    """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
     route, for a weight ``_routable`` accepts and no gradient asked."""
     if one_row and stored_in_out and bias is not None and _splits(weight):
         return partial(_split_product, weight=weight, bias=bias)
@@ -95,12 +98,9 @@ def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bo
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
     """``x @ W + b`` for x ``[..., in]`` and a weight stored ``[in, out]`` (Conv1D) or ``[out, in]``
     (nn.Linear), by the route for this call."""
-    flat = x.reshape(-1, x.size(-1))  # [rows, in]
-    if _inference_on_cpu(flat, weight):
-        y = _route(weight, bias, stored_in_out, flat.size(0) == 1)(flat)
-    else:
-        y = _stock_product(flat, weight, bias, stored_in_out)
-    return y.view(*x.shape[:-1], -1)  # [..., out]
+    if _inference_on_cpu(x, weight):
+        return _route(weight, bias, stored_in_out, x.numel() == x.size(-1))(x)
+    return _stock_product(x, weight, bias, stored_in_out)
 
 
 def bind(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
@@ -112,11 +112,10 @@ def bind(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
     routes: dict[bool, Product] = {}
 
     def product(x: Tensor) -> Tensor:
-        flat = x.reshape(-1, x.size(-1))  # [rows, in]
-        one_row = flat.size(0) == 1
+        one_row = x.numel() == x.size(-1)
         route = routes.get(one_row)
         if route is None:
             route = routes[one_row] = _route(weight, bias, stored_in_out, one_row)
-        return route(flat).view(*x.shape[:-1], -1)  # [..., out]
+        return route(x)
 
     return product
