@@ -1,5 +1,5 @@
-"""What GPT's and GPT-2's tokenizers share: special and added tokens, batching, padding,
-truncation, decoding, and saving in Hugging Face's layout.
+"""What GPT's and GPT-2's tokenizers share: the vocabulary, special and added tokens, encoding
+and decoding (batching is tokenizers/batching.py, saving and loading tokenizers/saving.py).
 
 Special-token text inside user input (``"<|endoftext|>"``) is ordinary text unless
 ``parse_special_tokens=True`` is passed (or set on the tokenizer), as in OpenAI's encoders: text
@@ -9,40 +9,16 @@ matched in the text; that is what adding them is for.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import regex
 
-from ..download import atomic_write, download_options, resolve_file
+from .batching import Batching
 from .checks import TokenizerError, TokenizerTypeError, check_text
-from .files import check_ids, read_json_object
-
-SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-TOKENIZER_CONFIG = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP = "special_tokens_map.json"
-ADDED_TOKENS = "added_tokens.json"
-TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
-SETTINGS_SHAPES = {TOKENIZER_CONFIG: "a JSON object of the tokenizer's settings",
-                   ADDED_TOKENS: "a JSON object mapping each added token to its id"}
+from .saving import SPECIAL_TOKEN_NAMES, Saving
 
 
-class BatchEncoding(dict):
-    """The tokenizer's output: a dict (``enc["input_ids"]``) whose keys read as attributes too."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def to(self, device) -> BatchEncoding:
-        return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
-
-
-class PreTrainedTokenizer:
+class PreTrainedTokenizer(Batching, Saving):
     """A BPE tokenizer's vocabulary, special tokens and the API around ``encode``/``decode``.
 
     Subclasses provide ``encoder`` (token -> id), ``decoder`` (id -> token), ``_encode_ordinary``
@@ -250,70 +226,6 @@ class PreTrainedTokenizer:
                        return_attention_mask=False, **kwargs)
         return encoded["input_ids"]
 
-    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
-                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
-                 max_length: int | None = None, stride: int = 0, return_tensors: str | None = None,
-                 return_attention_mask: bool | None = None, padding_side: str | None = None,
-                 parse_special_tokens: bool | None = None, **kwargs) -> BatchEncoding:
-        """Encode one text or a batch: ``input_ids`` and ``attention_mask``, padded and truncated
-        as asked. ``padding``: False, True/``"longest"``, ``"max_length"``; ``padding_side``:
-        ``"right"`` (default) or ``"left"`` (for generation)."""
-        if kwargs:
-            raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
-        batched = not isinstance(text, str)
-        texts = list(text) if batched else [text]
-        pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
-        if len(pairs) != len(texts):
-            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        strategy = _truncation_strategy(truncation, max_length)
-        if strategy != "do_not_truncate" and max_length is None:
-            max_length = self.model_max_length
-        if stride < 0 or (max_length is not None and stride >= max_length):
-            raise TokenizerError(f"stride must be in [0, max_length), got {stride}")
-        rows = []
-        for first, second in zip(texts, pairs):
-            ids = self._encode_text(first, parse_special_tokens)
-            pair = self._encode_text(second, parse_special_tokens) if second is not None else None
-            if strategy != "do_not_truncate":
-                ids, pair = _truncate(ids, pair, max_length, strategy, self.truncation_side)
-            rows.append(self.build_inputs_with_special_tokens(ids, pair) if add_special_tokens else ids + (pair or []))
-        return self._batch(rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched)
-
-    def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched):
-        if padding is True:
-            padding = "longest"
-        if padding not in (False, "do_not_pad", "longest", "max_length"):
-            raise TokenizerError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
-        side = padding_side or self.padding_side
-        if side not in ("left", "right"):
-            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
-        masks = [[1] * len(row) for row in rows]
-        if padding in ("longest", "max_length"):
-            if self.pad_token_id is None:
-                raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
-                                 "tokenizer.pad_token = tokenizer.eos_token (or add one)")
-            if padding == "max_length" and max_length is None:
-                raise TokenizerError("padding='max_length' needs max_length")
-            width = max_length if padding == "max_length" else max(map(len, rows), default=0)
-            for i, row in enumerate(rows):
-                fill = width - len(row)
-                if side == "right":
-                    rows[i], masks[i] = row + [self.pad_token_id] * fill, masks[i] + [0] * fill
-                else:
-                    rows[i], masks[i] = [self.pad_token_id] * fill + row, [0] * fill + masks[i]
-        out = BatchEncoding(input_ids=rows if batched else rows[0])
-        if return_attention_mask is not False:
-            out["attention_mask"] = masks if batched else masks[0]
-        if return_tensors is not None:
-            if return_tensors != "pt":
-                raise TokenizerError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-            import torch
-
-            if len({len(row) for row in rows}) > 1:
-                raise TokenizerError("the sequences have different lengths: pass padding=True to return one tensor")
-            out = BatchEncoding({k: torch.tensor(v if batched else [v], dtype=torch.long) for k, v in out.items()})
-        return out
-
     # -- decoding -------------------------------------------------------------------------------
 
     def _decode_tokens(self, tokens: list[str]) -> str:
@@ -349,75 +261,6 @@ class PreTrainedTokenizer:
             sequences = sequences.tolist()
         return [self.decode(seq, **kwargs) for seq in sequences]
 
-    # -- saving and loading ---------------------------------------------------------------------
-
-    def save_vocabulary(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    def init_kwargs(self) -> dict[str, Any]:
-        """The constructor arguments (besides the vocabulary files) that ``save_pretrained`` records."""
-        return {**{name: token for name, token in self._special.items() if token is not None},
-                "additional_special_tokens": self.additional_special_tokens, "padding_side": self.padding_side,
-                "truncation_side": self.truncation_side, "model_max_length": self.model_max_length,
-                "parse_special_tokens": self.parse_special_tokens}
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        """The vocabulary files, ``tokenizer_config.json``, ``special_tokens_map.json`` and
-        ``added_tokens.json``, in the layout Hugging Face's tokenizers read."""
-        os.makedirs(save_directory, exist_ok=True)
-        files = list(self.save_vocabulary(save_directory))
-        config = {"tokenizer_class": type(self).__name__, **self.init_kwargs()}
-        special = {name: token for name, token in self._special.items() if token is not None}
-        if self.additional_special_tokens:
-            special["additional_special_tokens"] = self.additional_special_tokens
-        added = {t: i for t, i in self.added_tokens_encoder.items() if t not in self.encoder}
-        for name, content in ((TOKENIZER_CONFIG, config), (SPECIAL_TOKENS_MAP, special), (ADDED_TOKENS, added)):
-            path = os.path.join(save_directory, name)
-            atomic_write(path, (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-            files.append(path)
-        return tuple(files)
-
-    @classmethod
-    def vocabulary_files(cls, name_or_path, fetch_options) -> dict[str, str]:
-        """Find the vocabulary files under any of their known names."""
-        return {arg: resolve_file(name_or_path, names, **fetch_options) for arg, names in cls.vocab_file_candidates.items()}
-
-    vocab_file_candidates: dict[str, tuple[str, ...]] = {}
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any):
-        """A directory holding the vocabulary files (and, if saved by ``save_pretrained``, the
-        tokenizer's settings), or a name; keywords override the saved settings."""
-        fetch_options = download_options(kwargs)
-        files = cls.vocabulary_files(name_or_path, fetch_options)
-        settings = {}
-        for name in (TOKENIZER_CONFIG, ADDED_TOKENS):
-            try:
-                path = resolve_file(name_or_path, [name], **fetch_options)
-            except FileNotFoundError:
-                continue
-            settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
-            if name == ADDED_TOKENS:
-                check_ids(path, settings[name])
-        init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
-        init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
-        additional = init.pop("additional_special_tokens", [])
-        tokenizer = cls(**files, **init)
-        # Saved added tokens first, under their saved ids; then the special ones they include.
-        for token, index in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
-            tokenizer._register(token, index)
-        for name in SPECIAL_TOKEN_NAMES:
-            if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
-                tokenizer._register(getattr(tokenizer, name))
-        tokenizer.add_tokens(additional, special_tokens=True)
-        return tokenizer
-
-    @classmethod
-    def saved_settings(cls) -> set[str]:
-        return {*SPECIAL_TOKEN_NAMES, "additional_special_tokens", "padding_side", "truncation_side",
-                "model_max_length", "parse_special_tokens"}
-
-
 def _special_token_property(name: str) -> property:
     def get(self) -> str | None:
         return self._special[name]
@@ -446,45 +289,6 @@ def _special_id_property(name: str) -> property:
 for _name in SPECIAL_TOKEN_NAMES:
     setattr(PreTrainedTokenizer, _name, _special_token_property(_name))
     setattr(PreTrainedTokenizer, _name + "_id", _special_id_property(_name))
-
-
-def _truncation_strategy(truncation: bool | str | None, max_length: int | None) -> str:
-    if truncation is None:
-        return "longest_first" if max_length is not None else "do_not_truncate"
-    if truncation is True:
-        return "longest_first"
-    if truncation is False:
-        return "do_not_truncate"
-    if truncation not in TRUNCATION:
-        raise TokenizerError(f"truncation must be a bool or one of {TRUNCATION}, got {truncation!r}")
-    return truncation
-
-
-def _truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: str, side: str):
-    if max_length < 0:
-        raise TokenizerError(f"max_length must be >= 0, got {max_length}")
-    excess = len(ids) + len(pair or []) - max_length
-    if excess <= 0:
-        return ids, pair
-
-    def cut(seq: list[int], n: int) -> list[int]:
-        return seq[: len(seq) - n] if side == "right" else seq[max(n, 0):]
-
-    if strategy == "only_second" or (strategy == "longest_first" and pair):
-        if strategy == "only_second":
-            if pair is None or len(pair) < excess:
-                raise TokenizerError("only_second truncation cannot shorten the pair enough (or there is no pair)")
-            return ids, cut(pair, excess)
-        # As Hugging Face's tokenizers library: the shorter keeps at most half (the first counts as
-        # the shorter on a tie), the longer keeps the rest.
-        short = min(len(ids), len(pair))
-        keep_short = min(short, max_length // 2)
-        keep_long = max_length - keep_short
-        keep_ids, keep_pair = (keep_long, keep_short) if len(ids) > len(pair) else (keep_short, keep_long)
-        return cut(ids, len(ids) - keep_ids), cut(pair, len(pair) - keep_pair)
-    if len(ids) < excess:
-        raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
-    return cut(ids, excess), pair
 
 
 _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),

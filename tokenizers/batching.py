@@ -1,0 +1,132 @@
+"""Encoding several texts at once: pairs, truncation (as Hugging Face's tokenizers library
+does it), padding on either side, attention masks and tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .checks import TokenizerError, TokenizerTypeError
+
+TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
+
+
+class BatchEncoding(dict):
+    """The tokenizer's output: a dict (``enc["input_ids"]``) whose keys read as attributes too."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to(self, device) -> BatchEncoding:
+        return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
+
+
+class Batching:
+    """``tokenizer(texts, ...)``, for a tokenizer that provides ``_encode_text``,
+    ``build_inputs_with_special_tokens``, ``pad_token_id`` and the sides and lengths."""
+
+    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, stride: int = 0, return_tensors: str | None = None,
+                 return_attention_mask: bool | None = None, padding_side: str | None = None,
+                 parse_special_tokens: bool | None = None, **kwargs) -> BatchEncoding:
+        """Encode one text or a batch: ``input_ids`` and ``attention_mask``, padded and truncated
+        as asked. ``padding``: False, True/``"longest"``, ``"max_length"``; ``padding_side``:
+        ``"right"`` (default) or ``"left"`` (for generation)."""
+        if kwargs:
+            raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        batched = not isinstance(text, str)
+        texts = list(text) if batched else [text]
+        pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
+        if len(pairs) != len(texts):
+            raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+        strategy = truncation_strategy(truncation, max_length)
+        if strategy != "do_not_truncate" and max_length is None:
+            max_length = self.model_max_length
+        if stride < 0 or (max_length is not None and stride >= max_length):
+            raise TokenizerError(f"stride must be in [0, max_length), got {stride}")
+        rows = []
+        for first, second in zip(texts, pairs):
+            ids = self._encode_text(first, parse_special_tokens)
+            pair = self._encode_text(second, parse_special_tokens) if second is not None else None
+            if strategy != "do_not_truncate":
+                ids, pair = truncate(ids, pair, max_length, strategy, self.truncation_side)
+            rows.append(self.build_inputs_with_special_tokens(ids, pair) if add_special_tokens else ids + (pair or []))
+        return self._batch(rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched)
+
+    def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched):
+        if padding is True:
+            padding = "longest"
+        if padding not in (False, "do_not_pad", "longest", "max_length"):
+            raise TokenizerError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
+        masks = [[1] * len(row) for row in rows]
+        if padding in ("longest", "max_length"):
+            if self.pad_token_id is None:
+                raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
+                                 "tokenizer.pad_token = tokenizer.eos_token (or add one)")
+            if padding == "max_length" and max_length is None:
+                raise TokenizerError("padding='max_length' needs max_length")
+            width = max_length if padding == "max_length" else max(map(len, rows), default=0)
+            for i, row in enumerate(rows):
+                fill = width - len(row)
+                if side == "right":
+                    rows[i], masks[i] = row + [self.pad_token_id] * fill, masks[i] + [0] * fill
+                else:
+                    rows[i], masks[i] = [self.pad_token_id] * fill + row, [0] * fill + masks[i]
+        out = BatchEncoding(input_ids=rows if batched else rows[0])
+        if return_attention_mask is not False:
+            out["attention_mask"] = masks if batched else masks[0]
+        if return_tensors is not None:
+            if return_tensors != "pt":
+                raise TokenizerError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+            import torch
+
+            if len({len(row) for row in rows}) > 1:
+                raise TokenizerError("the sequences have different lengths: pass padding=True to return one tensor")
+            out = BatchEncoding({k: torch.tensor(v if batched else [v], dtype=torch.long) for k, v in out.items()})
+        return out
+
+
+def truncation_strategy(truncation: bool | str | None, max_length: int | None) -> str:
+    if truncation is None:
+        return "longest_first" if max_length is not None else "do_not_truncate"
+    if truncation is True:
+        return "longest_first"
+    if truncation is False:
+        return "do_not_truncate"
+    if truncation not in TRUNCATION:
+        raise TokenizerError(f"truncation must be a bool or one of {TRUNCATION}, got {truncation!r}")
+    return truncation
+
+
+def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: str, side: str):
+    if max_length < 0:
+        raise TokenizerError(f"max_length must be >= 0, got {max_length}")
+    excess = len(ids) + len(pair or []) - max_length
+    if excess <= 0:
+        return ids, pair
+
+    def cut(seq: list[int], n: int) -> list[int]:
+        return seq[: len(seq) - n] if side == "right" else seq[max(n, 0):]
+
+    if strategy == "only_second" or (strategy == "longest_first" and pair):
+        if strategy == "only_second":
+            if pair is None or len(pair) < excess:
+                raise TokenizerError("only_second truncation cannot shorten the pair enough (or there is no pair)")
+            return ids, cut(pair, excess)
+        # As Hugging Face's tokenizers library: the shorter keeps at most half (the first counts as
+        # the shorter on a tie), the longer keeps the rest.
+        short = min(len(ids), len(pair))
+        keep_short = min(short, max_length // 2)
+        keep_long = max_length - keep_short
+        keep_ids, keep_pair = (keep_long, keep_short) if len(ids) > len(pair) else (keep_short, keep_long)
+        return cut(ids, len(ids) - keep_ids), cut(pair, len(pair) - keep_pair)
+    if len(ids) < excess:
+        raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
+    return cut(ids, excess), pair

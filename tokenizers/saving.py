@@ -1,0 +1,90 @@
+"""Saving a tokenizer in Hugging Face's layout and loading it back (or from a name, through the
+download layer): the vocabulary files, ``tokenizer_config.json``, ``special_tokens_map.json`` and
+``added_tokens.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..download import atomic_write, download_options, resolve_file
+from .files import check_ids, read_json_object
+
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+ADDED_TOKENS = "added_tokens.json"
+SETTINGS_SHAPES = {TOKENIZER_CONFIG: "a JSON object of the tokenizer's settings",
+                   ADDED_TOKENS: "a JSON object mapping each added token to its id"}
+
+
+class Saving:
+    """``save_pretrained`` and ``from_pretrained`` for a tokenizer that provides
+    ``save_vocabulary``, ``vocab_file_candidates`` and its special and added tokens."""
+
+    def save_vocabulary(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments (besides the vocabulary files) that ``save_pretrained`` records."""
+        return {**{name: token for name, token in self._special.items() if token is not None},
+                "additional_special_tokens": self.additional_special_tokens, "padding_side": self.padding_side,
+                "truncation_side": self.truncation_side, "model_max_length": self.model_max_length,
+                "parse_special_tokens": self.parse_special_tokens}
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
+        """The vocabulary files, ``tokenizer_config.json``, ``special_tokens_map.json`` and
+        ``added_tokens.json``, in the layout Hugging Face's tokenizers read."""
+        os.makedirs(save_directory, exist_ok=True)
+        files = list(self.save_vocabulary(save_directory))
+        config = {"tokenizer_class": type(self).__name__, **self.init_kwargs()}
+        special = {name: token for name, token in self._special.items() if token is not None}
+        if self.additional_special_tokens:
+            special["additional_special_tokens"] = self.additional_special_tokens
+        added = {t: i for t, i in self.added_tokens_encoder.items() if t not in self.encoder}
+        for name, content in ((TOKENIZER_CONFIG, config), (SPECIAL_TOKENS_MAP, special), (ADDED_TOKENS, added)):
+            path = os.path.join(save_directory, name)
+            atomic_write(path, (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+            files.append(path)
+        return tuple(files)
+
+    @classmethod
+    def vocabulary_files(cls, name_or_path, fetch_options) -> dict[str, str]:
+        """Find the vocabulary files under any of their known names."""
+        return {arg: resolve_file(name_or_path, names, **fetch_options) for arg, names in cls.vocab_file_candidates.items()}
+
+    vocab_file_candidates: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any):
+        """A directory holding the vocabulary files (and, if saved by ``save_pretrained``, the
+        tokenizer's settings), or a name; keywords override the saved settings."""
+        fetch_options = download_options(kwargs)
+        files = cls.vocabulary_files(name_or_path, fetch_options)
+        settings = {}
+        for name in (TOKENIZER_CONFIG, ADDED_TOKENS):
+            try:
+                path = resolve_file(name_or_path, [name], **fetch_options)
+            except FileNotFoundError:
+                continue
+            settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
+            if name == ADDED_TOKENS:
+                check_ids(path, settings[name])
+        init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
+        init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
+        additional = init.pop("additional_special_tokens", [])
+        tokenizer = cls(**files, **init)
+        # Saved added tokens first, under their saved ids; then the special ones they include.
+        for token, index in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
+            tokenizer._register(token, index)
+        for name in SPECIAL_TOKEN_NAMES:
+            if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
+                tokenizer._register(getattr(tokenizer, name))
+        tokenizer.add_tokens(additional, special_tokens=True)
+        return tokenizer
+
+    @classmethod
+    def saved_settings(cls) -> set[str]:
+        return {*SPECIAL_TOKEN_NAMES, "additional_special_tokens", "padding_side", "truncation_side",
+                "model_max_length", "parse_special_tokens"}
