@@ -81,6 +81,6 @@ openAIGPTDoubleHeadsModel = model_entrypoint(
 openAIGPTForSequenceClassification = model_entrypoint(
     "openAIGPTForSequenceClassification", OpenAIGPTForSequenceClassification, DEFAULT,
     "OpenAI GPT with a classification head read at each sequence's last real token (to be trained).", """\
-        with torch.no_grad():
-            logits = model(torch.tensor([[3570, 1473, 2203]])).logits  # [1, num_labels]
+        tokens = torch.tensor([[3570, 1473, 2203]])  # pass num_labels=... for more than 2 labels
+        label_logits = model(tokens).logits  # [1, 2], to be trained (model.train(), a loss, an optimizer)
 """)
