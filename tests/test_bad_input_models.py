@@ -227,3 +227,27 @@ def test_gpt1_shapes_whose_product_overflows_are_refused(tmp_path):
     (folder / "params_shapes.json").write_text(json.dumps(shapes))
     error = raises(ValueError, "params_shapes.json describes", models.OpenAIGPTLMHeadModel.from_pretrained, folder)
     assert "describes 0" not in str(error)
+
+
+def test_a_tensor_name_that_is_not_utf8_is_named(tmp_path):
+    """A TF index whose key has a byte that is not UTF-8, in a block whose CRC is still right."""
+    tf = repo_module("models.tf_checkpoint")
+    crc = repo_module("models.crc32c")
+    folder = release_copy(tmp_path)
+    index = folder / "model.ckpt.index"
+    data = bytearray(index.read_bytes())
+    footer = bytes(data[-tf.FOOTER_SIZE:])
+    _, pos = tf._varint(footer, 0)
+    _, pos = tf._varint(footer, pos)
+    index_offset, pos = tf._varint(footer, pos)
+    index_size, _ = tf._varint(footer, pos)
+    where = bytes(data).index(b"model/h0") + 6  # keys share prefixes: the first key is whole
+    for _, handle in tf._block_entries(tf._block(bytes(data), index_offset, index_size, "index"), "index"):
+        offset, at = tf._varint(handle, 0)
+        size, _ = tf._varint(handle, at)
+        if offset <= where < offset + size:
+            data[where] = 0xFF  # model/\xff0/attn/...
+            contents = bytes(data[offset:offset + size + 1])  # the block and its type byte
+            data[offset + size + 1:offset + size + 5] = crc.mask(crc.crc32c(contents)).to_bytes(4, "little")
+    index.write_bytes(bytes(data))
+    raises(ValueError, r"a tensor name is not UTF-8", models.GPT2LMHeadModel.from_pretrained, folder)
