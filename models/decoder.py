@@ -13,13 +13,13 @@ from . import functional
 from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
 from .kv_cache import StaticKVCache, normalize_past, past_length
-from .layers import MLP, Block, CausalSelfAttention, Conv1D, Linear, embedding, embedding_step, layer_norm_step
+from .layers import Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step, layer_norm_step
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 
 # What generate may bind: modules of exactly these classes (a subclass, such as a LoRA wrapper,
 # may compute something else), besides the body and its block class.
-_BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, nn.LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear)
+_BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear)
 
 
 class DecoderModel(PreTrainedModel):
@@ -39,7 +39,7 @@ class DecoderModel(PreTrainedModel):
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(self.block_class(config, i) for i in range(config.n_layer))
         if self.final_norm:
-            self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+            self.ln_f = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

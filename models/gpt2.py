@@ -15,7 +15,7 @@ from .config import GPT2Config
 from .decoder import DecoderModel
 from .heads import (DoubleHeadsModel, ForQuestionAnswering, ForSequenceClassification,
                     ForTokenClassification, LMHeadModel)
-from .layers import MLP, Block, CausalSelfAttention, attention_scale
+from .layers import Block, CausalSelfAttention, LayerNorm, MLP, attention_scale
 from .pretrained import PreTrainedModel
 
 
@@ -36,10 +36,10 @@ class GPT2Block(Block):
         head_dim = config.n_embd // config.n_head
         scale = attention_scale(head_dim, config.scale_attn_weights,
                                 layer_idx if config.scale_attn_by_inverse_layer_idx else None)
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_1 = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.attn_pdrop, config.resid_pdrop,
                                         scale, upcast=config.reorder_and_upcast_attn)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config.n_embd, config.inner_dim, config.activation_function, config.resid_pdrop)
 
 

@@ -7,13 +7,12 @@ generating a token costs one position, not the whole prefix again.
 
 from __future__ import annotations
 
-from torch import nn
 
 from ..download.names import HUB_REPOS, hub_url
 from .config import OpenAIGPTConfig
 from .decoder import DecoderModel
 from .heads import DoubleHeadsModel, ForSequenceClassification, LMHeadModel
-from .layers import MLP, Block, CausalSelfAttention, attention_scale
+from .layers import Block, CausalSelfAttention, LayerNorm, MLP, attention_scale
 from .pretrained import PreTrainedModel
 
 
@@ -30,9 +29,9 @@ class OpenAIGPTBlock(Block):
         super().__init__()
         scale = attention_scale(config.n_embd // config.n_head)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.attn_pdrop, config.resid_pdrop, scale)
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_1 = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config.n_embd, config.inner_dim, config.activation_function, config.resid_pdrop)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.ln_2 = LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
 
 class OpenAIGPTPreTrainedModel(PreTrainedModel):
