@@ -42,9 +42,8 @@ class StaticKVCache:
     @classmethod
     def for_model(cls, model, batch: int, capacity: int) -> StaticKVCache:
         """A cache for ``model``'s layers. A half-precision model on CPU gets a float32 cache:
-        there, attention over float32 keys runs faster than over bfloat16 ones (one query over 160
-        keys: 32 us against 137), which is worth converting each new key and query (batch-8
-        bfloat16 decoding: +8-11%, batch 1 unchanged)."""
+        PyTorch's CPU attention kernel runs faster over float32 keys than over bfloat16 ones, which
+        is worth converting each new key and query (docs/performance.md)."""
         config = model.config
         dtype = model.dtype
         if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):

@@ -50,9 +50,9 @@ class Linear(nn.Linear):
 
 
 class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` that skips its default initialisation on the meta device (loading builds
-    the model there and assigns the checkpoint's tensors; initialising shapes without memory
-    costs ~50 us a layer)."""
+    """``nn.LayerNorm`` that skips its default initialisation on the meta device: loading builds
+    the model there and assigns the checkpoint's tensors, so initialising shapes without memory
+    is work thrown away."""
 
     def reset_parameters(self) -> None:
         if self.weight is None or not self.weight.is_meta:
