@@ -124,7 +124,7 @@ def train(model: nn.Module, task: Task, options: Options, ranks: Ranks | None = 
     total = steps_per_epoch * options.epochs
     if options.max_steps:
         total = min(total, options.max_steps)
-    # AdamW's fused kernel: several times faster per step than the default (docs/finetuning.md).
+    # AdamW's fused kernel: several times faster per step than the default (docs/performance.md).
     optimizer = torch.optim.AdamW(_parameter_groups(model, options.weight_decay), lr=options.lr,
                                   fused=ranks.device.type in ("cpu", "cuda"))
     warmup = options.warmup if options.warmup >= 1 else math.ceil(options.warmup * total)
