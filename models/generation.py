@@ -25,8 +25,8 @@ from .sampling import next_tokens
 def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int = 20,
              max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, pad_token_id: int | None = None,
-             eos_token_id: int | list[int] | None = None, num_return_sequences: int = 1, generator: torch.Generator | None = None,
-             seed: int | None = None, streamer=None) -> Tensor:
+             eos_token_id: int | list[int] | None = None, num_return_sequences: int = 1,
+             generator: torch.Generator | None = None, seed: int | None = None, streamer=None) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
     all), ``[batch * num_return_sequences, length]``. Rows stop at any of ``eos_token_id`` (one id
     or a list) and are then padded with ``pad_token_id``. ``streamer`` gets each step's tokens
@@ -35,7 +35,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size)
     new = checks.new_tokens(max_length, max_new_tokens, input_ids.size(1), model.config.n_positions)
     eos = checks.token_ids("eos_token_id", eos_token_id, vocab_size)
-    pads = checks.token_ids("pad_token_id", pad_token_id, vocab_size)
+    if pad_token_id is not None:
+        pad_token_id = checks.integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
     choose = checks.sampling(do_sample, temperature, top_k, top_p, repetition_penalty)
     repeats = checks.integer("num_return_sequences", num_return_sequences, low=1)
     if seed is not None:
@@ -47,7 +48,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         return input_ids
     batch, prompt = input_ids.shape
     total = prompt + new
-    pad = (pads or eos or [0])[0]
+    pad = pad_token_id if pad_token_id is not None else (eos or [0])[0]
     stop = torch.tensor(eos, device=input_ids.device) if eos else None
 
     tokens = torch.full((batch, total), pad, dtype=input_ids.dtype, device=input_ids.device)  # [B, S]
