@@ -192,3 +192,15 @@ def forbid_connections(monkeypatch, message: str = "a connection was opened") ->
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+OPENAI_FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+
+
+def release_copy(tmp_path: Path, name: str = "gpt2") -> Path:
+    """A copy of one of OpenAI's release fixtures (tests/fixtures/openai/NAME), free to damage."""
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(OPENAI_FIXTURES / name, folder)
+    return folder

@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY, models, repo_module
+from conftest import TINY, models, release_copy, repo_module
 
 errors = repo_module("errors")
 checkpoint = repo_module("models.checkpoint")
 release = repo_module("models.openai_release")
-FIXTURES = Path(__file__).parent / "fixtures" / "openai"
 
 
 def raises(kind: type, match: str, call, *args, **kwargs):
@@ -201,12 +199,6 @@ def test_files_written_honour_the_umask(tmp_path):
 
 
 # -- OpenAI's release files ----------------------------------------------------------------------------
-
-def release_copy(tmp_path: Path, name: str = "gpt2") -> Path:
-    folder = tmp_path / name
-    shutil.copytree(FIXTURES / name, folder)
-    return folder
-
 
 def test_hparams_that_are_not_an_object_are_named(tmp_path):
     folder = release_copy(tmp_path)

@@ -8,12 +8,11 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, hubconf, models, repo_module, require
+from conftest import OPENAI_FIXTURES, REPO, hubconf, models, release_copy, repo_module, require
 from fake_hub import FakeHub
 
 release = repo_module("models.openai_release")
@@ -21,7 +20,7 @@ tf_checkpoint = repo_module("models.tf_checkpoint")
 crc = repo_module("models.crc32c")
 bpe = repo_module("tokenizers.bpe")
 
-FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+FIXTURES = OPENAI_FIXTURES
 REFERENCE = np.load(FIXTURES / "reference.npz")
 HPARAMS = json.loads((FIXTURES / "gpt2" / "hparams.json").read_text())
 
@@ -154,14 +153,8 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensor
     assert result.stdout.strip() == "[]"
 
 
-def damaged_copy(tmp_path: Path, source: str = "gpt2") -> Path:
-    folder = tmp_path / source
-    shutil.copytree(FIXTURES / source, folder)
-    return folder
-
-
 def test_a_truncated_data_file_names_the_tensor(tmp_path):
-    folder = damaged_copy(tmp_path)
+    folder = release_copy(tmp_path)
     data = folder / "model.ckpt.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:5000])
     model = models.GPT2Model.from_config(release.gpt2_config(HPARAMS))
@@ -170,7 +163,7 @@ def test_a_truncated_data_file_names_the_tensor(tmp_path):
 
 
 def test_a_crc_mismatch_names_the_tensor(tmp_path):
-    folder = damaged_copy(tmp_path)
+    folder = release_copy(tmp_path)
     entry = tf_checkpoint.TFCheckpoint(folder / "model.ckpt.index").entries["model/h1/mlp/c_fc/w"]
     data = folder / "model.ckpt.data-00000-of-00001"
     raw = bytearray(data.read_bytes())
@@ -182,7 +175,7 @@ def test_a_crc_mismatch_names_the_tensor(tmp_path):
 
 
 def test_a_damaged_index_is_caught(tmp_path):
-    folder = damaged_copy(tmp_path)
+    folder = release_copy(tmp_path)
     index = folder / "model.ckpt.index"
     raw = bytearray(index.read_bytes())
     raw[40] ^= 0x01
@@ -235,7 +228,7 @@ def test_gpt1_release_by_name_and_with_special_tokens(openai_server):
 
 
 def test_damaged_gpt1_files_are_named(tmp_path):
-    folder = damaged_copy(tmp_path, "gpt1")
+    folder = release_copy(tmp_path, "gpt1")
     model = models.OpenAIGPTModel.from_config(tiny_gpt1_config())
     part = folder / "params_3.npy"
     part.write_bytes(part.read_bytes()[:200])
