@@ -76,25 +76,24 @@ class DecoderModel(PreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         if past is not None and past_key_values is not None:
-            raise ValueError("give the cache as past or as past_key_values, not both")
+            raise InvalidArgumentError("give the cache as past or as past_key_values, not both")
         past = normalize_past(past if past is not None else past_key_values, config.n_layer)
         tokens = self.get_input_embeddings()
 
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("give exactly one of input_ids and inputs_embeds")
-        if input_ids is not None:
+            raise InvalidArgumentError("give exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:  # token ids, looked up in the token embedding
             input_ids = check_token_ids(input_ids, tokens.num_embeddings)
             shape = input_ids.shape
-            input_ids = input_ids.reshape(-1, shape[-1])  # [B, T]
-            embed_tokens = tokens
-        else:
+            inputs, embed_inputs = input_ids.reshape(-1, shape[-1]), tokens  # [B, T]
+        else:  # embeddings given: used as they are
             shape = inputs_embeds.shape[:-1]
-            input_ids = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:])  # [B, T, C]
-            embed_tokens = _given
-        batch, length = input_ids.shape[:2]
+            inputs, embed_inputs = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:]), _given  # [B, T, C]
+        batch, length = inputs.shape[:2]
         past_len = past_length(past)
         if past_len + length > config.n_positions:
-            raise ValueError(f"{past_len} past plus {length} new positions exceed n_positions={config.n_positions}")
+            raise InvalidArgumentError(f"{past_len} past plus {length} new positions exceed "
+                                       f"n_positions={config.n_positions}")
         check_attention_mask(attention_mask, batch, past_len, length)
         if token_type_ids is not None:
             token_type_ids = check_token_ids(token_type_ids, tokens.num_embeddings, "token_type_ids")
@@ -110,7 +109,7 @@ class DecoderModel(PreTrainedModel):
         mask, position_ids = functional.masks_and_positions(attention_mask, position_ids, batch, length, past_len,
                                                             tokens.weight.device)
 
-        x = functional.embed(input_ids, position_ids, embed_tokens, getattr(self, self.position_embedding_name))
+        x = functional.embed(inputs, position_ids, embed_inputs, getattr(self, self.position_embedding_name))
         if token_type_ids is not None:
             x = x + tokens(token_type_ids)
         x = self.drop(x)  # [B, T, C]

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import InvalidArgumentError
+
 _NAMES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16, "half": torch.float16,
           "bfloat16": torch.bfloat16}
 
@@ -19,7 +21,7 @@ def resolve_dtype(torch_dtype: Any = None, dtype: Any = None, *,
     checkpoint's own) or None (torch's default dtype). ``"auto"`` is returned as such until
     ``weights`` are given, then it is the dtype of their first floating-point tensor."""
     if torch_dtype is not None and dtype is not None and resolve_dtype(torch_dtype) != resolve_dtype(dtype):
-        raise ValueError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; give one of them")
+        raise InvalidArgumentError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; give one of them")
     value = torch_dtype if torch_dtype is not None else dtype
     if value is None:
         return torch.get_default_dtype()
@@ -30,9 +32,9 @@ def resolve_dtype(torch_dtype: Any = None, dtype: Any = None, *,
         return next(floats, torch.get_default_dtype())
     if isinstance(value, torch.dtype):
         if value not in _NAMES.values():
-            raise ValueError(f"torch_dtype must be float32, float16 or bfloat16, got {value}")
+            raise InvalidArgumentError(f"torch_dtype must be float32, float16 or bfloat16, got {value}")
         return value
     name = str(value).removeprefix("torch.")
     if name not in _NAMES:
-        raise ValueError(f"torch_dtype must be 'float32', 'float16', 'bfloat16' or 'auto', got {value!r}")
+        raise InvalidArgumentError(f"torch_dtype must be 'float32', 'float16', 'bfloat16' or 'auto', got {value!r}")
     return _NAMES[name]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InvalidArgumentError
 from .generation import generate
 from .inputs import check_choice_positions
 from .layers import Linear, SequenceSummary
@@ -30,7 +31,7 @@ def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def _labels(labels: Tensor | None, lm_labels: Tensor | None) -> Tensor | None:
     if labels is not None and lm_labels is not None:
-        raise ValueError("give the language-model labels as labels or as lm_labels, not both")
+        raise InvalidArgumentError("give the language-model labels as labels or as lm_labels, not both")
     return labels if labels is not None else lm_labels
 
 
@@ -137,7 +138,7 @@ class ForSequenceClassification(_Head):
         batch = logits.size(0)
         pad = self.config.pad_token_id
         if pad is None and batch != 1:
-            raise ValueError("sequence classification of batches needs config.pad_token_id to find each row's end")
+            raise InvalidArgumentError("sequence classification of batches needs config.pad_token_id to find each row's end")
         if pad is None or input_ids is None:
             last = torch.full((batch,), logits.size(1) - 1, device=logits.device)
         else:
@@ -168,7 +169,7 @@ class ForSequenceClassification(_Head):
             return F.cross_entropy(logits.reshape(-1, self.config.num_labels), labels.reshape(-1))
         if problem == "multi_label_classification":
             return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        raise ValueError(f"unknown config.problem_type {problem!r}")
+        raise InvalidArgumentError(f"unknown config.problem_type {problem!r}")
 
 
 class ForTokenClassification(_Head):

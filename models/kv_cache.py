@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import InvalidArgumentError
+
 
 class LayerCache:
     """One layer's slice of the cache: ``append`` writes new positions and returns all filled."""
@@ -24,7 +26,7 @@ class LayerCache:
         start = self.cache.length
         end = start + keys_values.size(-2)
         if end > self.cache.capacity:
-            raise ValueError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
+            raise InvalidArgumentError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
         self.keys_values.narrow(3, start, end - start).copy_(keys_values)
         filled = self.keys_values.narrow(3, 0, end)  # [2, B, H, S, D]
         return filled[0], filled[1]
@@ -71,5 +73,5 @@ def normalize_past(past, n_layer: int):
         return past
     past = tuple(past)
     if len(past) != n_layer:
-        raise ValueError(f"past_key_values has {len(past)} layers, the model has {n_layer}")
+        raise InvalidArgumentError(f"past_key_values has {len(past)} layers, the model has {n_layer}")
     return tuple(tuple(layer.unbind(0)) if isinstance(layer, Tensor) else tuple(layer) for layer in past)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..download import DOWNLOAD_OPTIONS, download_options
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config_base import PretrainedConfig
 from .dtypes import resolve_dtype
@@ -25,7 +26,7 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: PretrainedConfig):
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+            raise ArgumentTypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         if str(torch.get_default_device()) != "meta":
             check_fits_in_memory(config, torch.get_default_dtype())
@@ -92,7 +93,7 @@ class PreTrainedModel(nn.Module):
         if new_num_tokens == old.num_embeddings:
             return old
         if new_num_tokens < 1:
-            raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
+            raise InvalidArgumentError(f"new_num_tokens must be positive, got {new_num_tokens}")
         factory = dict(device=old.weight.device, dtype=old.weight.dtype)
         new = self._with_rows_of(nn.Embedding(new_num_tokens, old.embedding_dim, **factory), old)
         self.set_input_embeddings(new)
