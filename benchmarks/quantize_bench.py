@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 from repository import machine, repo_module
@@ -61,11 +62,34 @@ def products(kernels, quantize, rounds: int) -> None:
                   f"{medians['float32'] / medians['int4 g32']:.2f}x float32's speed")
 
 
+def activations(quantize, rounds: int) -> None:
+    """Why the products run in bfloat16: the kernels on float32 activations (and scales) against
+    bfloat16 ones, on the LM head's shape."""
+    print(f"\nthe kernels' activation dtype, [768, 50257], ms per call (median of {rounds} interleaved rounds)")
+    weight = torch.randn(50257, 768) * 0.02  # [out, in]
+    layers = {scheme: quantize.QuantizedLinear.of(weight, None, scheme, 32) for scheme in ("int8", "int4")}
+    for rows in (1, 8):
+        times: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for scheme, layer in layers.items():
+                for dtype in (torch.float32, torch.bfloat16):
+                    x, scales = torch.randn(rows, 768, dtype=dtype), layer.scales.to(dtype)
+                    if scheme == "int8":
+                        call = partial(torch.ops.aten._weight_int8pack_mm, x, layer.qweight, scales)
+                    else:
+                        call = partial(torch.ops.aten._weight_int4pack_mm_for_cpu, x, layer.qweight, 32, scales)
+                    call()
+                    times.setdefault(f"{scheme} {str(dtype)[6:]}", []).append(seconds(call) * 1e3)
+        print(f"  rows {rows}: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in times.items()))
+
+
 def variants(models, config, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     base = models.GPT2LMHeadModel.from_config(config)
     out = {}
     for name, scheme in SCHEMES.items():
+        if scheme and scheme[0] == "int4" and config.n_embd % scheme[1]:
+            continue  # the tiny models' 32 inputs take groups of 32 only
         model = models.GPT2LMHeadModel.from_config(config)
         model.load_state_dict(base.state_dict())
         if name == "bfloat16":
@@ -133,12 +157,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--fidelity-tokens", type=int, default=128)
-    parser.add_argument("--only", default="products,decode,fidelity")
+    parser.add_argument("--only", default="products,decode,fidelity", help="a comma-separated subset")
     args = parser.parse_args()
     models, kernels, quantize = (repo_module(name) for name in ("models", "models.kernels", "models.quantize"))
     only = args.only.split(",")
     if "products" in only:
         products(kernels, quantize, args.rounds)
+        activations(quantize, args.rounds)
     small = variants(models, models.GPT2Config.from_preset("gpt2")) if {"decode", "fidelity"} & set(only) else {}
     if "decode" in only:
         decode(small, args.new_tokens, args.rounds)

@@ -1,7 +1,7 @@
 """Weight-only quantization for inference on CPU: int8 per output channel, or int4 in groups
 along the inner dimension, both symmetric, through PyTorch's own CPU kernels
 (``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``). The kernels take activations and
-scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 30
+scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 70
 times slower: docs/performance.md), so the product runs in bfloat16 whatever the model's dtype,
 and its result comes back in the model's dtype (float32 or bfloat16).
 
