@@ -102,6 +102,7 @@ class QuantizedLinear(nn.Module):
         self.scheme, self.group_size, self.dtype = scheme, group_size, dtype
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
         # int8: the kernel's operands are the checkpoint's. int4: the kernel's packing, made by ``load``.
+        # Plain attributes, not buffers: ``model.float()`` must not widen the bfloat16 scales the kernels need.
         self.qweight: Tensor = torch.empty(0, dtype=torch.int8)
         self.scales: Tensor = torch.empty(0, dtype=dtype)
 
