@@ -31,7 +31,7 @@ def run(args) -> None:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise UsageError("the prompt is empty")
-    model, tokenizer = load_family(args.model, args.dtype)
+    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize)
     input_ids = torch.tensor([tokenizer.encode(prompt)])
     room = model.config.n_positions - input_ids.size(1)
     if room <= 0:

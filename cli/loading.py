@@ -19,11 +19,12 @@ def family_of(model: str) -> str:
     return model_type
 
 
-def load_family(model: str, dtype: str | None, head: str = "lm"):
-    """The checkpoint's model with ``head`` ("lm" or "double") and its tokenizer."""
+def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str | None = None):
+    """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, and its tokenizer."""
     from .. import models, tokenizers
 
     family = FAMILIES[family_of(model)]
     model_class = getattr(models, family + HEADS[head])
     tokenizer_class = getattr(tokenizers, family + "Tokenizer")
-    return model_class.from_pretrained(model, torch_dtype=dtype or "float32"), tokenizer_class.from_pretrained(model)
+    loaded = model_class.from_pretrained(model, torch_dtype=dtype or "float32", quantize=quantize)
+    return loaded, tokenizer_class.from_pretrained(model)

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 
 DTYPES = ["float32", "bfloat16", "float16"]
+QUANTIZE = ["int8", "int4"]
 
 
 def number(kind: type, minimum: float | None = None, maximum: float | None = None, above: float | None = None
@@ -58,6 +59,8 @@ def _model_options(command: argparse.ArgumentParser, what: str) -> None:
     command.add_argument("--model", required=True, help=what + ": a checkpoint name (gpt2, openai-gpt, ...), "
                          "a hub repository id, a directory or a URL; GPT or GPT-2 by its config")
     command.add_argument("--dtype", choices=DTYPES, default="float32", help="the weights' dtype")
+    command.add_argument("--quantize", choices=QUANTIZE, help="weight-only quantization of the projections and the "
+                         "LM head, for CPU inference with float32 or bfloat16 (default: none)")
 
 
 def _generate(commands) -> None:

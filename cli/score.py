@@ -25,7 +25,7 @@ def run(args) -> None:
         text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
-    model, tokenizer = load_family(args.model, args.dtype)
+    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize)
     ids = torch.tensor(tokenizer.encode(text))
     window = args.max_length if args.max_length is not None else model.config.n_positions
     stride = args.stride if args.stride is not None else window

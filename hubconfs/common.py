@@ -25,6 +25,8 @@ LOADING_DOC = """
         local_files_only: never use the network: the cache must hold the files.
         config: a config object or path to use instead of the checkpoint's.
         state_dict: weights to use instead of the checkpoint's.
+        quantize: ``"int8"`` or ``"int4"``: weight-only quantization of the projections and the
+            LM head for CPU inference (``model.quantize(..., group_size=)`` for other int4 groups).
         **config_overrides: any config field, e.g. ``num_labels=3`` or ``summary_first_dropout=0.2``.
 """
 
@@ -87,11 +89,11 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
     def entry(pretrained_model_name_or_path: str | os.PathLike = default, *, pretrained: bool = True,
               torch_dtype: Any = None, revision: str | None = None, force_download: bool = False,
               cache_dir: str | os.PathLike | None = None, local_files_only: bool = False, config: Any = None,
-              state_dict: dict | None = None, **config_overrides: Any):
+              state_dict: dict | None = None, quantize: str | None = None, **config_overrides: Any):
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
         if pretrained:
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
-                                               torch_dtype=torch_dtype, **fetch, **config_overrides)
+                                               torch_dtype=torch_dtype, quantize=quantize, **fetch, **config_overrides)
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
                                  config_overrides)
@@ -100,7 +102,7 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
         model = model_class.from_config(config, torch_dtype=torch_dtype)
         if state_dict is not None:
             model.load_state_dict(state_dict)
-        return model
+        return model if quantize is None else model.quantize(quantize)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = summary + "\n" + LOADING_DOC.format(default=default) + example(name, default, body)

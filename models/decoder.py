@@ -16,10 +16,12 @@ from .kv_cache import StaticKVCache, normalize_past, past_length
 from .layers import Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step, layer_norm_step
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
+from .quantize import QuantizedLinear
 
 # What generate may bind: modules of exactly these classes (a subclass, such as a LoRA wrapper,
 # may compute something else), besides the body and its block class.
-_BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear)
+_BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear,
+             QuantizedLinear)
 
 
 class DecoderModel(PreTrainedModel):
@@ -176,7 +178,8 @@ def _bound_forward(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tens
 def bindable(model: nn.Module, also: tuple[type, ...] = ()) -> bool:
     """Whether binding ``model``'s parameters computes what its modules compute: every module
     inside of exactly a known class, no forward hooks (per module or global), no forward replaced
-    on an instance, eval mode throughout, parameters of one dtype and device."""
+    on an instance, eval mode throughout, parameters (if any: a quantized head has none) of one
+    dtype and device."""
     if any(getattr(nn.modules.module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")):
         return False
     allowed = (*_BINDABLE, *also)
@@ -185,4 +188,4 @@ def bindable(model: nn.Module, also: tuple[type, ...] = ()) -> bool:
             return False
         if module.training or module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module):
             return False
-    return len({(p.dtype, p.device) for p in model.parameters()}) == 1
+    return len({(p.dtype, p.device) for p in model.parameters()}) <= 1

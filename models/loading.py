@@ -13,11 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from ..download import resolve_file
+from ..errors import InvalidArgumentError
 from .checkpoint import WEIGHTS_NAMES, CheckpointError, load_weights
 from .config_base import CONFIG_NAME, PretrainedConfig
 from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
 from .openai_release import OriginalReleaseError, is_original_release, read_original_release
+from .quantize import quantize_model, read_quantization_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def materialize(module: nn.Module, dtype: torch.dtype, recurse: bool = True) -> 
 
 def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | str | os.PathLike | None,
                     state_dict: dict[str, Tensor] | None, dtype: torch.dtype | str, fetch_options: dict[str, Any],
-                    overrides: dict[str, Any]) -> nn.Module:
+                    overrides: dict[str, Any], quantize: str | None = None) -> nn.Module:
     """``cls.from_pretrained``: see its docstring."""
     origin: dict[str, str] = {}
     if is_original_release(path) and config is None and state_dict is None:
@@ -61,15 +63,25 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
         else:
             weights_path = resolve_file(path, WEIGHTS_NAMES, **fetch_options)
         state_dict = load_weights(weights_path, dtype if isinstance(dtype, torch.dtype) else None)
-    return from_state_dict(cls, config, state_dict, resolve_dtype(dtype, weights=state_dict), str(path), origin)
+    saved = read_quantization_config(config)
+    if saved is not None and quantize not in (None, saved[0]):
+        raise InvalidArgumentError(f"{path} is saved quantized as {saved[0]}; quantize={quantize!r} cannot change that "
+                                   f"(load the float checkpoint to quantize it otherwise)")
+    model = from_state_dict(cls, config, state_dict, resolve_dtype(dtype, weights=state_dict), str(path), origin,
+                            quantized=saved)
+    return model.quantize(quantize) if quantize is not None and saved is None else model
 
 
 def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor], dtype: torch.dtype,
-                    source: str, origin: dict[str, str] | None = None) -> nn.Module:
+                    source: str, origin: dict[str, str] | None = None,
+                    quantized: tuple[str, int] | None = None) -> nn.Module:
     """The model with ``state_dict``'s tensors as its weights (converted to ``dtype``);
-    ``origin`` names a tensor's source where the checkpoint calls it otherwise (OpenAI's)."""
+    ``origin`` names a tensor's source where the checkpoint calls it otherwise (OpenAI's);
+    ``quantized`` (scheme, group size) for a checkpoint saved quantized."""
     check_fits_in_memory(config, dtype)
     model = on_meta(cls, config)
+    if quantized is not None:
+        quantize_model(model, *quantized, dtype=dtype)
     expected = model.state_dict()
     weights = _match_keys(model, state_dict, source)
     for name, tensor in weights.items():

@@ -17,6 +17,7 @@ from .dtypes import resolve_dtype
 from .layers import Conv1D, Linear
 from .loading import load_pretrained, materialize, on_meta
 from .memory import check_fits_in_memory
+from .quantize import DEFAULT_GROUP_SIZE, QuantizedLinear, check_scheme, quantization_config, quantize_model
 
 
 class PreTrainedModel(nn.Module):
@@ -77,8 +78,8 @@ class PreTrainedModel(nn.Module):
     def tie_weights(self) -> None:
         """Share the input embedding with the language-model head, where the config asks for it."""
         head = self.get_output_embeddings()
-        if head is None or not self.config.tie_word_embeddings:
-            return
+        if head is None or not self.config.tie_word_embeddings or isinstance(head, QuantizedLinear):
+            return  # a quantized head is a copy; the embedding stays exact
         embedding = self.get_input_embeddings()
         if embedding.weight.is_meta and not head.weight.is_meta:
             embedding.weight = head.weight  # the checkpoint stored the shared weight under the head's name
@@ -92,6 +93,8 @@ class PreTrainedModel(nn.Module):
         old = self.get_input_embeddings()
         if new_num_tokens == old.num_embeddings:
             return old
+        if self.quantization() is not None:
+            raise InvalidArgumentError("resize_token_embeddings needs the float model: load it without quantize=")
         if new_num_tokens < 1:
             raise InvalidArgumentError(f"new_num_tokens must be positive, got {new_num_tokens}")
         factory = dict(device=old.weight.device, dtype=old.weight.dtype)
@@ -148,6 +151,7 @@ class PreTrainedModel(nn.Module):
         state_dict: dict[str, Tensor] | None = None,
         torch_dtype: Any = None,
         dtype: Any = None,
+        quantize: str | None = None,
         **kwargs: Any,
     ) -> PreTrainedModel:
         """Load a checkpoint: a directory with ``config.json`` and ``model.safetensors`` (or
@@ -158,13 +162,43 @@ class PreTrainedModel(nn.Module):
         (weights to use instead of the checkpoint's), ``torch_dtype``/``dtype`` (``float32``,
         ``bfloat16``, ``float16`` or ``"auto"`` for the checkpoint's own), the download options
         (``cache_dir``, ``revision``, ``force_download``, ``local_files_only``, ``token``,
-        ``progress``); every other keyword overrides a config field (``num_labels=3``).
+        ``progress``), ``quantize`` (``"int8"`` or ``"int4"``: see ``quantize``; a checkpoint saved
+        quantized loads quantized); every other keyword overrides a config field (``num_labels=3``).
         """
+        if quantize is not None:
+            check_scheme(quantize)
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
-                                         also=("config", "state_dict", "torch_dtype", "dtype", *DOWNLOAD_OPTIONS))
+                                         also=("config", "state_dict", "torch_dtype", "dtype", "quantize",
+                                               *DOWNLOAD_OPTIONS))
         return load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
-                               dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options, overrides=kwargs)
+                               dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options, overrides=kwargs,
+                               quantize=quantize)
+
+    def quantize(self, scheme: str, group_size: int = DEFAULT_GROUP_SIZE) -> PreTrainedModel:
+        """Quantize the weights of every block projection and of the language-model head, in
+        place, for inference on CPU (models/quantize.py): ``"int8"`` per output channel, or
+        ``"int4"`` in groups of ``group_size`` inputs (32, 64, 128 or 256). The token embedding
+        stays exact (a tied head becomes a quantized copy). Returns the model, in eval mode; it
+        refuses training and gradients from then on."""
+        check_scheme(scheme, group_size)
+        if self.quantization() is not None:
+            raise InvalidArgumentError(f"the model is already quantized ({self.quantization()['scheme']})")
+        if self.dtype not in (torch.float32, torch.bfloat16) or self.device.type != "cpu":
+            raise InvalidArgumentError(f"quantize needs a float32 or bfloat16 model on the CPU, not "
+                                       f"{self.dtype} on {self.device}")
+        quantize_model(self, scheme, group_size)
+        config = self.config.replace()  # the config may be another model's too: record it on a copy
+        config.extra["quantization_config"] = quantization_config(scheme, group_size)
+        for module in self.modules():
+            if getattr(module, "config", None) is self.config and module is not self:
+                module.config = config
+        self.config = config
+        return self.eval()
+
+    def quantization(self) -> dict | None:
+        """The model's ``quantization_config`` (scheme and group size), or None if not quantized."""
+        return self.config.extra.get("quantization_config")
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` as Hugging Face transformers does."""

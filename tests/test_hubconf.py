@@ -36,7 +36,7 @@ def test_help_documents_each_entrypoint_with_an_example(hub_repo, entry):
 
 MODEL_ENTRYPOINTS = [name for name in ENTRYPOINTS if not name.endswith(("Tokenizer", "Config"))]
 LOADING = ("torch_dtype", "revision", "force_download", "cache_dir", "local_files_only", "config", "state_dict",
-           "pretrained")
+           "pretrained", "quantize")
 
 
 @pytest.mark.parametrize("entry", MODEL_ENTRYPOINTS)
@@ -50,7 +50,7 @@ def test_model_entrypoints_name_their_loading_options(entry, monkeypatch):
     monkeypatch.setattr(model_class, "from_pretrained", classmethod(lambda cls, name, **kw: seen.update(kw, name=name)))
     function("somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True, cache_dir="/cache", n_layer=3)
     assert seen == dict(name="somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True,
-                        cache_dir="/cache", n_layer=3, config=None, state_dict=None)
+                        cache_dir="/cache", n_layer=3, config=None, state_dict=None, quantize=None)
 
 
 def test_load_a_local_checkpoint(hf_checkpoint):

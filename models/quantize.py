@@ -1,0 +1,232 @@
+"""Weight-only quantization for inference on CPU: int8 per output channel, or int4 in groups
+along the inner dimension, both symmetric, through PyTorch's own CPU kernels
+(``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``). The kernels take activations and
+scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 70
+times slower: docs/performance.md), so the product runs in bfloat16 whatever the model's dtype,
+and its result comes back in the model's dtype (float32 or bfloat16).
+
+Every ``Conv1D`` projection of the blocks and the language-model head are replaced by a
+``QuantizedLinear``; the token embedding stays exact, so a tied head becomes a quantized copy.
+
+Checkpoint format (``save_pretrained``): each quantized layer stores ``qweight`` and ``scales``
+(and ``bias``) instead of ``weight``; ``config.json`` holds ``quantization_config``
+``{"quant_method": "gpt_hub", "scheme": "int8" | "int4", "group_size": g}``. Scales are
+bfloat16 (a float32 load widens them exactly, and they are narrowed back exactly).
+
+- int8: ``qweight`` int8 ``[out, in]``, ``scales`` ``[out]``; ``W = qweight * scales[:, None]``.
+- int4: ``qweight`` uint8 ``[out, in / 2]``, two values of ``q + 8`` per byte (column ``2j`` in
+  the low nibble, ``2j + 1`` in the high one), ``q`` in ``[-8, 7]``; ``scales`` ``[out, in / g]``;
+  ``W[o, i] = q[o, i] * scales[o, i // g]``. The kernel's own packed layout is made on loading.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import GPTHubError, InvalidArgumentError
+from .layers import Conv1D, Linear
+
+SCHEMES = ("int8", "int4")
+GROUP_SIZES = (32, 64, 128, 256)
+DEFAULT_GROUP_SIZE = 32
+QUANT_METHOD = "gpt_hub"
+_INT4_ROWS = 16  # the int4 kernel packs output rows in multiples of this
+SCALE_DTYPE = torch.bfloat16  # the kernels' activations and scales
+
+
+class QuantizedUseError(GPTHubError, RuntimeError):
+    """A quantized model was asked to train or to give gradients: it is for inference only."""
+
+
+def check_scheme(quantize: object, group_size: object = DEFAULT_GROUP_SIZE, argument: str = "quantize") -> None:
+    """Refuse a scheme other than ``"int8"``/``"int4"`` or an int4 group size the kernel lacks."""
+    if quantize not in SCHEMES:
+        raise InvalidArgumentError(f"{argument} must be one of {', '.join(map(repr, SCHEMES))}, got {quantize!r}")
+    if quantize == "int4" and group_size not in GROUP_SIZES:
+        raise InvalidArgumentError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, got {group_size!r}")
+
+
+def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None, out_features: int) -> Tensor:
+    flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]: the kernels take 2-D,
+    # contiguous inputs
+    y = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)  # [rows, out]
+    return (y if bias is None else y.add_(bias)).view(*x.shape[:-1], out_features)
+
+
+def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: int, bias: Tensor | None,
+                  out_features: int) -> Tensor:
+    flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
+    if y.size(-1) != out_features:
+        y = y[:, :out_features]
+    return (y if bias is None else y + bias).reshape(*x.shape[:-1], out_features)
+
+
+def quantize_weight(weight: Tensor, scheme: str, group_size: int) -> tuple[Tensor, Tensor]:
+    """``weight`` ``[out, in]`` as ``(q, scales)``: int8 ``q`` (``[-127, 127]`` or ``[-8, 7]``) of
+    the same shape and bfloat16 scales ``[out]`` (int8) or ``[out, in / g]`` (int4)."""
+    w = weight.detach().float()
+    levels = 127 if scheme == "int8" else 7
+    groups = w.view(w.size(0), -1, w.size(1) if scheme == "int8" else group_size)  # [out, groups, g]
+    scales = (groups.abs().amax(-1) / levels).clamp_min(1e-30).to(SCALE_DTYPE)  # [out, groups]
+    q = (groups / scales.float()[..., None]).round().clamp(-levels - (scheme == "int4"), levels)
+    return q.to(torch.int8).view_as(w), (scales.squeeze(-1) if scheme == "int8" else scales)
+
+
+def pack_nibbles(q: Tensor) -> Tensor:
+    """int4 values ``[out, in]`` in ``[-8, 7]`` as the checkpoint's uint8 ``[out, in / 2]``."""
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    return u[:, 0::2] | (u[:, 1::2] << 4)
+
+
+def unpack_nibbles(packed: Tensor) -> Tensor:
+    """The inverse of ``pack_nibbles``: int8 ``[out, in]``."""
+    values = torch.stack((packed & 15, packed >> 4), -1).view(packed.size(0), -1)  # [out, in]
+    return values.to(torch.int8) - 8
+
+
+class QuantizedLinear(nn.Module):
+    """``y = x @ W.T + b`` with ``W`` stored quantized (see the module docstring), for inference:
+    no gradients, no training mode."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, scheme: str, group_size: int,
+                 dtype: torch.dtype):
+        super().__init__()
+        check_scheme(scheme, group_size, "scheme")
+        if scheme == "int4" and in_features % group_size:
+            raise InvalidArgumentError(f"group_size={group_size} does not divide the layer's {in_features} inputs")
+        self.in_features, self.out_features = in_features, out_features
+        self.scheme, self.group_size, self.dtype = scheme, group_size, dtype
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
+        # int8: the kernel's operands are the checkpoint's. int4: the kernel's packing, made by ``load``.
+        # Plain attributes, not buffers: ``model.float()`` must not widen the bfloat16 scales the kernels need.
+        self.qweight: Tensor = torch.empty(0, dtype=torch.int8)
+        self.scales: Tensor = torch.empty(0, dtype=dtype)
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: Tensor | None, scheme: str, group_size: int) -> QuantizedLinear:
+        """The quantized layer of a float ``weight`` ``[out, in]``."""
+        layer = cls(weight.size(1), weight.size(0), bias is not None, scheme, group_size, weight.dtype)
+        q, scales = quantize_weight(weight, scheme, group_size)
+        layer.load(q, scales)
+        if bias is not None:
+            layer.bias.data = bias.detach().clone()
+        return layer
+
+    def load(self, q: Tensor, scales: Tensor) -> None:
+        """Take int8 values ``q`` ``[out, in]`` and their scales (the checkpoint's shapes)."""
+        if self.scheme == "int8":
+            self.qweight, self.scales = q.contiguous(), scales.to(SCALE_DTYPE).contiguous()
+            return
+        pad = -self.out_features % _INT4_ROWS
+        unsigned = nn.functional.pad(q.to(torch.int32) + 8, (0, 0, 0, pad), value=8)  # [out padded, in]
+        self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned, 1)
+        scales = nn.functional.pad(scales.to(SCALE_DTYPE), (0, 0, 0, pad), value=1)  # [out padded, groups]
+        self.scales = torch.stack((scales.t(), torch.zeros_like(scales.t())), -1).contiguous()  # [groups, out, 2]
+
+    def values(self) -> tuple[Tensor, Tensor]:
+        """``(q, scales)`` in the checkpoint's shapes; int4 reads its values back through the
+        kernel (an exact identity product: each result is a small integer)."""
+        if self.scheme == "int8":
+            return self.qweight, self.scales
+        eye = torch.eye(self.in_features, dtype=SCALE_DTYPE)
+        ones = torch.stack((torch.ones_like(self.scales[..., 0]), torch.zeros_like(self.scales[..., 0])), -1)
+        q = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.qweight, self.group_size, ones)  # [in, out]
+        return q.t()[:self.out_features].round().to(torch.int8), self.scales[..., 0].t()[:self.out_features]
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if self.qweight.numel() == 0:  # built on the meta device for a load: the checkpoint's shapes
+            int8 = self.scheme == "int8"
+            q = torch.empty(self.out_features, self.in_features // (1 if int8 else 2),
+                            dtype=torch.int8 if int8 else torch.uint8, device="meta")
+            s = torch.empty((self.out_features,) if int8 else (self.out_features, self.in_features // self.group_size),
+                            dtype=SCALE_DTYPE, device="meta")
+        else:
+            q, s = self.values()
+            q = q if self.scheme == "int8" else pack_nibbles(q)
+        destination[prefix + "qweight"], destination[prefix + "scales"] = q, s
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        names = ["qweight", "scales"] + (["bias"] if self.bias is not None else [])
+        missing = [prefix + name for name in names if prefix + name not in state_dict]
+        if missing:
+            missing_keys.extend(missing)
+            return
+        q = state_dict[prefix + "qweight"]
+        self.load(q if self.scheme == "int8" else unpack_nibbles(q), state_dict[prefix + "scales"])
+        if self.bias is not None:
+            bias = state_dict[prefix + "bias"].to(self.dtype)
+            self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or (torch.is_grad_enabled() and x.requires_grad):
+            raise QuantizedUseError("a quantized model is for inference: it cannot train or give gradients "
+                                    "(load it without quantize= to fine-tune)")
+        return self.bind()(x)
+
+    def bind(self):
+        """``x -> x @ W.T + b`` through the scheme's kernel (in bfloat16), for x of the layer's dtype."""
+        if self.scheme == "int8":
+            return partial(_int8_product, qweight=self.qweight, scales=self.scales, bias=self.bias,
+                           out_features=self.out_features)
+        return partial(_int4_product, packed=self.qweight, scales_zeros=self.scales, group_size=self.group_size,
+                       bias=self.bias, out_features=self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
+                + (f", group_size={self.group_size}" if self.scheme == "int4" else ""))
+
+
+def _layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """``(owner, name, layer)`` of every layer to quantize: the blocks' ``Conv1D`` projections and
+    the language-model head."""
+    found = []
+    for owner in model.modules():
+        for name, child in owner.named_children():
+            if type(child) is Conv1D or (type(child) is Linear and name == "lm_head"):
+                found.append((owner, name, child))
+    return found
+
+
+def quantize_model(model: nn.Module, scheme: str, group_size: int, dtype: torch.dtype | None = None) -> None:
+    """Replace ``model``'s layers (see ``_layers``) by quantized ones, in place. On the meta
+    device, by empty ones of the same shapes and of ``dtype``, for a checkpoint to be loaded into. The
+    other parameters stop asking for gradients: the model is for inference."""
+    layers = _layers(model)
+    widths = {layer.weight.size(0 if type(layer) is Conv1D else 1) for _, _, layer in layers}
+    if scheme == "int4" and any(width % group_size for width in widths):
+        raise InvalidArgumentError(f"group_size={group_size} must divide every layer's inputs ({sorted(widths)})")
+    model.requires_grad_(False)
+    for owner, name, layer in layers:
+        weight = layer.weight.t() if type(layer) is Conv1D else layer.weight  # [out, in]
+        if weight.is_meta:
+            new = QuantizedLinear(weight.size(1), weight.size(0), layer.bias is not None, scheme, group_size, dtype)
+            if layer.bias is not None:
+                new.bias = nn.Parameter(torch.empty_like(layer.bias, dtype=dtype), requires_grad=False)
+        else:
+            new = QuantizedLinear.of(weight, layer.bias, scheme, group_size)
+        setattr(owner, name, new.train(layer.training))
+
+
+def quantization_config(scheme: str, group_size: int) -> dict:
+    """What ``config.json`` records of a quantized model."""
+    return {"quant_method": QUANT_METHOD, "scheme": scheme, "group_size": group_size}
+
+
+def read_quantization_config(config) -> tuple[str, int] | None:
+    """``(scheme, group_size)`` of a config's ``quantization_config``, or None if it has none."""
+    found = getattr(config, "extra", {}).get("quantization_config")
+    if found is None:
+        return None
+    if not isinstance(found, dict) or found.get("quant_method") != QUANT_METHOD:
+        raise InvalidArgumentError(f"config.json's quantization_config {found!r} is not this library's "
+                                   f"(quant_method {QUANT_METHOD!r})")
+    scheme, group_size = found.get("scheme"), found.get("group_size", DEFAULT_GROUP_SIZE)
+    check_scheme(scheme, group_size, "quantization_config's scheme")
+    return scheme, group_size
