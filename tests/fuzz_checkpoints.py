@@ -64,10 +64,12 @@ class Format:
         self.name, self.build, self.targets, self.load = name, build, targets, load
 
 
-def _hf(weights_name: str):
+def _hf(weights_name: str, quantize: str | None = None):
     def build(folder: Path) -> None:
         torch.manual_seed(0)
         model = models.GPT2LMHeadModel(models.GPT2Config(**TINY))
+        if quantize is not None:
+            model.quantize(quantize)
         model.save_pretrained(folder)
         if weights_name != "model.safetensors":
             torch.save(model.state_dict(), folder / weights_name)
@@ -84,6 +86,8 @@ def _copy(fixture: str):
 FORMATS = {
     "safetensors": Format("safetensors", _hf("model.safetensors"), ["model.safetensors"],
                           models.GPT2LMHeadModel.from_pretrained),
+    "safetensors-int4": Format("safetensors-int4", _hf("model.safetensors", "int4"), ["model.safetensors"],
+                               models.GPT2LMHeadModel.from_pretrained),
     "bin": Format("bin", _hf("pytorch_model.bin"), ["pytorch_model.bin"], models.GPT2LMHeadModel.from_pretrained),
     "tf": Format("tf", _copy("gpt2"), ["model.ckpt.index", "model.ckpt.data-00000-of-00001", "hparams.json"],
                  models.GPT2LMHeadModel.from_pretrained),

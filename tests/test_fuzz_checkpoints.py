@@ -7,7 +7,7 @@ import logging
 import pytest
 from fuzz_checkpoints import FORMATS, fuzz
 
-MUTANTS = {"safetensors": 300, "bin": 200, "tf": 300, "npy": 200}
+MUTANTS = {"safetensors": 300, "safetensors-int4": 150, "bin": 200, "tf": 300, "npy": 200}
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
