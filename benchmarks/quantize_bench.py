@@ -104,7 +104,8 @@ def weight_bytes(model) -> int:
 
 
 def _quantized(module) -> tuple:
-    return (module.qweight, module.scales) if hasattr(module, "qweight") else ()
+    """A quantized layer's tensors: PyTorch's kernel's, and the native kernel's (int4 has its own)."""
+    return (module.qweight, module.scales, *(module.native or ())) if hasattr(module, "qweight") else ()
 
 
 def decode(built: dict, new_tokens: int, rounds: int) -> None:

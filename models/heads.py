@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError
 from .generation import generate
 from .inputs import check_choice_positions
 from .layers import Linear, SequenceSummary
@@ -65,12 +65,17 @@ class LMHeadModel(_Generates, _Head):
         self.post_init()
 
     def forward(self, input_ids: Tensor | None = None, past=None, *, labels: Tensor | None = None,
-                lm_labels: Tensor | None = None, return_dict: bool | None = None, **kwargs) -> CausalLMOutputWithPast:
+                lm_labels: Tensor | None = None, return_dict: bool | None = None, logits_to_keep: int = 0,
+                **kwargs) -> CausalLMOutputWithPast:
         """Next-token logits ``[..., T, vocab_size]``; with ``labels`` (or the 2019 ``lm_labels``),
-        also the loss, labels being the inputs themselves (the shift happens inside)."""
-        body = self.transformer(input_ids, past, **kwargs)
-        logits = self.lm_head(body.last_hidden_state)
+        also the loss, labels being the inputs themselves (the shift happens inside).
+        ``logits_to_keep=n`` computes the logits of the last ``n`` positions only (0: all), as in
+        Hugging Face: a prompt's last position is all that generating from it needs."""
         labels = _labels(labels, lm_labels)
+        _check_logits_to_keep(logits_to_keep, labels)
+        body = self.transformer(input_ids, past, **kwargs)
+        hidden = body.last_hidden_state
+        logits = self.lm_head(hidden if logits_to_keep == 0 else hidden[..., -logits_to_keep:, :])
         out = CausalLMOutputWithPast(
             loss=lm_loss(logits, labels) if labels is not None else None,
             logits=logits,
@@ -79,6 +84,15 @@ class LMHeadModel(_Generates, _Head):
             attentions=body.attentions,
         )
         return out.to_tuple() if return_dict is False else out
+
+
+def _check_logits_to_keep(logits_to_keep: object, labels: Tensor | None) -> None:
+    if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int):
+        raise ArgumentTypeError(f"logits_to_keep must be an int, got {type(logits_to_keep).__name__}")
+    if logits_to_keep < 0:
+        raise InvalidArgumentError(f"logits_to_keep must be >= 0 (0 keeps all), got {logits_to_keep}")
+    if logits_to_keep and labels is not None:
+        raise InvalidArgumentError("a loss needs every position's logits: pass labels with logits_to_keep=0")
 
 
 class DoubleHeadsModel(_Generates, _Head):

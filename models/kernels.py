@@ -5,8 +5,12 @@ Decoding reads every weight once per token, so its speed is the speed at which t
 stream weights from memory, and PyTorch's stock kernels do not always reach it. The routes
 (their speeds are measured by benchmarks/matmul_bench.py and recorded in benchmarks/README.md):
 
-- one float32 row against an ``[in, out]`` weight: the inner dimension split in two, both halves
-  in one ``bmm`` (both cores stream the weight), then summed;
+- one row (batch-1 decoding), float32 or bfloat16: the fastest on this machine of PyTorch's route
+  below and the native kernels (models/native: AVX-512 and AVX2 builds, and for bfloat16
+  ``[in, out]`` weights the ``[out, in]`` kernel on a transposed copy), timed at first use by
+  models/route_choice.py;
+- PyTorch's route for one float32 row against an ``[in, out]`` weight: the inner dimension split in
+  two, both halves in one ``bmm`` (both cores stream the weight), then summed;
 - other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
 - bfloat16: oneDNN's linear operator on a copy of the weight packed in its blocked layout
   (models/packed_weights.py);
@@ -26,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_weights import find_onednn, packed
+from . import route_choice
+from .native import products as native
+from .packed_weights import derived, find_onednn, packed
 
 Product = Callable[[Tensor], Tensor]
 _ONEDNN_LINEAR = find_onednn("_linear_pointwise")
@@ -84,15 +90,59 @@ def _stock_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out
     return y.view(*x.shape[:-1], -1)  # [..., out]
 
 
-def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
-    """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
-    route, for a weight ``_routable`` accepts and no gradient asked."""
+def _torch_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
+    """PyTorch's fastest product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not)."""
     if one_row and stored_in_out and bias is not None and _splits(weight):
         return partial(_split_product, weight=weight, bias=bias)
     onednn = _onednn_weight(weight, stored_in_out)
     if onednn is not None:
         return partial(_onednn_product, weight=onednn, bias=bias)
     return partial(_stock_product, weight=weight, bias=bias, stored_in_out=stored_in_out)
+
+
+def _candidate(name: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
+    """One named one-row product on ``weight``: ``torch``, a native build (``wide``, ``narrow``),
+    or for a bfloat16 ``[in, out]`` weight a build's ``[out, in]`` kernel on a transposed copy
+    (``wide-rows``, ``narrow-rows``); None where it cannot run here."""
+    if name == "torch":
+        return _torch_route(weight, bias, stored_in_out, True)
+    variant, _, rows = name.partition("-")
+    if not native.available(variant):
+        return None
+    if not rows:
+        return native.float_product(variant, weight, bias, stored_in_out)
+    if not (stored_in_out and weight.dtype == torch.bfloat16):
+        return None
+    out_in = derived(weight, "out_in", lambda: weight.t().contiguous())
+    return None if out_in is None else native.float_product(variant, out_in, bias, False)
+
+
+def _candidates(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> dict[str, Product]:
+    found = {name: _candidate(name, weight, bias, stored_in_out)
+             for name in ("torch", "wide", "narrow", "wide-rows", "narrow-rows")}
+    return {name: product for name, product in found.items() if product is not None}
+
+
+def _natively(weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether the native kernels could take this weight (and bias) for one row."""
+    return (weight.dtype in native.ACTIVATIONS and weight.dim() == 2 and weight.is_contiguous()
+            and (bias is None or (bias.dtype == weight.dtype and bias.is_contiguous() and bias.dim() == 1)))
+
+
+def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
+    """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
+    route, for a weight ``_routable`` accepts and no gradient asked."""
+    if not (one_row and _natively(weight, bias)):
+        return _torch_route(weight, bias, stored_in_out, one_row)
+    in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
+    key = ("float", weight.dtype, stored_in_out, in_features, out_features)
+
+    def synthetic() -> dict[str, Product]:
+        return _candidates(torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias), stored_in_out)
+
+    sample = torch.zeros(1, in_features, dtype=weight.dtype)
+    name = route_choice.fastest(key, synthetic, weight.numel() * weight.element_size(), sample)
+    return _candidate(name, weight, bias, stored_in_out) or _torch_route(weight, bias, stored_in_out, one_row)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:

@@ -1,12 +1,11 @@
-"""Copies of weights in oneDNN's blocked layout, for bfloat16 inference on CPU.
+"""Copies of weights in the layout a kernel reads fastest, for inference on CPU: oneDNN's blocked
+layout for its bfloat16 product, ``[out, in]`` for the native one-row kernels. A copy is made on
+first use and kept beside the weight:
 
-oneDNN's bfloat16 product runs faster on a weight reordered once into its own layout than on the
-plain ``[out, in]`` matrix. The copy is made on first use and kept beside the weight:
-
-- bounded: one copy per live weight, dropped with the weight (a ``weakref.finalize``);
+- bounded: one copy per live weight and kind, dropped with the weight (a ``weakref.finalize``);
 - current: remade when the weight is replaced or changed in place (its version counter moved);
 - never made for weights created under ``torch.inference_mode`` (no version counter to watch),
-  nor when ``GPT_HUB_PACK_BFLOAT16=0`` (then bfloat16 products take the stock kernels).
+  nor oneDNN's when ``GPT_HUB_PACK_BFLOAT16=0`` (then bfloat16 products take the stock kernels).
 
 It is a cache of this library's own, in this module; nothing outside it changes.
 """
@@ -16,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -34,23 +34,31 @@ def find_onednn(name: str):
 _PACK = find_onednn("_reorder_linear_weight")
 ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None
 
-# id(weight) -> (the packed copy, a weakref to the weight, the version it was packed at)
-_copies: dict[int, tuple[Tensor, weakref.ref, int]] = {}
+# (id(weight), kind) -> (the copy, a weakref to the weight, the version it was made at)
+_copies: dict[tuple[int, str], tuple[Tensor, weakref.ref, int]] = {}
 _lock = threading.Lock()
 
 
-def packed(out_in: Tensor, weight: Tensor) -> Tensor | None:
-    """``out_in`` (the ``[out, in]`` view of ``weight``) reordered for oneDNN, or None where no
-    copy can be kept."""
-    if not ENABLED or weight.is_inference():
+def derived(weight: Tensor, kind: str, make: Callable[[], Tensor]) -> Tensor | None:
+    """The copy of ``weight`` that ``make`` gives (one per ``kind``), made on first use and kept
+    while the weight lives and stays unchanged; None for weights made under inference mode."""
+    if weight.is_inference():
         return None
-    key = id(weight)
+    key = (id(weight), kind)
     entry = _copies.get(key)
     if entry is not None and entry[1]() is weight and entry[2] == weight._version:
         return entry[0]
-    copy = _PACK(out_in, 1)
+    copy = make()
     with _lock:
         if key not in _copies:
             weakref.finalize(weight, _copies.pop, key, None)
         _copies[key] = (copy, weakref.ref(weight), weight._version)
     return copy
+
+
+def packed(out_in: Tensor, weight: Tensor) -> Tensor | None:
+    """``out_in`` (the ``[out, in]`` view of ``weight``) reordered for oneDNN, or None where no
+    copy can be kept."""
+    if not ENABLED:
+        return None
+    return derived(weight, "onednn", lambda: _PACK(out_in, 1))

@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GPTHubError, InvalidArgumentError
+from . import route_choice
 from .layers import Conv1D, Linear
+from .native import products as native
 
 SCHEMES = ("int8", "int4")
 GROUP_SIZES = (32, 64, 128, 256)
@@ -105,6 +107,9 @@ class QuantizedLinear(nn.Module):
         # Plain attributes, not buffers: ``model.float()`` must not widen the bfloat16 scales the kernels need.
         self.qweight: Tensor = torch.empty(0, dtype=torch.int8)
         self.scales: Tensor = torch.empty(0, dtype=dtype)
+        # The native one-row kernels' operands (models/native): int8 shares ``qweight`` and takes
+        # float32 scales; int4 has its own copy of the values, in blocks. None without a build.
+        self.native: tuple[Tensor, Tensor] | None = None
 
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor | None, scheme: str, group_size: int) -> QuantizedLinear:
@@ -118,9 +123,13 @@ class QuantizedLinear(nn.Module):
 
     def load(self, q: Tensor, scales: Tensor) -> None:
         """Take int8 values ``q`` ``[out, in]`` and their scales (the checkpoint's shapes)."""
+        native_ready = native.available("wide") or native.available("narrow")
         if self.scheme == "int8":
             self.qweight, self.scales = q.contiguous(), scales.to(SCALE_DTYPE).contiguous()
+            self.native = (self.qweight, native.int8_scales(self.scales)) if native_ready else None
             return
+        natively = native_ready and self.in_features % 128 == 0 and self.group_size % 32 == 0
+        self.native = native.int4_blocks(q, scales.to(SCALE_DTYPE)) if natively else None
         pad = -self.out_features % _INT4_ROWS
         unsigned = nn.functional.pad(q.to(torch.int32) + 8, (0, 0, 0, pad), value=8)  # [out padded, in]
         self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned, 1)
@@ -170,13 +179,63 @@ class QuantizedLinear(nn.Module):
                                     "(load it without quantize= to fine-tune)")
         return self.bind()(x)
 
-    def bind(self):
-        """``x -> x @ W.T + b`` through the scheme's kernel (in bfloat16), for x of the layer's dtype."""
+    def _torch_product(self):
+        """``x -> x @ W.T + b`` through PyTorch's kernel for the scheme (in bfloat16)."""
         if self.scheme == "int8":
             return partial(_int8_product, qweight=self.qweight, scales=self.scales, bias=self.bias,
                            out_features=self.out_features)
         return partial(_int4_product, packed=self.qweight, scales_zeros=self.scales, group_size=self.group_size,
                        bias=self.bias, out_features=self.out_features)
+
+    def _native_product(self, variant: str):
+        """The product for one row through a native build, or None where it cannot run."""
+        if self.native is None or not native.available(variant):
+            return None
+        values, scales = self.native
+        if self.scheme == "int8":
+            return native.int8_product(variant, values, scales, self.bias, self.dtype)
+        return native.int4_product(variant, values, scales, self.group_size, self.bias, self.dtype)
+
+    def _candidates(self) -> dict:
+        found = {"torch": self._torch_product()}
+        for variant in ("wide", "narrow"):
+            product = self._native_product(variant)
+            if product is not None:
+                found[variant] = product
+        return found
+
+    def _one_row_product(self):
+        """The fastest product for one row on this machine (models/route_choice.py)."""
+        if self.native is None:
+            return self._torch_product()
+        key = (self.scheme, self.group_size if self.scheme == "int4" else 0, self.in_features, self.out_features,
+               self.dtype)
+
+        def synthetic() -> dict:
+            zeros = torch.zeros(self.out_features, self.in_features)
+            bias = None if self.bias is None else torch.zeros_like(self.bias)
+            layer = QuantizedLinear.of(zeros, bias, self.scheme, self.group_size)
+            layer.dtype = self.dtype
+            return layer._candidates()
+
+        weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
+        name = route_choice.fastest(key, synthetic, weight_bytes, torch.zeros(1, self.in_features, dtype=self.dtype))
+        return self._candidates().get(name) or self._torch_product()
+
+    def bind(self):
+        """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here
+        (chosen on first use), several through PyTorch's kernel for the scheme (in bfloat16)."""
+        many = self._torch_product()
+        one = []
+
+        def product(x: Tensor) -> Tensor:
+            if x.numel() != x.size(-1):
+                return many(x)
+            if not one:
+                one.append(self._one_row_product())
+            return one[0](x)
+
+        return product
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"

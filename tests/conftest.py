@@ -118,14 +118,22 @@ def hf_checkpoint(tmp_path):
     return make_hf_checkpoint(tmp_path / "tiny-gpt2")
 
 
+@pytest.fixture(scope="session")
+def native_dir(tmp_path_factory):
+    """One folder for the native kernels' builds for the whole session (and its subprocesses):
+    each test's own TORCH_HOME would make every process compile them again."""
+    return tmp_path_factory.mktemp("native")
+
+
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch, tmp_path_factory):
+def _hermetic(monkeypatch, tmp_path_factory, native_dir):
     """Every test: seeded, its own download cache, and the hub pointed at a closed local port
     (tests that need a hub start their own), so nothing reaches the network by accident."""
     torch.manual_seed(0)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))  # the hub cache: HF_HOME/hub
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(native_dir))
     for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_CACHE", "GPT_HUB_DISABLE_LOCK", "GPT_HUB_MIN_RATE",
                  "GPT_HUB_RATE_WINDOW"):
         monkeypatch.delenv(name, raising=False)

@@ -1,0 +1,214 @@
+"""Ours against llama.cpp and Hugging Face transformers on the same weights, side by side in one
+run: batch-1 decoding at float32, bfloat16, int8 (llama.cpp's q8_0) and int4 (q4_0), prefill of
+1024 tokens, left-padded batch 8, and the fidelity of int8/int4 beside q8_0/q4_0's.
+
+    python benchmarks/llama_cpp_peer.py build     # once: llama.cpp from the llama-cpp-python sdist
+    python benchmarks/peer_bench.py [--repeats 3] [--threads 2] [--only decode,prefill,batch,fidelity]
+
+GPT-2 small with random weights of the real shapes (normal, std 0.02), written as a Hugging Face
+checkpoint and converted with llama.cpp's own converter. Speeds are medians of interleaved runs
+(min-max), ratios the median of the runs made side by side. Without a llama.cpp build, its
+columns are left empty. Hugging Face has no weight-only int8/int4 CPU kernel of its own: batch 8
+compares our int8/int4 with its float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from generate_bench import row
+from repository import REPO, machine, repo_module
+
+import llama_cpp_peer
+
+DTYPES = {"float32": ("f32", dict(torch_dtype=torch.float32)), "bfloat16": ("bf16", dict(torch_dtype=torch.bfloat16)),
+          "int8": ("q8_0", dict(quantize="int8")), "int4 g32": ("q4_0", dict(quantize="int4"))}
+CORPUS = REPO.parent / "shared" / "data" / "corpus" / "03_wiki_news.txt"
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def llama_available() -> bool:
+    return all((llama_cpp_peer.BIN / tool).exists() for tool in llama_cpp_peer.TOOLS)
+
+
+def checkpoint(models, vocab: Path) -> Path:
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp()) / "gpt2-random"
+    models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        (folder / name).write_bytes((vocab / name).read_bytes())
+    return folder
+
+
+def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
+    n = args.new_tokens
+    print(f"\nbatch-1 decode, tokens/s: a 1-token prompt and {n} new tokens, greedy (llama-bench -p 0 -n {n})")
+    print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
+    prompt = torch.tensor([[464]])
+    for name, model in ours.items():
+        model.generate(prompt, max_new_tokens=4)  # warm-up: kernels chosen, weights packed
+        results: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            results.setdefault("ours", []).append(n / seconds(lambda: model.generate(prompt, max_new_tokens=n)))
+            if name in theirs:
+                hf = theirs[name]
+                results.setdefault("hf", []).append(n / seconds(lambda: hf.generate(
+                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                    do_sample=False, pad_token_id=0)))
+            if gguf:
+                results.setdefault("llama", []).append(
+                    llama_cpp_peer.bench(gguf[DTYPES[name][0]], threads=args.threads, new_tokens=n))
+        if "llama" in results:
+            print(row(f"{name} vs llama.cpp {DTYPES[name][0]}", results["ours"], results["llama"], "tokens/s"))
+        if "hf" in results:
+            print(row(f"{name} vs Hugging Face", results["ours"], results["hf"], "tokens/s"))
+
+
+def prefill(ours: dict, theirs: dict, gguf: dict, args) -> None:
+    print("\nprefill of 1024 tokens, tokens/s: all logits (as a forward without logits_to_keep gives) "
+          "against Hugging Face, the last position's (logits_to_keep=1) against llama.cpp (llama-bench -p 1024 -n 0)")
+    print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
+    x = torch.randint(0, 50257, (1, 1024))
+    for name in ("float32", "bfloat16"):
+        model, hf = ours[name], theirs[name]
+        with torch.no_grad():
+            model(x[:, :64])
+            hf(x[:, :64])
+            results: dict[str, list[float]] = {}
+            for _ in range(args.repeats):
+                results.setdefault("all", []).append(1024 / seconds(lambda: model(x, use_cache=False)))
+                results.setdefault("hf", []).append(1024 / seconds(lambda: hf(x, use_cache=False)))
+                results.setdefault("last", []).append(1024 / seconds(lambda: model(x, use_cache=False, logits_to_keep=1)))
+                if gguf:
+                    results.setdefault("llama", []).append(
+                        llama_cpp_peer.bench(gguf[DTYPES[name][0]], threads=args.threads, prompt=1024))
+        print(row(f"{name}, all logits vs Hugging Face", results["all"], results["hf"], "tokens/s"))
+        if "llama" in results:
+            print(row(f"{name}, last logits vs llama.cpp", results["last"], results["llama"], "tokens/s"))
+
+
+def batch(ours: dict, theirs: dict, args) -> None:
+    n = args.new_tokens // 2
+    print(f"\nbatch 8, left-padded (rows 2-8 lose 8 of 32 prompt tokens), {n} new tokens, tokens/s of all rows; "
+          "int8 and int4 against Hugging Face's float32")
+    print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio (paired)':>20}")
+    prompt = torch.randint(0, 50257, (8, 32))
+    mask = torch.ones_like(prompt)
+    mask[1:, :8] = 0
+    for name, model in ours.items():
+        hf = theirs.get(name, theirs["float32"])
+        model.generate(prompt, attention_mask=mask, max_new_tokens=2, pad_token_id=0)
+        results: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            results.setdefault("ours", []).append(8 * n / seconds(
+                lambda: model.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0)))
+            results.setdefault("hf", []).append(8 * n / seconds(lambda: hf.generate(
+                prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)))
+        print(row(f"{name}, batch 8", results["ours"], results["hf"], "tokens/s"))
+
+
+def kld_rows(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """KL(reference || other) per position, from logits ``[N, vocab]``."""
+    p = reference.log_softmax(-1)
+    return (p.exp() * (p - other.log_softmax(-1))).sum(-1)
+
+
+@torch.no_grad()
+def fidelity(ours: dict, gguf: dict, args, tokenizer) -> None:
+    """llama-perplexity's KL-divergence statistics for q8_0/q4_0 against its f32 on chunks of
+    128 tokens of a text (positions 64-126 of each), and ours on the same chunks of our tokens."""
+    text = CORPUS.read_text(encoding="utf-8")[:60000]
+    chunks = args.chunks
+    ids = torch.tensor(tokenizer.encode(text)[:chunks * 128]).view(chunks, 128)
+    reference = ours["float32"]
+    want = reference(ids).logits[:, 64:127].float().reshape(-1, 50257)
+    greedy = reference.generate(ids[:1, :1], max_new_tokens=127)
+    print(f"\nfidelity against float32 on the same weights: {chunks} chunks of 128 tokens of {CORPUS.name}, "
+          "positions 64-126 (llama-perplexity -c 128 --kl-divergence); greedy agreement: each model's argmax at "
+          "each position of float32's own 128-token greedy continuation")
+    print(f"{'':22} {'mean KLD':>10} {'max KLD':>10} {'same top':>9} {'max |dlogit|':>13} {'mean |dlogit|':>14} "
+          f"{'greedy agree':>13}")
+    want_greedy = reference(greedy).logits.argmax(-1)
+    for name in ("int8", "int4 g32"):
+        got = ours[name](ids).logits[:, 64:127].float().reshape(-1, 50257)
+        kld = kld_rows(want, got)
+        same = (got.argmax(-1) == want.argmax(-1)).float().mean() * 100
+        error = (got - want).abs()
+        agree = (ours[name](greedy).logits.argmax(-1) == want_greedy).float().mean()
+        print(f"{'ours ' + name:22} {kld.mean():10.6f} {kld.max():10.6f} {same:8.2f}% {error.max():13.5f} "
+              f"{error.mean():14.5f} {agree:13.3f}")
+    if not gguf:
+        return
+    folder = Path(tempfile.mkdtemp())
+    (folder / "text.txt").write_text(text, encoding="utf-8")
+    base = folder / "base.kld"
+    common = ["-f", str(folder / "text.txt"), "-c", "128", "--chunks", str(chunks), "-t", str(args.threads),
+              "--kl-divergence-base", str(base)]
+    subprocess.run([str(llama_cpp_peer.BIN / "llama-perplexity"), "-m", str(gguf["f32"]), *common],
+                   check=True, capture_output=True)
+    for kind in ("q8_0", "q4_0"):
+        out = subprocess.run([str(llama_cpp_peer.BIN / "llama-perplexity"), "-m", str(gguf[kind]), *common,
+                              "--kl-divergence"], check=True, capture_output=True, text=True)
+        log = out.stdout + out.stderr
+        mean = re.search(r"Mean\s+KLD:\s+([0-9.eE+-]+)", log)
+        most = re.search(r"Maximum KLD:\s+([0-9.eE+-]+)", log)
+        same = re.search(r"Same top p:\s+([0-9.]+)", log)
+        print(f"{'llama.cpp ' + kind:22} {float(mean.group(1)):10.6f} {float(most.group(1)):10.6f} "
+              f"{float(same.group(1)):8.2f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--only", default="decode,prefill,batch,fidelity")
+    parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # a benchmark's own process; the library never does this
+    print(machine())
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    models, tokenizers = repo_module("models"), repo_module("tokenizers")
+    folder = checkpoint(models, Path(args.vocab))
+    gguf = {}
+    if llama_available():
+        gguf = llama_cpp_peer.convert(folder)
+        print(f"peer: {llama_cpp_peer.commit()}, {args.threads} threads")
+    else:
+        print("llama.cpp is not built (python benchmarks/llama_cpp_peer.py build): its columns are left out")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads")
+    ours = {name: models.GPT2LMHeadModel.from_pretrained(folder, **options) for name, (_, options) in DTYPES.items()}
+    theirs = {name: transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=getattr(torch, name)).eval()
+              for name in ("float32", "bfloat16")}
+    only = args.only.split(",")
+    with torch.no_grad():
+        if "decode" in only:
+            decode(ours, theirs, gguf, args)
+        if "prefill" in only:
+            prefill(ours, theirs, gguf, args)
+        if "batch" in only:
+            batch(ours, theirs, args)
+    if "fidelity" in only:
+        fidelity(ours, gguf, args, tokenizers.GPT2Tokenizer.from_pretrained(folder))
+    chosen = repo_module("models.route_choice").chosen()
+    print("\nkernels chosen for one row on this machine: " + "; ".join(
+        f"{' '.join(map(str, key))}: {name}" for key, name in chosen.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Which kernel runs a one-row product, measured on the user's machine the first time a shape is
+seen, never assumed from another machine.
+
+A decoding step streams every weight from memory once, and which kernel streams fastest differs
+from CPU to CPU (AVX-512 or AVX2 code, oneDNN or PyTorch's own): so each candidate is timed on
+weights of the real shape and dtype, enough copies of them to spill the last-level cache (as the
+model's weights do), a few interleaved rounds, and the fastest is kept for the process. It costs
+tens of milliseconds once per shape; ``GPT_HUB_KERNEL=<name>`` forces one where it exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+Product = Callable[[Tensor], Tensor]
+ROUNDS = 3
+_chosen: dict[tuple, str] = {}
+_lock = threading.Lock()
+
+
+def _stream_bytes() -> int:
+    """Twice the last-level cache (from sysfs; 32 MB assumed where unknown), within 16-256 MB."""
+    size = 32 << 20
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size", encoding="ascii") as f:
+            text = f.read().strip().upper()
+        size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1], 0)
+    except (OSError, ValueError):
+        pass
+    return min(max(2 * size, 16 << 20), 256 << 20)
+
+
+def _seconds(products: list[Product], x: Tensor) -> float:
+    start = time.perf_counter()
+    for product in products:
+        product(x)
+    return time.perf_counter() - start
+
+
+def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int, x: Tensor) -> str:
+    """The name of the fastest candidate for ``key``: ``build()`` gives the candidates' products
+    over one new weight of the key's shape (a candidate that cannot run is left out), ``x`` is a
+    row to feed them. Measured once per key and process, one measurement at a time."""
+    found = _chosen.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        if key in _chosen:
+            return _chosen[key]
+        first = build()
+        names = list(first)
+        forced = os.environ.get("GPT_HUB_KERNEL")
+        if forced in names or len(names) == 1:
+            _chosen[key] = forced if forced in names else names[0]
+            return _chosen[key]
+        copies = [first] + [build() for _ in range(min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1))) - 1)]
+        with torch.no_grad():
+            best = {name: math.inf for name in names}
+            for _ in range(ROUNDS + 1):  # the first round warms up (and is kept only if faster)
+                for name in names:
+                    best[name] = min(best[name], _seconds([c[name] for c in copies], x))
+        _chosen[key] = min(names, key=best.__getitem__)
+        logger.debug("kernel for %s: %s (%s)", key, _chosen[key],
+                     ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in best.items()))
+        return _chosen[key]
+
+
+def chosen() -> dict[tuple, str]:
+    """The choices made so far in this process (for benchmarks and tests)."""
+    with _lock:
+        return dict(_chosen)

@@ -1,0 +1,264 @@
+"""The native one-row kernels (models/native) and the choice between them and PyTorch's
+(models/route_choice.py): each build's results against float64 references (the AVX-512, AVX2 and
+plain-C paths, each compiled here), the checks before each call, compiling and caching (atomic,
+keyed, rebuilt when damaged, absent without a compiler), and models on every route agreeing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+
+import pytest
+import torch
+from conftest import TINY, models, repo_module
+
+build = repo_module("models.native.build")
+products = repo_module("models.native.products")
+route_choice = repo_module("models.route_choice")
+kernels = repo_module("models.kernels")
+quantize = repo_module("models.quantize")
+
+# Builds of the same source: what -march=native gives here, AVX2 at most, AVX2 without the
+# VNNI/AVX-512 instructions (llama.cpp's older int4 path), and no vector extension at all.
+BUILDS = {
+    "native": build.BASE_FLAGS,
+    "narrow": build.BASE_FLAGS + build.VARIANTS["narrow"],
+    "haswell": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=haswell",),
+    "plain": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=x86-64", "-mno-sse3"),
+}
+
+
+def need_compiler():
+    if build.compiler() is None or os.uname().machine not in ("x86_64", "AMD64"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI has gcc on x86-64: the native kernels must build there")
+        pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory):
+    need_compiler()
+    folder = tmp_path_factory.mktemp("builds")
+    return {name: build.load(flags, folder) for name, flags in BUILDS.items()}
+
+
+def call(lib, name, x, weight, scale, bias, out, *extra):
+    """A kernel called directly (as products.py does), its result."""
+    fn = getattr(lib, name)
+    fn.argtypes = [products._POINTER] * 5 + [products._SIZE] * (2 + len(extra)) + [products._INT] * 2
+    y = torch.empty(out, dtype=x.dtype)
+    pointer = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    assert fn(x.data_ptr(), weight.data_ptr(), pointer(scale), pointer(bias), y.data_ptr(), x.numel(), out, *extra,
+              products.ACTIVATIONS[x.dtype], 2) == 0
+    return y
+
+
+def assert_close_to(got, want, dtype):
+    tolerance = 1e-5 if dtype == torch.float32 else 2 ** -7  # float32 sums in another order; one bfloat16 step
+    scale = want.abs().max().item()
+    assert (got.double() - want).abs().max().item() <= tolerance * scale + 1e-6
+
+
+@pytest.mark.parametrize("build_name", list(BUILDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(77, 301), (256, 64), (3, 5)])  # [in, out]: tails, whole vectors, tiny
+def test_float_kernels_against_float64(libraries, build_name, dtype, shape):
+    torch.manual_seed(0)
+    n_in, n_out = shape
+    x, w, b = torch.randn(n_in).to(dtype), torch.randn(n_in, n_out).to(dtype), torch.randn(n_out).to(dtype)
+    want = x.double() @ w.double() + b.double()
+    lib = libraries[build_name]
+    suffix = "f32" if dtype == torch.float32 else "bf16"
+    assert_close_to(call(lib, f"gemv_cols_{suffix}", x, w, None, b, n_out), want, dtype)
+    assert_close_to(call(lib, f"gemv_rows_{suffix}", x, w.t().contiguous(), None, b, n_out), want, dtype)
+    assert_close_to(call(lib, f"gemv_rows_{suffix}", x, w.t().contiguous(), None, None, n_out), want - b.double(), dtype)
+
+
+@pytest.mark.parametrize("build_name", list(BUILDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_kernel_against_float64(libraries, build_name, dtype):
+    torch.manual_seed(0)
+    q = torch.randint(-127, 128, (301, 77), dtype=torch.int8)
+    scales, x, b = torch.rand(301) / 100, torch.randn(77).to(dtype), torch.randn(301).to(dtype)
+    want = (q.double() * scales.double()[:, None]) @ x.double() + b.double()
+    assert_close_to(call(libraries[build_name], "gemv_int8", x, q, scales, b, 301), want, dtype)
+
+
+def int4_reference(x, q, scales, group, integer: bool):
+    """The int4 product in float64: with x as the kernel sees it (quantized to int8 per block of 32
+    on the integer path, round half away from zero), else exact."""
+    x = x.double()
+    if integer:
+        blocks = x.view(-1, 32)
+        step = blocks.abs().amax(-1, keepdim=True) / 127
+        quantized = torch.where(step > 0, blocks / step, torch.zeros_like(blocks))
+        x = (quantized.abs() + 0.5).floor().copysign(quantized).mul(step).view(-1)
+    return (q.double() * scales.double().repeat_interleave(group, 1)) @ x
+
+
+@pytest.mark.parametrize("build_name", list(BUILDS))
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_kernel_against_float64(libraries, build_name, group, dtype):
+    torch.manual_seed(0)
+    n_in, n_out = 512, 37
+    q = torch.randint(-8, 8, (n_out, n_in), dtype=torch.int8)
+    scales, x = torch.rand(n_out, n_in // group) / 10, torch.randn(n_in).to(dtype)
+    blocks, kernel_scales = products.int4_blocks(q, scales)
+    got = call(libraries[build_name], "gemv_int4", x, blocks, kernel_scales, None, n_out, group)
+    assert_close_to(got, int4_reference(x, q, kernel_scales[:-4].view(n_out, -1), group, build_name != "plain"), dtype)
+
+
+def test_int4_blocks_layout():
+    q = torch.arange(64, dtype=torch.int8).remainder(16).sub(8).view(1, 64)
+    blocks, scales = products.int4_blocks(q, torch.ones(1, 2))
+    assert blocks.shape == (1, 32) and scales.tolist() == [1, 1, 0, 0, 0, 0]
+    first = blocks[0, 0].item()
+    assert (first & 15, first >> 4) == (q[0, 0] + 8, q[0, 16] + 8)  # byte j: input j and j + 16
+
+
+# -- the products' checks ------------------------------------------------------------------------
+
+@pytest.fixture
+def narrow():
+    need_compiler()
+    if not products.available("narrow"):
+        pytest.fail("the narrow build did not load")
+    return "narrow"
+
+
+def test_a_product_refuses_inputs_it_was_not_made_for(narrow):
+    weight = torch.randn(16, 8)
+    product = products.float_product(narrow, weight, None, stored_in_out=False)
+    assert product(torch.ones(1, 8)).shape == (1, 16)
+    assert product(torch.ones(1, 1, 16)[..., ::2]).shape == (1, 1, 16)  # a strided row is copied
+    for bad in (torch.ones(1, 8, dtype=torch.bfloat16), torch.ones(2, 8), torch.ones(1, 9)):
+        with pytest.raises(ValueError, match="one torch.float32 CPU row of 8"):
+            product(bad)
+    with pytest.raises(ValueError, match="contiguous 2-D CPU weight"):
+        products.float_product(narrow, weight.t(), None, stored_in_out=False)
+
+
+def test_a_weight_given_other_memory_is_refused_not_read(narrow):
+    weight = torch.nn.Parameter(torch.randn(16, 8), requires_grad=False)
+    product = products.float_product(narrow, weight, None, stored_in_out=False)
+    weight.data = torch.randn(4, 2)  # param.data = ...: the old memory may be gone
+    with pytest.raises(ValueError, match="changed shape"):
+        product(torch.ones(1, 8))
+
+
+# -- building ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """No build loaded yet in this process, and a folder of its own."""
+    need_compiler()
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_build_is_kept_and_named_by_what_made_it(fresh):
+    assert build.library("narrow") is not None and build.library("wide") is not None
+    names = sorted(p.name for p in fresh.iterdir())
+    assert len(names) == 2 and all(name.startswith("decode-") and name.endswith(".so") for name in names)
+    assert build.library_path(build.BASE_FLAGS, build.compiler(), fresh).name in names
+
+
+def test_a_damaged_build_is_rebuilt(fresh, caplog):
+    path = build.library_path(build.BASE_FLAGS + build.VARIANTS["narrow"], build.compiler(), fresh)
+    path.write_bytes(b"not a shared object")
+    with caplog.at_level(logging.WARNING):
+        assert build.library("narrow") is not None
+    assert "rebuilding" in caplog.text and path.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_threads_asking_at_once_build_once(fresh):
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(build.library("narrow"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(map(id, found))) == 1 and found[0] is not None
+    assert [p.name for p in fresh.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("how", ["no compiler", "compiler fails", "switched off"])
+def test_without_a_build_products_take_pytorchs_kernels(fresh, monkeypatch, caplog, how):
+    if how == "no compiler":
+        monkeypatch.setenv("CC", "no-such-compiler")
+        monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    elif how == "compiler fails":
+        monkeypatch.setenv("CC", shutil.which("false"))
+    else:
+        monkeypatch.setenv("GPT_HUB_NATIVE", "0")
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    with caplog.at_level(logging.INFO):
+        assert build.library("narrow") is None
+        weight, x = torch.randn(8, 16), torch.randn(1, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(kernels.linear(x, weight, None, stored_in_out=True), x @ weight)
+    assert list(route_choice._chosen.values()) == ["torch"]
+    assert [p for p in fresh.iterdir()] == []  # nothing half-written left behind
+    if how != "switched off":
+        assert "unavailable" in caplog.text
+
+
+# -- the choice ----------------------------------------------------------------------------------
+
+def test_a_choice_is_made_once_per_key_and_can_be_forced(monkeypatch):
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    built = []
+
+    def candidates():
+        built.append(1)
+        return {"a": lambda x: x, "b": lambda x: x + 0}
+
+    first = route_choice.fastest(("k",), candidates, 1 << 30, torch.ones(4))
+    assert first in ("a", "b") and len(built) == 1  # weights larger than any cache: one copy
+    assert route_choice.fastest(("k",), candidates, 1 << 30, torch.ones(4)) == first and len(built) == 1
+    monkeypatch.setenv("GPT_HUB_KERNEL", "b")
+    assert route_choice.fastest(("other",), candidates, 1, torch.ones(4)) == "b" and len(built) == 2
+
+
+@pytest.mark.parametrize("kernel", ["torch", "wide", "narrow", "wide-rows", "narrow-rows"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_models_generate_alike_on_every_kernel(monkeypatch, narrow, kernel, dtype):
+    torch.manual_seed(0)
+    model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(dtype).eval()
+    prompt = torch.randint(0, TINY["vocab_size"], (1, 5))
+    with torch.no_grad():
+        monkeypatch.setattr(route_choice, "_chosen", {})
+        monkeypatch.setenv("GPT_HUB_KERNEL", "torch")
+        want_logits = model(prompt[:, :1]).logits
+        monkeypatch.setattr(route_choice, "_chosen", {})
+        monkeypatch.setenv("GPT_HUB_KERNEL", kernel)
+        got_logits = model(prompt[:, :1]).logits  # one row: the forced kernel wherever it exists
+        tokens = model.generate(prompt, max_new_tokens=8)
+    assert_close_to(got_logits, want_logits.double(), dtype)
+    if "-" not in kernel:  # the "-rows" kernels exist for bfloat16 [in, out] weights only: others measured
+        assert set(route_choice._chosen.values()) <= {kernel, "torch"}
+    if kernel == "torch" or dtype == torch.float32:
+        monkeypatch.setattr(route_choice, "_chosen", {})
+        monkeypatch.setenv("GPT_HUB_KERNEL", "torch")
+        assert torch.equal(model.generate(prompt, max_new_tokens=8), tokens)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_models_on_native_kernels_stay_within_their_error(monkeypatch, narrow, scheme):
+    torch.manual_seed(0)
+    config = models.GPT2Config(**{**TINY, "n_embd": 128})  # int4's native kernel takes inputs in 128s
+    model = models.GPT2LMHeadModel(config).eval().quantize(scheme)
+    prompt = torch.randint(0, config.vocab_size, (1, 1))
+    with torch.no_grad():
+        results = {}
+        for kernel in ("torch", "narrow"):
+            monkeypatch.setattr(route_choice, "_chosen", {})
+            monkeypatch.setenv("GPT_HUB_KERNEL", kernel)
+            results[kernel] = model(prompt).logits
+            assert set(route_choice._chosen.values()) == {kernel}
+    want, got = results["torch"], results["narrow"]
+    assert (got - want).abs().max() <= 0.02 * want.abs().max()
