@@ -74,6 +74,10 @@ def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
             print(row(f"{name} vs llama.cpp {DTYPES[name][0]}", results["ours"], results["llama"], "tokens/s"))
         if "hf" in results:
             print(row(f"{name} vs Hugging Face", results["ours"], results["hf"], "tokens/s"))
+    same = torch.equal(ours["float32"].generate(prompt, max_new_tokens=n), theirs["float32"].generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+        pad_token_id=0))
+    print(f"greedy float32, {n} tokens: {'token-identical to' if same else 'DIFFERENT from'} Hugging Face's")
 
 
 def prefill(ours: dict, theirs: dict, gguf: dict, args) -> None:

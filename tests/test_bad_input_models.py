@@ -243,3 +243,19 @@ def test_a_tensor_name_that_is_not_utf8_is_named(tmp_path):
             data[offset + size + 1:offset + size + 5] = crc.mask(crc.crc32c(contents)).to_bytes(4, "little")
     index.write_bytes(bytes(data))
     raises(ValueError, r"a tensor name is not UTF-8", models.GPT2LMHeadModel.from_pretrained, folder)
+
+
+@pytest.mark.parametrize("keep, kind, message", [
+    (-1, errors.InvalidArgumentError, "logits_to_keep must be >= 0"),
+    (1.5, errors.ArgumentTypeError, "logits_to_keep must be an int, got float"),
+    (True, errors.ArgumentTypeError, "logits_to_keep must be an int, got bool"),
+])
+def test_bad_logits_to_keep_is_named(gpt2, keep, kind, message):
+    with pytest.raises(kind, match=message):
+        gpt2(torch.ones(1, 3, dtype=torch.long), logits_to_keep=keep)
+
+
+def test_a_loss_with_logits_to_keep_is_refused(gpt2):
+    x = torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(errors.InvalidArgumentError, match="a loss needs every position's logits"):
+        gpt2(x, labels=x, logits_to_keep=1)

@@ -225,3 +225,13 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         ours(ids(1, 4), attention_mask=torch.ones(1, 3))
     with pytest.raises(ValueError, match="has 0 layers, the model has 2"):
         ours(ids(1, 4), past=[])
+
+
+@pytest.mark.parametrize("keep", [1, 3, 0])
+def test_logits_to_keep_matches_hugging_face(tmp_path, keep):
+    hf, ours = pair(tmp_path)
+    x = ids(2, 9)
+    with torch.no_grad():
+        want, got = hf(x, logits_to_keep=keep).logits, ours(x, logits_to_keep=keep).logits
+    assert got.shape == (2, keep or 9, TINY["vocab_size"])
+    close(got, want)

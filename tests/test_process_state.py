@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import TINY, TINY_GPT, models
+from conftest import TINY, TINY_GPT, models, repo_module
+
+route_choice = repo_module("models.route_choice")
 
 INIT_NAMES = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_", "trunc_normal_",
               "xavier_uniform_")
@@ -67,9 +69,15 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_loading_and_generating_change_nothing_another_thread_sees(checkpoints, family, dtype):
+CASES = [(family, dtype, "measured") for family in ("gpt2", "gpt") for dtype in (torch.float32, torch.bfloat16, torch.float16)]
+CASES += [("gpt2", dtype, "narrow") for dtype in (torch.float32, torch.bfloat16)]  # the native build's one-row products
+
+
+@pytest.mark.parametrize("family, dtype, kernel", CASES)
+def test_loading_and_generating_change_nothing_another_thread_sees(checkpoints, monkeypatch, family, dtype, kernel):
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    if kernel != "measured":
+        monkeypatch.setenv("GPT_HUB_KERNEL", kernel)
     model_class, path = checkpoints[family]
     with Sampler() as sampler:
         model = model_class.from_pretrained(path, torch_dtype=dtype)
