@@ -211,11 +211,14 @@ class QuantizedLinear(nn.Module):
         key = (self.scheme, self.group_size if self.scheme == "int4" else 0, self.in_features, self.out_features,
                self.dtype)
 
-        def synthetic() -> dict:
-            zeros = torch.zeros(self.out_features, self.in_features)
-            bias = None if self.bias is None else torch.zeros_like(self.bias)
-            layer = QuantizedLinear.of(zeros, bias, self.scheme, self.group_size)
-            layer.dtype = self.dtype
+        def synthetic() -> dict:  # a layer of this one's shape, values zero
+            layer = QuantizedLinear(self.in_features, self.out_features, self.bias is not None, self.scheme,
+                                    self.group_size, self.dtype)
+            scales = (torch.ones(self.out_features) if self.scheme == "int8"
+                      else torch.ones(self.out_features, self.in_features // self.group_size))
+            layer.load(torch.zeros(self.out_features, self.in_features, dtype=torch.int8), scales)
+            if layer.bias is not None:
+                layer.bias.data.zero_()
             return layer._candidates()
 
         weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
