@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import repo_module
 
 build = repo_module("models.native.build")
@@ -261,3 +263,141 @@ def test_the_cache_folder_expands_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("GPT_HUB_NATIVE_DIR", "~/native")
     assert build.native_dir() == tmp_path / "native"
+
+
+# -- the products' operands ----------------------------------------------------------------------
+
+def test_a_row_must_be_as_wide_as_the_product(narrow):
+    """A [2, 4] input to an 8-input product has 8 values: it was taken, and half of the [2, 16]
+    result was uninitialised memory."""
+    product = products.float_product(narrow, torch.randn(16, 8), None, stored_in_out=False)
+    for bad in (torch.ones(2, 4), torch.ones(4, 2), torch.tensor(1.0)):
+        with pytest.raises(errors.InvalidArgumentError, match="one torch.float32 CPU row of 8"):
+            product(bad)
+    assert product(torch.ones(1, 1, 8)).shape == (1, 1, 16)
+
+
+def test_operands_on_another_device_are_refused(narrow):
+    """A bias or scales on the meta device (or a GPU) passed every check: their pointer went to
+    C, which read NULL as "no bias" (a wrong result) or would have read GPU memory."""
+    with pytest.raises(errors.InvalidArgumentError, match="bias"):
+        products.float_product(narrow, torch.randn(16, 8), torch.zeros(16, device="meta"), stored_in_out=False)
+    with pytest.raises(errors.InvalidArgumentError, match="scales"):
+        products.int8_product(narrow, torch.zeros(16, 8, dtype=torch.int8), torch.zeros(16, device="meta"), None,
+                              torch.float32)
+    with pytest.raises(errors.InvalidArgumentError, match="scales"):
+        blocks = torch.zeros(4, 64, dtype=torch.uint8)
+        products.int4_product(narrow, blocks, torch.zeros(4 * 4 + 4, device="meta"), 32, None,
+                              torch.float32)
+
+
+@pytest.mark.parametrize("group", [0, 16, "32", 32.0])
+def test_an_int4_group_must_be_a_positive_multiple_of_32(narrow, group):
+    """0 raised ZeroDivisionError, "32" a TypeError of string formatting."""
+    blocks = torch.zeros(4, 64, dtype=torch.uint8)
+    with pytest.raises(errors.GPTHubError):
+        products.int4_product(narrow, blocks, torch.zeros(4 * 4 + 4), group, None, torch.float32)
+
+
+def test_memory_gone_from_under_a_product_is_refused_not_read(tmp_path):
+    """Each of these segfaulted: a weight's or an input's storage resized to nothing
+    (``untyped_storage().resize_(0)``, as FSDP frees parameters) keeps the tensor's shape, so
+    every check passed and C read freed memory; an int4 group of -32 passed the checks with
+    empty scales and C read before them."""
+    need_compiler()
+    result = isolated("""\
+        def outcome(make_and_call):
+            try:
+                make_and_call()
+                return "read"
+            except products.GPTHubError as error:
+                return "refused"
+
+        def weight_freed():
+            weight = torch.randn(2048, 2048)
+            product = products.float_product("narrow", weight, None, False)
+            weight.untyped_storage().resize_(0)
+            product(torch.ones(2048))
+
+        def input_freed():
+            product = products.float_product("narrow", torch.randn(2048, 2048), None, False)
+            x = torch.ones(2048)
+            x.untyped_storage().resize_(0)
+            product(x)
+
+        def scales_freed():
+            q = torch.zeros(2048, 2048, dtype=torch.int8)
+            scales = torch.ones(2048)
+            product = products.int8_product("narrow", q, scales, None, torch.float32)
+            scales.untyped_storage().resize_(0)
+            product(torch.ones(2048))
+
+        def negative_group():
+            blocks = torch.zeros(1, 64, dtype=torch.uint8)
+            products.int4_product("narrow", blocks, torch.empty(0), -32, None, torch.float32)(torch.ones(128))
+
+        for case in (weight_freed, input_freed, scales_freed, negative_group):
+            print(case.__name__, outcome(case), flush=True)
+        """, GPT_HUB_NATIVE_DIR=str(tmp_path / "native"))
+    assert_survived(result)
+    assert result.stdout.split() == ["weight_freed", "refused", "input_freed", "refused", "scales_freed", "refused",
+                                     "negative_group", "refused"]
+
+
+def test_a_weight_swapped_by_another_thread_mid_product_stays_alive(tmp_path):
+    """ctypes lets other threads run during the call; one doing ``param.data = ...`` freed the
+    weight's memory while C was reading it (a segfault within a second or two: a large weight's
+    memory goes back to the system when freed)."""
+    need_compiler()
+    result = isolated("""\
+        n = 4096
+        weight = torch.nn.Parameter(torch.randn(n, n), requires_grad=False)
+        product = products.float_product("narrow", weight, None, False)
+        x = torch.randn(n)
+        stop = time.monotonic() + 2
+
+        def swap():
+            while time.monotonic() < stop:
+                weight.data = torch.empty(n, n)
+
+        swapper = threading.Thread(target=swap)
+        swapper.start()
+        calls = 0
+        while time.monotonic() < stop:
+            assert product(x).shape == (n,)
+            calls += 1
+        swapper.join()
+        print("calls", calls)
+        """, GPT_HUB_NATIVE_DIR=str(tmp_path / "native"))
+    assert_survived(result)
+    assert result.stdout.startswith("calls")
+
+
+def test_products_from_threads_and_thread_counts_agree(narrow):
+    """(Held before too.) Several Python threads at once, and 1 or 2 torch threads, give the
+    float64 result within float32 rounding; a product keeps its weight alive."""
+    torch.manual_seed(0)
+    weights = [torch.randn(300, 257) for _ in range(4)]
+    made = [products.float_product(narrow, w, None, stored_in_out=True) for w in weights]
+    x = torch.randn(300)
+    wants = [x.double() @ w.double() for w in weights]
+    del weights  # the products hold them
+    worst = []
+
+    def run(i):
+        for _ in range(50):
+            worst.append((made[i](x).double() - wants[i]).abs().max().item())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(worst) == 200 and max(worst) < 1e-3
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = made[0](x)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, made[0](x), rtol=1e-5, atol=1e-4)
