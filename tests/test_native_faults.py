@@ -401,3 +401,51 @@ def test_products_from_threads_and_thread_counts_agree(narrow):
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(one, made[0](x), rtol=1e-5, atol=1e-4)
+
+
+# -- the choice ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_choices(monkeypatch):
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setattr(route_choice, "_warned", set(), raising=False)
+    monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+
+
+def test_a_candidate_that_raises_when_measured_is_left_out(no_choices, caplog):
+    """One candidate's error (a native kernel out of scratch memory, say) escaped fastest() on
+    every call: the model could not run at all, though another kernel could."""
+    def broken(x):
+        raise products.NativeKernelError("could not allocate")
+
+    with caplog.at_level(logging.WARNING):
+        assert route_choice.fastest(("k",), lambda: {"torch": lambda x: x, "wide": broken}, 1 << 30,
+                                    torch.ones(4)) == "torch"
+    assert "wide" in caplog.text and "left out" in caplog.text
+    with pytest.raises(products.NativeKernelError):  # nothing runs: the first candidate's error
+        route_choice.fastest(("all broken",), lambda: {"a": broken, "b": broken}, 1 << 30, torch.ones(4))
+    assert ("all broken",) not in route_choice.chosen()
+
+
+def test_measuring_takes_fewer_copies_when_memory_runs_short(no_choices):
+    """The copies made to spill the cache (up to 256 MB) raised out of fastest() where memory
+    was short, though one copy was enough to choose."""
+    made = []
+
+    def candidates():
+        if made:
+            raise MemoryError("no memory for another copy")
+        made.append(1)
+        return {"a": lambda x: x, "b": lambda x: x + 0}
+
+    assert route_choice.fastest(("k",), candidates, 1, torch.ones(4)) in ("a", "b")
+
+
+def test_an_unknown_forced_kernel_is_logged_once(no_choices, monkeypatch, caplog):
+    """GPT_HUB_KERNEL=narow (a typo) was ignored without a word."""
+    monkeypatch.setenv("GPT_HUB_KERNEL", "narow")
+    with caplog.at_level(logging.WARNING):
+        for key in (("k1",), ("k2",)):
+            assert route_choice.fastest(key, lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30,
+                                        torch.ones(4)) in ("a", "b")
+    assert caplog.text.count("'narow'") == 1
