@@ -5,7 +5,10 @@ A decoding step streams every weight from memory once, and which kernel streams 
 from CPU to CPU (AVX-512 or AVX2 code, oneDNN or PyTorch's own): so each candidate is timed on
 weights of the real shape and dtype, enough copies of them to spill the last-level cache (as the
 model's weights do), a few interleaved rounds, and the fastest is kept for the process. It costs
-tens of milliseconds once per shape; ``GPT_HUB_KERNEL=<name>`` forces one where it exists.
+tens of milliseconds once per shape; ``GPT_HUB_KERNEL=<name>`` forces one where it exists (a
+name that is no candidate for a shape is logged, once, and the fastest measured instead). A
+candidate that raises while measured is left out (and logged); fewer copies are measured where
+memory runs short.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 Product = Callable[[Tensor], Tensor]
 ROUNDS = 3
 _chosen: dict[tuple, str] = {}
+_warned: set[str] = set()  # forced names already reported as no candidate
 _lock = threading.Lock()
 
 
@@ -60,16 +64,36 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         first = build()
         names = list(first)
         forced = os.environ.get("GPT_HUB_KERNEL")
+        if forced and forced not in names and forced not in _warned:
+            _warned.add(forced)
+            logger.warning("GPT_HUB_KERNEL=%r is not a kernel for %s here (%s): the fastest is measured instead",
+                           forced, key, ", ".join(names))
         if forced in names or len(names) == 1:
             _chosen[key] = forced if forced in names else names[0]
             return _chosen[key]
-        copies = [first] + [build() for _ in range(min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1))) - 1)]
+        copies = [first]
+        for _ in range(min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1))) - 1):
+            try:
+                copies.append(build())
+            except Exception as error:  # memory runs short: measure on the copies there are
+                logger.debug("measuring %s on %d copies: %s", key, len(copies), error)
+                break
+        failed: dict[str, Exception] = {}
         with torch.no_grad():
             best = {name: math.inf for name in names}
             for _ in range(ROUNDS + 1):  # the first round warms up (and is kept only if faster)
                 for name in names:
-                    best[name] = min(best[name], _seconds([c[name] for c in copies], x))
-        _chosen[key] = min(names, key=best.__getitem__)
+                    if name in failed:
+                        continue
+                    try:
+                        best[name] = min(best[name], _seconds([c[name] for c in copies], x))
+                    except Exception as error:  # a candidate that cannot run here is no choice
+                        failed[name] = error
+                        logger.warning("kernel %s failed when measured for %s and is left out: %r", name, key, error)
+        usable = [name for name in names if name not in failed]
+        if not usable:
+            raise failed[names[0]]
+        _chosen[key] = min(usable, key=best.__getitem__)
         logger.debug("kernel for %s: %s (%s)", key, _chosen[key],
                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in best.items()))
         return _chosen[key]

@@ -2,19 +2,23 @@
 
 Each maker checks the weight once (dtype, shape, contiguity: the C code trusts them) and returns
 a product that checks each input's dtype, contiguity and size before handing pointers to C, and
-keeps the tensors it points into alive. The layouts the quantized kernels read are made here
-too (``int8_scales``, ``int4_blocks``).
+keeps the tensors it points into alive. On each call every operand is checked again (CPU, dtype,
+size, layout, and memory behind it: ``param.data = ...`` or ``untyped_storage().resize_(0)`` may
+have changed it since), and the call holds its own references to the memory it reads, since
+ctypes lets other threads run meanwhile and one may swap a weight's ``.data``. The layouts the
+quantized kernels read are made here too (``int8_scales``, ``int4_blocks``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import operator
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ...errors import GPTHubError, InvalidArgumentError
+from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
 from .build import library
 
 Product = Callable[[Tensor], Tensor]
@@ -48,39 +52,66 @@ def _pointer(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _readable(t: Tensor) -> bool:
+    """Whether ``t`` is a contiguous CPU tensor with memory behind every element (a storage
+    resized to nothing keeps its tensors' shapes)."""
+    return (t.is_cpu and t.is_contiguous()
+            and t.untyped_storage().nbytes() >= t.storage_offset() * t.element_size() + t.nbytes)
+
+
 def _product(fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None, in_features: int,
              out_features: int, dtype: torch.dtype, group: int | None = None) -> Product:
     act = ACTIVATIONS[dtype]
     extra = () if group is None else (group,)
-    if bias is not None and (bias.dtype != dtype or not bias.is_contiguous() or bias.numel() != out_features):
-        raise InvalidArgumentError("bias must be contiguous, of the activations' dtype and one value per output")
+    if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != dtype or not _readable(bias)
+                             or bias.numel() != out_features):
+        raise InvalidArgumentError("bias must be a contiguous CPU tensor of the activations' dtype, one value per "
+                                   "output")
     operands = [t for t in (weight, scale, bias) if t is not None]
-    sizes = [(t, t.numel(), t.dtype) for t in operands]
+    specs = [(t.numel(), t.dtype, t.element_size()) for t in operands]
 
     def product(x: Tensor) -> Tensor:
-        if x.dtype != dtype or x.numel() != in_features or not x.is_cpu:
+        if (not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu or x.numel() != in_features
+                or x.dim() == 0 or x.size(-1) != in_features):
             raise InvalidArgumentError(f"a native product takes one {dtype} CPU row of {in_features} values, got "
-                             f"{tuple(x.shape)} {x.dtype}")
-        # The pointers are read on each call, and the sizes checked: ``param.data = ...`` may
-        # have given an operand other memory since the product was made.
-        for t, numel, kind in sizes:
-            if t.numel() != numel or t.dtype != kind or not t.is_contiguous():
-                raise InvalidArgumentError("a native product's weight changed shape, dtype or layout since it was made")
+                                       f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__} "
+                                       f"{getattr(x, 'dtype', '')}")
+        # Aliases of the operands, checked and read here, keep the memory they point into alive for
+        # the call: another thread may run ``param.data = ...`` while C reads (ctypes releases
+        # the GIL), or may have done so, or resized a storage, since the product was made. ``.data``
+        # (unlike ``detach()``) keeps the GIL, so it cannot meet a ``param.data = ...`` half done.
+        held = [t.data for t in operands]
+        for t, (numel, kind, itemsize) in zip(held, specs):
+            if (t.dtype != kind or t.numel() != numel or not t.is_cpu or not t.is_contiguous()
+                    or t.untyped_storage().nbytes() < (t.storage_offset() + numel) * itemsize):
+                raise InvalidArgumentError("a native product's weight changed shape, dtype, device or layout, or "
+                                           "lost its memory, since it was made")
+        w, s, b = held[0], (held[1] if scale is not None else None), (held[-1] if bias is not None else None)
         x = x.contiguous()
+        if x.untyped_storage().nbytes() < (x.storage_offset() + in_features) * dtype.itemsize:
+            raise InvalidArgumentError("a native product's input has no memory behind it")
         y = torch.empty(x.shape[:-1] + (out_features,), dtype=dtype)
-        status = fn(x.data_ptr(), weight.data_ptr(), _pointer(scale), _pointer(bias), y.data_ptr(), in_features,
+        status = fn(x.data_ptr(), w.data_ptr(), _pointer(s), _pointer(b), y.data_ptr(), in_features,
                     out_features, *extra, act, torch.get_num_threads())
         if status != 0:
-            raise NativeKernelError(f"a native {tuple(weight.shape)} product could not allocate its scratch memory")
+            raise NativeKernelError(f"a native {tuple(w.shape)} product could not allocate its scratch memory")
         return y
 
     return product
 
 
 def _check(weight: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
-    if weight.dtype not in dtypes or weight.dim() != 2 or not weight.is_contiguous() or not weight.is_cpu:
+    if not isinstance(weight, Tensor):
+        raise ArgumentTypeError(f"a native kernel takes a tensor weight, got {type(weight).__name__}")
+    if weight.dtype not in dtypes or weight.dim() != 2 or not _readable(weight):
         raise InvalidArgumentError(f"a native kernel takes a contiguous 2-D CPU weight of {dtypes}, got "
-                         f"{tuple(weight.shape)} {weight.dtype}")
+                                   f"{tuple(weight.shape)} {weight.dtype} on {weight.device}")
+
+
+def _check_scales(scales: Tensor, numel: int, what: str) -> None:
+    if not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.numel() != numel or not _readable(
+            scales):
+        raise InvalidArgumentError(f"{what} scales must be a contiguous float32 CPU tensor of {numel} values")
 
 
 def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
@@ -102,8 +133,7 @@ def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, d
     fn = _function(variant, "gemv_int8")
     if fn is None:
         return None
-    if scales.dtype != torch.float32 or scales.numel() != q.size(0) or not scales.is_contiguous():
-        raise InvalidArgumentError("int8 scales must be contiguous float32, one per output")
+    _check_scales(scales, q.size(0), "int8")  # one per output
     return _product(fn, q, scales, bias, q.size(1), q.size(0), dtype)
 
 
@@ -115,11 +145,14 @@ def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias:
     if fn is None:
         return None
     out_features, in_features = blocks.size(0), blocks.size(1) * 2
-    if in_features % 128 or group % 32 or in_features % group:
+    try:
+        group = operator.index(group)
+    except TypeError:
+        raise ArgumentTypeError(f"the int4 group must be an int, got {type(group).__name__}") from None
+    if in_features % 128 or group <= 0 or group % 32 or in_features % group:
         raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of 32k, got "
-                         f"{in_features} inputs in groups of {group}")
-    if scales.dtype != torch.float32 or scales.numel() != out_features * (in_features // group) + 4:
-        raise InvalidArgumentError("int4 scales must be float32, one per output and group, and 4 more")
+                                   f"{in_features} inputs in groups of {group}")
+    _check_scales(scales, out_features * (in_features // group) + 4, "int4")  # one per output and group, 4 more
     return _product(fn, blocks, scales, bias, in_features, out_features, dtype, group)
 
 
