@@ -44,6 +44,13 @@ def _stream_bytes() -> int:
     return min(max(2 * size, 16 << 20), 256 << 20)
 
 
+def _copies(weight_bytes: int) -> int:
+    """How many weights to time: enough to spill the last-level cache, at most 64; at most 8 for
+    weights under 64 KB (a toy model's), whose products cost their calls, not their reads."""
+    enough = min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1)))
+    return min(enough, 8) if weight_bytes < 64 << 10 else enough
+
+
 def _seconds(products: list[Product], x: Tensor) -> float:
     start = time.perf_counter()
     for product in products:
@@ -72,7 +79,7 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
             _chosen[key] = forced if forced in names else names[0]
             return _chosen[key]
         copies = [first]
-        for _ in range(min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1))) - 1):
+        for _ in range(_copies(weight_bytes) - 1):
             try:
                 copies.append(build())
             except Exception as error:  # memory runs short: measure on the copies there are
