@@ -204,6 +204,14 @@ class QuantizedLinear(nn.Module):
                 found[variant] = product
         return found
 
+    def _zeros(self) -> QuantizedLinear:
+        """A layer of this one's shape and scheme whose values are all zero."""
+        layer = QuantizedLinear(self.in_features, self.out_features, False, self.scheme, self.group_size, self.dtype)
+        scales = (torch.ones(self.out_features) if self.scheme == "int8"
+                  else torch.ones(self.out_features, self.in_features // self.group_size))
+        layer.load(torch.zeros(self.out_features, self.in_features, dtype=torch.int8), scales)
+        return layer
+
     def _one_row_product(self):
         """The fastest product for one row on this machine (models/route_choice.py)."""
         if self.native is None:
@@ -211,12 +219,18 @@ class QuantizedLinear(nn.Module):
         key = (self.scheme, self.group_size if self.scheme == "int4" else 0, self.in_features, self.out_features,
                self.dtype)
 
-        def synthetic() -> dict:  # a layer of this one's shape, values zero
+        made: list[QuantizedLinear] = []
+
+        def synthetic() -> dict:  # a layer of this one's shape: copies of one of zeros (packing is slow)
+            if not made:
+                made.append(self._zeros())
+            prototype = made[0]
             layer = QuantizedLinear(self.in_features, self.out_features, self.bias is not None, self.scheme,
                                     self.group_size, self.dtype)
-            scales = (torch.ones(self.out_features) if self.scheme == "int8"
-                      else torch.ones(self.out_features, self.in_features // self.group_size))
-            layer.load(torch.zeros(self.out_features, self.in_features, dtype=torch.int8), scales)
+            layer.qweight, layer.scales = prototype.qweight.clone(), prototype.scales.clone()
+            if prototype.native is not None:  # int8's native operands share qweight
+                values, scales = prototype.native
+                layer.native = (layer.qweight if values is prototype.qweight else values.clone(), scales.clone())
             if layer.bias is not None:
                 layer.bias.data.zero_()
             return layer._candidates()

@@ -4,8 +4,11 @@ seen, never assumed from another machine.
 A decoding step streams every weight from memory once, and which kernel streams fastest differs
 from CPU to CPU (AVX-512 or AVX2 code, oneDNN or PyTorch's own): so each candidate is timed on
 weights of the real shape and dtype, enough copies of them to spill the last-level cache (as the
-model's weights do), a few interleaved rounds, and the fastest is kept for the process. It costs
-tens of milliseconds once per shape; ``GPT_HUB_KERNEL=<name>`` forces one where it exists (a
+model's weights do), a few interleaved rounds, and the fastest is kept for the process and in a
+small file beside the native builds (``choices-<hash>.json``, named by the CPU, torch's version,
+the kernels' source and the thread count), so that later processes on the machine skip the
+timing. It costs tens to hundreds of milliseconds once per shape; delete the file to measure
+again. ``GPT_HUB_KERNEL=<name>`` forces one where it exists (a
 name that is no candidate for a shape is logged, once, and the fastest measured instead). A
 candidate that raises while measured is left out (and logged); fewer copies are measured where
 memory runs short.
@@ -13,12 +16,15 @@ memory runs short.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -44,6 +50,39 @@ def _stream_bytes() -> int:
     return min(max(2 * size, 16 << 20), 256 << 20)
 
 
+def _record() -> Path:
+    """The file of this machine's choices (see the module's docstring)."""
+    from .native import build  # the builds' folder, the CPU and the source name the file
+
+    digest = hashlib.sha256()
+    for part in (build.cpu_identity(), torch.__version__, str(torch.get_num_threads())):
+        digest.update(hashlib.sha256(part.encode()).digest())
+    digest.update(hashlib.sha256(build.SOURCE.read_bytes()).digest())
+    return build.native_dir() / f"choices-{digest.hexdigest()[:16]}.json"
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    """The choices kept in ``path``; none where it is missing, unreadable or not ours."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _keep(path: Path, name: str, choice: str) -> None:
+    """Add one choice to ``path`` (atomically; a folder that cannot be written is no error)."""
+    from ..download.atomic import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({**_recorded(path), name: choice}, indent=1, sort_keys=True).encode())
+    except OSError as error:
+        logger.debug("the kernel choice for %s is not kept in %s: %s", name, path, error)
+
+
 def _copies(weight_bytes: int) -> int:
     """How many weights to time: enough to spill the last-level cache, at most 64; at most 8 for
     weights under 64 KB (a toy model's), whose products cost their calls, not their reads."""
@@ -62,15 +101,21 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
     """The name of the fastest candidate for ``key``: ``build()`` gives the candidates' products
     over one new weight of the key's shape (a candidate that cannot run is left out), ``x`` is a
     row to feed them. Measured once per key and process, one measurement at a time."""
+    key = (*key, torch.get_num_threads())  # the fastest for two threads need not be for sixteen
     found = _chosen.get(key)
     if found is not None:
         return found
     with _lock:
         if key in _chosen:
             return _chosen[key]
+        forced = os.environ.get("GPT_HUB_KERNEL")
+        record, recorded_as = _record(), " ".join(map(str, key))
+        kept = None if forced else _recorded(record).get(recorded_as)
+        if kept is not None:  # a name that cannot run here any more leaves its caller PyTorch's route
+            _chosen[key] = kept
+            return kept
         first = build()
         names = list(first)
-        forced = os.environ.get("GPT_HUB_KERNEL")
         if forced and forced not in names and forced not in _warned:
             _warned.add(forced)
             logger.warning("GPT_HUB_KERNEL=%r is not a kernel for %s here (%s): the fastest is measured instead",
@@ -101,6 +146,7 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         if not usable:
             raise failed[names[0]]
         _chosen[key] = min(usable, key=best.__getitem__)
+        _keep(record, recorded_as, _chosen[key])
         logger.debug("kernel for %s: %s (%s)", key, _chosen[key],
                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in best.items()))
         return _chosen[key]

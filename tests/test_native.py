@@ -5,6 +5,7 @@ keyed, rebuilt when damaged, absent without a compiler), and models on every rou
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -209,8 +210,9 @@ def test_without_a_build_products_take_pytorchs_kernels(fresh, monkeypatch, capl
 
 # -- the choice ----------------------------------------------------------------------------------
 
-def test_a_choice_is_made_once_per_key_and_can_be_forced(monkeypatch):
+def test_a_choice_is_made_once_per_key_and_can_be_forced(monkeypatch, tmp_path):
     monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
     built = []
 
     def candidates():
@@ -262,3 +264,47 @@ def test_quantized_models_on_native_kernels_stay_within_their_error(monkeypatch,
             assert set(route_choice._chosen.values()) == {kernel}
     want, got = results["torch"], results["narrow"]
     assert (got - want).abs().max() <= 0.02 * want.abs().max()
+
+
+def test_a_choice_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    built = []
+
+    def candidates():
+        built.append(1)
+        return {"a": lambda x: x, "b": lambda x: x + 0}
+
+    first = route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4))
+    [record] = tmp_path.glob("choices-*.json")
+    assert json.loads(record.read_text()) == {f"kept {torch.get_num_threads()}": first}
+    monkeypatch.setattr(route_choice, "_chosen", {})  # a new process, as far as memory goes
+    assert route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4)) == first and len(built) == 1
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setenv("GPT_HUB_KERNEL", "b" if first == "a" else "a")  # forcing wins over the file
+    assert route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4)) != first
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"kept 2": 7}', b""])
+def test_a_damaged_choices_file_is_measured_again_and_rewritten(monkeypatch, tmp_path, damage):
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    record = route_choice._record()
+    record.write_bytes(damage)
+    built = []
+
+    def candidates():
+        built.append(1)
+        return {"a": lambda x: x, "b": lambda x: x + 0}
+
+    choice = route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4))
+    assert built and json.loads(record.read_text())[f"kept {torch.get_num_threads()}"] == choice
+
+
+def test_a_folder_that_cannot_be_written_keeps_choices_in_memory(monkeypatch, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(blocker / "native"))  # below a file: cannot be made
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    choice = route_choice.fastest(("k",), lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30, torch.ones(4))
+    assert choice in ("a", "b") and route_choice.fastest(("k",), None, 1 << 30, torch.ones(4)) == choice

@@ -406,7 +406,9 @@ def test_products_from_threads_and_thread_counts_agree(narrow):
 # -- the choice ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def no_choices(monkeypatch):
+def no_choices(monkeypatch, tmp_path):
+    """No choice made yet, in memory or on disk (choices are kept beside the builds)."""
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
     monkeypatch.setattr(route_choice, "_chosen", {})
     monkeypatch.setattr(route_choice, "_warned", set(), raising=False)
     monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)

@@ -82,7 +82,7 @@ def compiler() -> str | None:
     return None
 
 
-def _cpu_identity() -> str:
+def cpu_identity() -> str:
     """The CPU's model and feature flags (what -march=native compiles for)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -118,7 +118,7 @@ def library_path(flags: tuple[str, ...], cc: str, folder: Path) -> Path:
     this CPU is kept."""
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(flags).encode(), shlex.join(_command(cc)).encode(),
-                 _compiler_version(cc).encode(), _cpu_identity().encode()):
+                 _compiler_version(cc).encode(), cpu_identity().encode()):
         digest.update(hashlib.sha256(part).digest())
     return folder / f"decode-{digest.hexdigest()[:20]}.so"
 
