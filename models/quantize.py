@@ -3,7 +3,9 @@ along the inner dimension, both symmetric, through PyTorch's own CPU kernels
 (``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``). The kernels take activations and
 scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 70
 times slower: docs/performance.md), so the product runs in bfloat16 whatever the model's dtype,
-and its result comes back in the model's dtype (float32 or bfloat16).
+and its result comes back in the model's dtype (float32 or bfloat16). A single row (batch-1
+decoding) takes the fastest here of those and the native kernels (models/native), chosen by
+models/route_choice.py; the native int4 kernel quantizes the row to int8 per block of 32.
 
 Every ``Conv1D`` projection of the blocks and the language-model head are replaced by a
 ``QuantizedLinear``; the token embedding stays exact, so a tied head becomes a quantized copy.
@@ -30,25 +32,14 @@ from ..errors import GPTHubError, InvalidArgumentError
 from . import route_choice
 from .layers import Conv1D, Linear
 from .native import products as native
+from .quantized_values import (DEFAULT_GROUP_SIZE, QUANT_METHOD, SCALE_DTYPE, check_scheme, pack_nibbles,
+                               quantize_weight, unpack_nibbles)
 
-SCHEMES = ("int8", "int4")
-GROUP_SIZES = (32, 64, 128, 256)
-DEFAULT_GROUP_SIZE = 32
-QUANT_METHOD = "gpt_hub"
 _INT4_ROWS = 16  # the int4 kernel packs output rows in multiples of this
-SCALE_DTYPE = torch.bfloat16  # the kernels' activations and scales
 
 
 class QuantizedUseError(GPTHubError, RuntimeError):
     """A quantized model was asked to train or to give gradients: it is for inference only."""
-
-
-def check_scheme(quantize: object, group_size: object = DEFAULT_GROUP_SIZE, argument: str = "quantize") -> None:
-    """Refuse a scheme other than ``"int8"``/``"int4"`` or an int4 group size the kernel lacks."""
-    if quantize not in SCHEMES:
-        raise InvalidArgumentError(f"{argument} must be one of {', '.join(map(repr, SCHEMES))}, got {quantize!r}")
-    if quantize == "int4" and group_size not in GROUP_SIZES:
-        raise InvalidArgumentError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, got {group_size!r}")
 
 
 def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | None, out_features: int) -> Tensor:
@@ -65,29 +56,6 @@ def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: i
     if y.size(-1) != out_features:
         y = y[:, :out_features]
     return (y if bias is None else y + bias).reshape(*x.shape[:-1], out_features)
-
-
-def quantize_weight(weight: Tensor, scheme: str, group_size: int) -> tuple[Tensor, Tensor]:
-    """``weight`` ``[out, in]`` as ``(q, scales)``: int8 ``q`` (``[-127, 127]`` or ``[-8, 7]``) of
-    the same shape and bfloat16 scales ``[out]`` (int8) or ``[out, in / g]`` (int4)."""
-    w = weight.detach().float()
-    levels = 127 if scheme == "int8" else 7
-    groups = w.view(w.size(0), -1, w.size(1) if scheme == "int8" else group_size)  # [out, groups, g]
-    scales = (groups.abs().amax(-1) / levels).clamp_min(1e-30).to(SCALE_DTYPE)  # [out, groups]
-    q = (groups / scales.float()[..., None]).round().clamp(-levels - (scheme == "int4"), levels)
-    return q.to(torch.int8).view_as(w), (scales.squeeze(-1) if scheme == "int8" else scales)
-
-
-def pack_nibbles(q: Tensor) -> Tensor:
-    """int4 values ``[out, in]`` in ``[-8, 7]`` as the checkpoint's uint8 ``[out, in / 2]``."""
-    u = (q.to(torch.int16) + 8).to(torch.uint8)
-    return u[:, 0::2] | (u[:, 1::2] << 4)
-
-
-def unpack_nibbles(packed: Tensor) -> Tensor:
-    """The inverse of ``pack_nibbles``: int8 ``[out, in]``."""
-    values = torch.stack((packed & 15, packed >> 4), -1).view(packed.size(0), -1)  # [out, in]
-    return values.to(torch.int8) - 8
 
 
 class QuantizedLinear(nn.Module):
