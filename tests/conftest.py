@@ -212,3 +212,21 @@ def release_copy(tmp_path: Path, name: str = "gpt2") -> Path:
     folder = tmp_path / name
     shutil.copytree(OPENAI_FIXTURES / name, folder)
     return folder
+
+
+def need_compiler():
+    """Skip where the native kernels cannot be built (no C compiler, not x86-64), except in CI."""
+    build = repo_module("models.native.build")
+    if build.compiler() is None or os.uname().machine not in ("x86_64", "AMD64"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI has gcc on x86-64: the native kernels must build there")
+        pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
+
+
+@pytest.fixture
+def narrow():
+    """The native kernels' AVX2 build, loaded (its name)."""
+    need_compiler()
+    if not repo_module("models.native.products").available("narrow"):
+        pytest.fail("the narrow build did not load")
+    return "narrow"

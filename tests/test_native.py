@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import threading
 
 import pytest
 import torch
-from conftest import TINY, models, repo_module
+from conftest import TINY, models, need_compiler, repo_module
 
 build = repo_module("models.native.build")
 products = repo_module("models.native.products")
@@ -29,13 +28,6 @@ BUILDS = {
     "haswell": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=haswell",),
     "plain": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=x86-64", "-mno-sse3"),
 }
-
-
-def need_compiler():
-    if build.compiler() is None or os.uname().machine not in ("x86_64", "AMD64"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI has gcc on x86-64: the native kernels must build there")
-        pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +113,6 @@ def test_int4_blocks_layout():
 
 
 # -- the products' checks ------------------------------------------------------------------------
-
-@pytest.fixture
-def narrow():
-    need_compiler()
-    if not products.available("narrow"):
-        pytest.fail("the narrow build did not load")
-    return "narrow"
-
 
 def test_a_product_refuses_inputs_it_was_not_made_for(narrow):
     weight = torch.randn(16, 8)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import repo_module
+from conftest import need_compiler, repo_module
 
 build = repo_module("models.native.build")
 products = repo_module("models.native.products")
@@ -28,13 +28,6 @@ route_choice = repo_module("models.route_choice")
 errors = repo_module("errors")
 
 TESTS = Path(__file__).resolve().parent
-
-
-def need_compiler():
-    if build.compiler() is None or os.uname().machine not in ("x86_64", "AMD64"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI has gcc on x86-64: the native kernels must build there")
-        pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
 
 
 @pytest.fixture
@@ -45,14 +38,6 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(folder))
     monkeypatch.delenv("GPT_HUB_NATIVE", raising=False)
     return folder
-
-
-@pytest.fixture
-def narrow():
-    need_compiler()
-    if not products.available("narrow"):
-        pytest.fail("the narrow build did not load")
-    return "narrow"
 
 
 def fake_compiler(folder: Path, name: str, body: str) -> str:
