@@ -3,7 +3,8 @@ layout for its bfloat16 product, ``[out, in]`` for the native one-row kernels. A
 first use and kept beside the weight:
 
 - bounded: one copy per live weight and kind, dropped with the weight (a ``weakref.finalize``);
-- current: remade when the weight is replaced or changed in place (its version counter moved);
+- current: remade when the weight is changed in place (its version counter moved) or given other
+  memory (``param.data = ...``, its data pointer moved);
 - never made for weights created under ``torch.inference_mode`` (no version counter to watch),
   nor oneDNN's when ``GPT_HUB_PACK_BFLOAT16=0`` (then bfloat16 products take the stock kernels).
 
@@ -34,25 +35,28 @@ def find_onednn(name: str):
 _PACK = find_onednn("_reorder_linear_weight")
 ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None
 
-# (id(weight), kind) -> (the copy, a weakref to the weight, the version it was made at)
-_copies: dict[tuple[int, str], tuple[Tensor, weakref.ref, int]] = {}
+# (id(weight), kind) -> (the copy, a weakref to the weight, (its data pointer, its version) when copied)
+_copies: dict[tuple[int, str], tuple[Tensor, weakref.ref, tuple[int, int]]] = {}
 _lock = threading.Lock()
 
 
 def derived(weight: Tensor, kind: str, make: Callable[[], Tensor]) -> Tensor | None:
     """The copy of ``weight`` that ``make`` gives (one per ``kind``), made on first use and kept
-    while the weight lives and stays unchanged; None for weights made under inference mode."""
+    while the weight lives and stays unchanged (its memory and version counter as they were: an
+    in-place change moves the counter, ``param.data = ...`` the memory); None for weights made
+    under inference mode."""
     if weight.is_inference():
         return None
     key = (id(weight), kind)
+    state = (weight.data_ptr(), weight._version)  # read before copying: a change meanwhile remakes it
     entry = _copies.get(key)
-    if entry is not None and entry[1]() is weight and entry[2] == weight._version:
+    if entry is not None and entry[1]() is weight and entry[2] == state:
         return entry[0]
     copy = make()
     with _lock:
         if key not in _copies:
             weakref.finalize(weight, _copies.pop, key, None)
-        _copies[key] = (copy, weakref.ref(weight), weight._version)
+        _copies[key] = (copy, weakref.ref(weight), state)
     return copy
 
 

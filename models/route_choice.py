@@ -114,7 +114,11 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         if kept is not None:  # a name that cannot run here any more leaves its caller PyTorch's route
             _chosen[key] = kept
             return kept
-        first = build()
+        # The copies are made as the model's weights were, outside inference mode: made inside
+        # it, they would get no packed or transposed copies, and the routes timed would not be
+        # the ones that run.
+        with torch.inference_mode(False):
+            first = build()
         names = list(first)
         if forced and forced not in names and forced not in _warned:
             _warned.add(forced)
@@ -126,7 +130,8 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         copies = [first]
         for _ in range(_copies(weight_bytes) - 1):
             try:
-                copies.append(build())
+                with torch.inference_mode(False):
+                    copies.append(build())
             except Exception as error:  # memory runs short: measure on the copies there are
                 logger.debug("measuring %s on %d copies: %s", key, len(copies), error)
                 break

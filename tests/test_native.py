@@ -21,20 +21,44 @@ kernels = repo_module("models.kernels")
 quantize = repo_module("models.quantize")
 
 # Builds of the same source: what -march=native gives here, AVX2 at most, AVX2 without the
-# VNNI/AVX-512 instructions (llama.cpp's older int4 path), and no vector extension at all.
+# VNNI/AVX-512 instructions (llama.cpp's older int4 path), AVX-512 without VNNI (int4 on floats),
+# and no vector extension at all. Each runs here only where this CPU has its instructions.
 BUILDS = {
     "native": build.BASE_FLAGS,
     "narrow": build.BASE_FLAGS + build.VARIANTS["narrow"],
     "haswell": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=haswell",),
+    "skylake": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=skylake-avx512",),
     "plain": tuple(f for f in build.BASE_FLAGS if f != "-march=native") + ("-march=x86-64", "-mno-sse3"),
 }
+
+
+NEEDS = {"haswell": {"avx2", "fma"}, "skylake": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
+
+
+def cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+
+
+class Builds(dict):
+    """The builds by name, each compiled on first ask; one whose instructions this CPU lacks skips."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, name):
+        lacking = NEEDS.get(name, set()) - cpu_flags()
+        if lacking:
+            pytest.skip(f"this CPU lacks {', '.join(sorted(lacking))}: the {name} build cannot run here")
+        self[name] = build.load(BUILDS[name], self.folder)
+        return self[name]
 
 
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
     need_compiler()
-    folder = tmp_path_factory.mktemp("builds")
-    return {name: build.load(flags, folder) for name, flags in BUILDS.items()}
+    return Builds(tmp_path_factory.mktemp("builds"))
 
 
 def call(lib, name, x, weight, scale, bias, out, *extra):
@@ -101,7 +125,19 @@ def test_int4_kernel_against_float64(libraries, build_name, group, dtype):
     scales, x = torch.rand(n_out, n_in // group) / 10, torch.randn(n_in).to(dtype)
     blocks, kernel_scales = products.int4_blocks(q, scales)
     got = call(libraries[build_name], "gemv_int4", x, blocks, kernel_scales, None, n_out, group)
-    assert_close_to(got, int4_reference(x, q, kernel_scales[:-4].view(n_out, -1), group, build_name != "plain"), dtype)
+    integer = build_name not in ("plain", "skylake")  # the builds without integer dot products
+    assert_close_to(got, int4_reference(x, q, kernel_scales[:-4].view(n_out, -1), group, integer), dtype)
+
+
+@pytest.mark.parametrize("build_name", list(BUILDS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_int4_kernel_gives_nan_for_a_nan_or_infinite_input(libraries, build_name, bad):
+    q = torch.ones(4, 128, dtype=torch.int8)
+    blocks, scales = products.int4_blocks(q, torch.ones(4, 4))
+    x = torch.ones(128)
+    x[40] = bad  # the second block of 32
+    got = call(libraries[build_name], "gemv_int4", x, blocks, scales, None, 4, 32)
+    assert torch.isnan(got).all(), got
 
 
 def test_int4_blocks_layout():
@@ -292,3 +328,52 @@ def test_a_folder_that_cannot_be_written_keeps_choices_in_memory(monkeypatch, tm
     monkeypatch.setattr(route_choice, "_chosen", {})
     choice = route_choice.fastest(("k",), lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30, torch.ones(4))
     assert choice in ("a", "b") and route_choice.fastest(("k",), None, 1 << 30, torch.ones(4)) == choice
+
+
+@pytest.mark.parametrize("kernel", ["torch", "narrow-rows"])  # oneDNN's packed copy; the transposed one
+def test_a_weight_given_new_memory_gets_new_copies(monkeypatch, narrow, kernel):
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setenv("GPT_HUB_KERNEL", kernel)
+    weight = torch.nn.Parameter(torch.randn(64, 48, dtype=torch.bfloat16), requires_grad=False)  # [in, out]
+    x = torch.randn(1, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        kernels.linear(x, weight, None, stored_in_out=True)  # makes the copy
+        weight.data = torch.randn(64, 48, dtype=torch.bfloat16)  # same id and version, other memory
+        got = kernels.linear(x, weight, None, stored_in_out=True)
+    assert_close_to(got, x.double() @ weight.double(), torch.bfloat16)
+
+
+def test_choices_made_under_inference_mode_time_the_routes_that_run(monkeypatch, tmp_path, narrow):
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    seen = []
+    real = route_choice._seconds
+
+    def seconds(products, x):
+        seen.append(len(products))
+        return real(products, x)
+
+    monkeypatch.setattr(route_choice, "_seconds", seconds)
+    weight = torch.randn(64, 48, dtype=torch.bfloat16)  # [in, out]
+    names = []
+    original = kernels._candidates
+
+    def candidates(*args):
+        found = original(*args)
+        names.append(sorted(found))
+        return found
+
+    monkeypatch.setattr(kernels, "_candidates", candidates)
+    with torch.inference_mode():
+        kernels.linear(torch.randn(1, 64, dtype=torch.bfloat16), weight, None, stored_in_out=True)
+    assert names and all("narrow-rows" in found for found in names)  # transposed copies made for the timing
+
+
+def test_an_unknown_kernel_in_the_choices_file_falls_back_to_pytorch(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    weight, x = torch.randn(64, 48), torch.randn(1, 64)
+    key = " ".join(map(str, ("float", torch.float32, True, 64, 48, torch.get_num_threads())))
+    route_choice._record().write_text(json.dumps({key: "from-a-future-version"}))
+    with torch.no_grad():
+        torch.testing.assert_close(kernels.linear(x, weight, None, stored_in_out=True), x @ weight)

@@ -276,10 +276,11 @@ def test_operands_on_another_device_are_refused(narrow):
                               torch.float32)
 
 
-@pytest.mark.parametrize("group", [0, 16, "32", 32.0])
-def test_an_int4_group_must_be_a_positive_multiple_of_32(narrow, group):
-    """0 raised ZeroDivisionError, "32" a TypeError of string formatting."""
-    blocks = torch.zeros(4, 64, dtype=torch.uint8)
+@pytest.mark.parametrize("group", [0, 16, "32", 32.0, 96, 192])
+def test_an_int4_group_must_be_a_power_of_two_from_32(narrow, group):
+    """0 raised ZeroDivisionError, "32" a TypeError of string formatting; 96 and 192 divide the
+    384 inputs but straddle the kernel's vectors of 128, whose lanes took the wrong scales."""
+    blocks = torch.zeros(4, 192, dtype=torch.uint8)  # 384 inputs
     with pytest.raises(errors.GPTHubError):
         products.int4_product(narrow, blocks, torch.zeros(4 * 4 + 4), group, None, torch.float32)
 

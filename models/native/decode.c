@@ -17,6 +17,7 @@
  * The caller (products.py) checks shapes, dtypes and contiguity: these functions trust them.
  * Each returns 0, or -1 when it could not allocate its scratch memory (nothing written).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,7 +199,7 @@ static inline vf lanes_of(const float *four, const int32_t *index) {  /* four[in
     return _mm512_permutexvar_ps(_mm512_loadu_si512(index), _mm512_castps128_ps512(_mm_loadu_ps(four)));
 }
 static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(__AVX2__) && defined(__FMA__) && VL == 8  /* AVX-512 without VNNI: floats below */
 #define INTEGER_INT4 1
 #define IL 8
 typedef __m256i vi;
@@ -237,12 +238,18 @@ static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
     for (int64_t b = 0; b < blocks; b++) {
         const float *xb = xf + b * 32;
         float most = 0;
-        for (int j = 0; j < 32; j++) most = xb[j] > most ? xb[j] : (-xb[j] > most ? -xb[j] : most);
-        float scale = most / 127, inverse = most > 0 ? 127 / most : 0;
+        int finite = 1;
+        for (int j = 0; j < 32; j++) {
+            finite &= isfinite(xb[j]) != 0;
+            most = xb[j] > most ? xb[j] : (-xb[j] > most ? -xb[j] : most);
+        }
+        /* A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
+         * float product would: converting it to an integer is undefined. */
+        float scale = finite ? most / 127 : NAN, inverse = finite && most > 0 ? 127 / most : 0;
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
             float v = xb[j] * inverse;
-            int8_t q = (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(-v + 0.5f));
+            int8_t q = finite ? (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(-v + 0.5f)) : 0;
             (j < 16 ? qx->lo : qx->hi)[b * 16 + (j & 15)] = q;
             sum += q;
         }

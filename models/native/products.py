@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
-from .build import library
+from .build import VARIANTS, library
 
 Product = Callable[[Tensor], Tensor]
 ACTIVATIONS = {torch.float32: 0, torch.bfloat16: 1}
@@ -45,7 +45,7 @@ def _function(variant: str, name: str):
 
 def available(variant: str) -> bool:
     """Whether the ``wide`` or ``narrow`` build can be had (it is compiled here on first ask)."""
-    return library(variant) is not None
+    return variant in VARIANTS and library(variant) is not None  # a name from elsewhere (a file): no build
 
 
 def _pointer(t: Tensor | None) -> int | None:
@@ -149,9 +149,12 @@ def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias:
         group = operator.index(group)
     except TypeError:
         raise ArgumentTypeError(f"the int4 group must be an int, got {type(group).__name__}") from None
-    if in_features % 128 or group <= 0 or group % 32 or in_features % group:
-        raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of 32k, got "
-                                   f"{in_features} inputs in groups of {group}")
+    # Each vector of 32 * 4 inputs takes its scales from 4 consecutive groups from its first one:
+    # right for groups of 32 or 64, and for any group a whole number of vectors long; a power of
+    # two from 32 is always one or the other.
+    if in_features % 128 or group < 32 or group & (group - 1) or in_features % group:
+        raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of a power "
+                                   f"of two from 32, got {in_features} inputs in groups of {group}")
     _check_scales(scales, out_features * (in_features // group) + 4, "int4")  # one per output and group, 4 more
     return _product(fn, blocks, scales, bias, in_features, out_features, dtype, group)
 
