@@ -5,8 +5,9 @@
     python benchmarks/llama_cpp_peer.py convert DIR      # DIR: a Hugging Face GPT-2 checkpoint
 
 ``convert`` writes ``DIR/gguf/gpt2-{f32,bf16,q8_0,q4_0}.gguf``: the first three by llama.cpp's own
-``convert_hf_to_gguf.py`` (with its bundled ``gguf-py``), q4_0 by ``llama-quantize``. Nothing here
-is imported by the library or the tests.
+``convert_hf_to_gguf.py`` (with its bundled ``gguf-py``), q4_0 by ``llama-quantize --pure``; it adds
+``n_ctx`` to ``DIR/config.json``, which the converter needs (give it a checkpoint of your own, as
+peer_bench.py does). Nothing here is imported by the library or the tests.
 
 With gcc 12, llama.cpp's AMX int8 kernels crash ("Illegal instruction") on quantized models, and
 its ``GGML_AMX_*`` options do nothing while ``GGML_NATIVE=ON``; compiler flags that forbid AMX
@@ -31,20 +32,21 @@ BIN = BUILD / "cmake" / "bin"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 TOOLS = ("llama-bench", "llama-quantize", "llama-perplexity")
 TYPES = ("f32", "bf16", "q8_0", "q4_0")
+SDIST_VERSION = "0.3.36"  # vendor/llama.cpp at 0c1e570 (2026-10-01), the commit the issue measured
 
 
 def source() -> Path:
     """The unpacked llama.cpp tree, downloading the newest sdist the first time."""
-    found = sorted(BUILD.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    found = sorted(BUILD.glob(f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp"))
     if found:
         return found[-1]
     BUILD.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    "llama-cpp-python", "-d", str(BUILD)], check=True)
-    archive = sorted(BUILD.glob("llama_cpp_python-*.tar.gz"))[-1]
+                    f"llama-cpp-python=={SDIST_VERSION}", "-d", str(BUILD)], check=True)
+    archive = BUILD / f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
     with tarfile.open(archive) as tar:
         tar.extractall(BUILD, filter="data")
-    return sorted(BUILD.glob("llama_cpp_python-*/vendor/llama.cpp"))[-1]
+    return BUILD / f"llama_cpp_python-{SDIST_VERSION}" / "vendor" / "llama.cpp"
 
 
 def build() -> None:
@@ -89,12 +91,14 @@ def convert(checkpoint: Path) -> dict[str, Path]:
                             "--outtype", kind, "--outfile", str(files[kind])], check=True, env=env,
                            capture_output=True)
     if not files["q4_0"].exists():
-        subprocess.run([str(BIN / "llama-quantize"), str(files["f32"]), str(files["q4_0"]), "q4_0"],
+        # --pure: every tensor q4_0, the tied embedding (GPT-2's LM head) too, as our int4 does;
+        # by default llama-quantize keeps it at Q6_K.
+        subprocess.run([str(BIN / "llama-quantize"), "--pure", str(files["f32"]), str(files["q4_0"]), "q4_0"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return files
 
 
-def bench(model: Path, *, threads: int, new_tokens: int = 0, prompt: int = 0, batch: int = 1) -> float:
+def bench(model: Path, *, threads: int, new_tokens: int = 0, prompt: int = 0) -> float:
     """Tokens per second of one ``llama-bench`` run: decode (``-n``) or prompt processing (``-p``)."""
     command = [str(BIN / "llama-bench"), "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json",
                "-p", str(prompt), "-n", str(new_tokens)]
