@@ -3,7 +3,8 @@ inference on CPU, chosen per call (no process-wide setting is read or changed).
 
 Decoding reads every weight once per token, so its speed is the speed at which the products
 stream weights from memory, and PyTorch's stock kernels do not always reach it. The routes
-(their speeds are measured by benchmarks/matmul_bench.py and recorded in benchmarks/README.md):
+(their speeds are measured by benchmarks/decode_parts_bench.py and matmul_bench.py, and recorded in
+docs/performance.md):
 
 - one row (batch-1 decoding), float32 or bfloat16: the fastest on this machine of PyTorch's route
   below and the native kernels (models/native: AVX-512 and AVX2 builds, and for bfloat16

@@ -154,14 +154,15 @@ def test_temporaries_left_by_killed_builds_are_removed(fresh):
     fresh.mkdir(parents=True)
     old = fresh / f".decode-{'a' * 20}.so.12345.{'b' * 12}.tmp"
     young = fresh / f".decode-{'a' * 20}.so.12346.{'c' * 12}.tmp"  # maybe another process's build
+    old_choices = fresh / f".choices-{'d' * 16}.json.12347.{'e' * 12}.tmp"  # a killed choices write
     mine = fresh / "notes.tmp"
-    for path in (old, young, mine):
+    for path in (old, young, old_choices, mine):
         path.write_bytes(b"\x7fELF half")
     long_ago = time.time() - 24 * 3600
-    os.utime(old, (long_ago, long_ago))
-    os.utime(mine, (long_ago, long_ago))
+    for path in (old, old_choices, mine):
+        os.utime(path, (long_ago, long_ago))
     assert build.library("narrow") is not None
-    assert not old.exists() and young.exists() and mine.exists()
+    assert not old.exists() and not old_choices.exists() and young.exists() and mine.exists()
 
 
 def test_a_sanitizer_in_cc_does_not_abort_the_process(tmp_path):

@@ -53,7 +53,8 @@ COMPILE_TIMEOUT_S = 180
 VERSION_TIMEOUT_S = 30
 # A temporary build older than this belongs to a process that died (a build is killed sooner).
 STALE_TEMPORARY_S = 2 * COMPILE_TIMEOUT_S + 60
-_TEMPORARY = re.compile(r"\.decode-[0-9a-f]+\.so\.[0-9]+\.[0-9a-f]+\.tmp")
+# atomic_path's temporaries of a build or of the kernel choices (models/route_choice.py)
+_TEMPORARY = re.compile(r"\.(decode-[0-9a-f]+\.so|choices-[0-9a-f]+\.json)\.[0-9]+\.[0-9a-f]+\.tmp")
 
 _loaded: dict[tuple[str, ...], ctypes.CDLL | None] = {}
 _lock = threading.Lock()
@@ -162,7 +163,7 @@ def check_whole(path: str | os.PathLike) -> None:
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Remove the temporary builds that processes killed mid-build left in ``folder``."""
+    """Remove the temporary builds (and choices files) that processes killed mid-write left in ``folder``."""
     now = time.time()
     try:
         entries = list(os.scandir(folder))
