@@ -141,8 +141,8 @@ def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bo
     def synthetic() -> dict[str, Product]:
         return _candidates(torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias), stored_in_out)
 
-    sample = torch.zeros(1, in_features, dtype=weight.dtype)
-    name = route_choice.fastest(key, synthetic, weight.numel() * weight.element_size(), sample)
+    name = route_choice.fastest(key, synthetic, weight.numel() * weight.element_size(),
+                                lambda: torch.zeros(1, in_features, dtype=weight.dtype))
     return _candidate(name, weight, bias, stored_in_out) or _torch_route(weight, bias, stored_in_out, one_row)
 
 

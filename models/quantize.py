@@ -204,7 +204,7 @@ class QuantizedLinear(nn.Module):
             return layer._candidates()
 
         weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
-        name = route_choice.fastest(key, synthetic, weight_bytes, torch.zeros(1, self.in_features, dtype=self.dtype))
+        name = route_choice.fastest(key, synthetic, weight_bytes, lambda: torch.zeros(1, self.in_features, dtype=self.dtype))
         return self._candidates().get(name) or self._torch_product()
 
     def bind(self):

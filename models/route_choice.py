@@ -97,10 +97,12 @@ def _seconds(products: list[Product], x: Tensor) -> float:
     return time.perf_counter() - start
 
 
-def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int, x: Tensor) -> str:
+def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,
+            x: Tensor | Callable[[], Tensor]) -> str:
     """The name of the fastest candidate for ``key``: ``build()`` gives the candidates' products
     over one new weight of the key's shape (a candidate that cannot run is left out), ``x`` is a
-    row to feed them. Measured once per key and process, one measurement at a time."""
+    row to feed them (or makes one: only a measurement needs it). Measured once per key and
+    process, one measurement at a time."""
     key = (*key, torch.get_num_threads())  # the fastest for two threads need not be for sixteen
     found = _chosen.get(key)
     if found is not None:
@@ -135,6 +137,7 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
             except Exception as error:  # memory runs short: measure on the copies there are
                 logger.debug("measuring %s on %d copies: %s", key, len(copies), error)
                 break
+        x = x() if callable(x) else x
         failed: dict[str, Exception] = {}
         with torch.no_grad():
             best = {name: math.inf for name in names}
