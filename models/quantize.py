@@ -96,7 +96,7 @@ class QuantizedLinear(nn.Module):
             self.qweight, self.scales = q.contiguous(), scales.to(SCALE_DTYPE).contiguous()
             self.native = (self.qweight, native.int8_scales(self.scales)) if native_ready else None
             return
-        natively = native_ready and self.in_features % 128 == 0 and self.group_size % 32 == 0
+        natively = native_ready and native.int4_fits(self.in_features, self.group_size)
         self.native = native.int4_blocks(q, scales.to(SCALE_DTYPE)) if natively else None
         pad = -self.out_features % _INT4_ROWS
         unsigned = nn.functional.pad(q.to(torch.int32) + 8, (0, 0, 0, pad), value=8)  # [out padded, in]
@@ -155,22 +155,21 @@ class QuantizedLinear(nn.Module):
         return partial(_int4_product, packed=self.qweight, scales_zeros=self.scales, group_size=self.group_size,
                        bias=self.bias, out_features=self.out_features)
 
-    def _native_product(self, variant: str):
-        """The product for one row through a native build, or None where it cannot run."""
-        if self.native is None or not native.available(variant):
+    def _candidate(self, name: str):
+        """One named product for one row: ``torch``, or a native build (``wide``, ``narrow``);
+        None where it cannot run here."""
+        if name == "torch":
+            return self._torch_product()
+        if self.native is None or not native.available(name):
             return None
         values, scales = self.native
         if self.scheme == "int8":
-            return native.int8_product(variant, values, scales, self.bias, self.dtype)
-        return native.int4_product(variant, values, scales, self.group_size, self.bias, self.dtype)
+            return native.int8_product(name, values, scales, self.bias, self.dtype)
+        return native.int4_product(name, values, scales, self.group_size, self.bias, self.dtype)
 
     def _candidates(self) -> dict:
-        found = {"torch": self._torch_product()}
-        for variant in ("wide", "narrow"):
-            product = self._native_product(variant)
-            if product is not None:
-                found[variant] = product
-        return found
+        found = {name: self._candidate(name) for name in ("torch", "wide", "narrow")}
+        return {name: product for name, product in found.items() if product is not None}
 
     def _zeros(self) -> QuantizedLinear:
         """A layer of this one's shape and scheme whose values are all zero."""
@@ -205,7 +204,7 @@ class QuantizedLinear(nn.Module):
 
         weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
         name = route_choice.fastest(key, synthetic, weight_bytes, lambda: torch.zeros(1, self.in_features, dtype=self.dtype))
-        return self._candidates().get(name) or self._torch_product()
+        return self._candidate(name) or self._torch_product()
 
     def bind(self):
         """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here

@@ -137,6 +137,14 @@ def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, d
     return _product(fn, q, scales, bias, q.size(1), q.size(0), dtype)
 
 
+def int4_fits(in_features: int, group: int) -> bool:
+    """Whether the native int4 kernel takes ``in_features`` inputs in groups of ``group``: each
+    vector of 32 * 4 inputs takes its scales from 4 consecutive groups from its first one, right
+    for groups of 32 or 64 and for any group a whole number of vectors long; a power of two from 32
+    is always one or the other."""
+    return not (in_features % 128 or group < 32 or group & (group - 1) or in_features % group)
+
+
 def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias: Tensor | None,
                  dtype: torch.dtype) -> Product | None:
     """The int4 product on ``int4_blocks``' layout; None where the build is missing."""
@@ -149,10 +157,7 @@ def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias:
         group = operator.index(group)
     except TypeError:
         raise ArgumentTypeError(f"the int4 group must be an int, got {type(group).__name__}") from None
-    # Each vector of 32 * 4 inputs takes its scales from 4 consecutive groups from its first one:
-    # right for groups of 32 or 64, and for any group a whole number of vectors long; a power of
-    # two from 32 is always one or the other.
-    if in_features % 128 or group < 32 or group & (group - 1) or in_features % group:
+    if not int4_fits(in_features, group):
         raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of a power "
                                    f"of two from 32, got {in_features} inputs in groups of {group}")
     _check_scales(scales, out_features * (in_features // group) + 4, "int4")  # one per output and group, 4 more
