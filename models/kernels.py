@@ -130,20 +130,34 @@ def _natively(weight: Tensor, bias: Tensor | None) -> bool:
             and (bias is None or (bias.dtype == weight.dtype and bias.is_contiguous() and bias.dim() == 1)))
 
 
-def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
-    """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
-    route, for a weight ``_routable`` accepts and no gradient asked."""
-    if not (one_row and _natively(weight, bias)):
-        return _torch_route(weight, bias, stored_in_out, one_row)
+def _ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> tuple[str, ...]:
+    """The one-row candidates for this weight's shape and dtype, fastest first (measured once)."""
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
     key = ("float", weight.dtype, stored_in_out, in_features, out_features)
 
     def synthetic() -> dict[str, Product]:
         return _candidates(torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias), stored_in_out)
 
-    name = route_choice.fastest(key, synthetic, weight.numel() * weight.element_size(),
+    return route_choice.ranking(key, synthetic, weight.numel() * weight.element_size(),
                                 lambda: torch.zeros(1, in_features, dtype=weight.dtype))
+
+
+def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
+    """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
+    route, for a weight ``_routable`` accepts and no gradient asked."""
+    if not (one_row and _natively(weight, bias)):
+        return _torch_route(weight, bias, stored_in_out, one_row)
+    name = _ranking(weight, bias, stored_in_out)[0]
     return _candidate(name, weight, bias, stored_in_out) or _torch_route(weight, bias, stored_in_out, one_row)
+
+
+def native_one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> native.NativeProduct | None:
+    """The fastest native one-row product for this weight (models/native/block.py calls it from
+    C), or None where no native kernel takes it or PyTorch's kernels are forced."""
+    if not (_routable(weight) and _natively(weight, bias)):
+        return None
+    return route_choice.fastest_native(_ranking(weight, bias, stored_in_out),
+                                       lambda name: _candidate(name, weight, bias, stored_in_out))
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional
-from .kernels import bind, linear
+from .kernels import bind, linear, native_one_row
+from .native.block import BlockStep, native_block
 
 
 class Conv1D(nn.Module):
@@ -34,6 +35,9 @@ class Conv1D(nn.Module):
     def bind(self) -> functional.Step:
         return bind(self.weight, self.bias, stored_in_out=True)
 
+    def native_one_row(self):
+        return native_one_row(self.weight, self.bias, stored_in_out=True)
+
 
 class Linear(nn.Linear):
     """``nn.Linear`` whose product goes through models/kernels.py."""
@@ -47,6 +51,9 @@ class Linear(nn.Linear):
 
     def bind(self) -> functional.Step:
         return bind(self.weight, self.bias, stored_in_out=False)
+
+    def native_one_row(self):
+        return native_one_row(self.weight, self.bias, stored_in_out=False)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -97,6 +104,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = Conv1D(n_embd, inner_dim)
         self.c_proj = Conv1D(inner_dim, n_embd)
+        self.activation_name = activation_name
         self.act = activation(activation_name)
         self.dropout = nn.Dropout(pdrop)
 
@@ -148,8 +156,17 @@ class Block(nn.Module):
                                 attn=self.attn, ln_2=self.ln_2, mlp=self.mlp, pre_norm=self.pre_norm)
 
     def bind(self):
-        return partial(functional.block, ln_1=layer_norm_step(self.ln_1), attn=self.attn.bind(),
-                       ln_2=layer_norm_step(self.ln_2), mlp=self.mlp.bind(), pre_norm=self.pre_norm)
+        """The block's step for generate: ``functional.block`` with bound parts, and for one new token
+        of one sequence the whole block in one native call (models/native/block.py)."""
+        python = partial(functional.block, ln_1=layer_norm_step(self.ln_1), attn=self.attn.bind(),
+                         ln_2=layer_norm_step(self.ln_2), mlp=self.mlp.bind(), pre_norm=self.pre_norm)
+        return BlockStep(python, self._native_step)
+
+    def _native_step(self):
+        attn, mlp = self.attn, self.mlp
+        products = [layer.native_one_row() for layer in (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)]
+        norms = [(norm.weight, norm.bias, norm.eps) for norm in (self.ln_1, self.ln_2)]
+        return native_block(products, norms, attn.n_head, attn.scale, self.pre_norm, mlp.activation_name)
 
 
 class SequenceSummary(nn.Module):

@@ -183,6 +183,16 @@ class QuantizedLinear(nn.Module):
         """The fastest product for one row on this machine (models/route_choice.py)."""
         if self.native is None:
             return self._torch_product()
+        return self._candidate(self._ranking()[0]) or self._torch_product()
+
+    def native_one_row(self):
+        """The fastest native one-row product (models/native/block.py calls it from C), or None."""
+        if self.native is None:
+            return None
+        return route_choice.fastest_native(self._ranking(), self._candidate)
+
+    def _ranking(self) -> tuple[str, ...]:
+        """The one-row candidates for this layer's shape and scheme, fastest first (measured once)."""
         key = (self.scheme, self.group_size if self.scheme == "int4" else 0, self.in_features, self.out_features,
                self.dtype)
 
@@ -203,8 +213,8 @@ class QuantizedLinear(nn.Module):
             return layer._candidates()
 
         weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
-        name = route_choice.fastest(key, synthetic, weight_bytes, lambda: torch.zeros(1, self.in_features, dtype=self.dtype))
-        return self._candidate(name) or self._torch_product()
+        return route_choice.ranking(key, synthetic, weight_bytes,
+                                    lambda: torch.zeros(1, self.in_features, dtype=self.dtype))
 
     def bind(self):
         """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here

@@ -4,8 +4,8 @@ seen, never assumed from another machine.
 A decoding step streams every weight from memory once, and which kernel streams fastest differs
 from CPU to CPU (AVX-512 or AVX2 code, oneDNN or PyTorch's own): so each candidate is timed on
 weights of the real shape and dtype, enough copies of them to spill the last-level cache (as the
-model's weights do), a few interleaved rounds, and the fastest is kept for the process and in a
-small file beside the native builds (``choices-<hash>.json``, named by the CPU, torch's version,
+model's weights do), a few interleaved rounds, and the candidates' order, fastest first, is kept
+for the process and in a small file beside the native builds (``choices-<hash>.json``, named by the CPU, torch's version,
 the kernels' source and the thread count), so that later processes on the machine skip the
 timing. It costs tens to hundreds of milliseconds once per shape; delete the file to measure
 again. ``GPT_HUB_KERNEL=<name>`` forces one where it exists (a
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 Product = Callable[[Tensor], Tensor]
 ROUNDS = 3
-_chosen: dict[tuple, str] = {}
+_chosen: dict[tuple, tuple[str, ...]] = {}  # by key: the candidates' names, fastest first
 _warned: set[str] = set()  # forced names already reported as no candidate
 _lock = threading.Lock()
 
@@ -57,12 +57,13 @@ def _record() -> Path:
     digest = hashlib.sha256()
     for part in (build.cpu_identity(), torch.__version__, str(torch.get_num_threads())):
         digest.update(hashlib.sha256(part.encode()).digest())
-    digest.update(hashlib.sha256(build.SOURCE.read_bytes()).digest())
+    digest.update(build.source_digest())
     return build.native_dir() / f"choices-{digest.hexdigest()[:16]}.json"
 
 
 def _recorded(path: Path) -> dict[str, str]:
-    """The choices kept in ``path``; none where it is missing, unreadable or not ours."""
+    """The choices kept in ``path`` (each the names, fastest first, joined by spaces); none where
+    it is missing, unreadable or not ours."""
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -99,10 +100,16 @@ def _seconds(products: list[Product], x: Tensor) -> float:
 
 def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,
             x: Tensor | Callable[[], Tensor]) -> str:
-    """The name of the fastest candidate for ``key``: ``build()`` gives the candidates' products
-    over one new weight of the key's shape (a candidate that cannot run is left out), ``x`` is a
-    row to feed them (or makes one: only a measurement needs it). Measured once per key and
-    process, one measurement at a time."""
+    """The name of the fastest candidate for ``key`` (see ``ranking``)."""
+    return ranking(key, build, weight_bytes, x)[0]
+
+
+def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,
+            x: Tensor | Callable[[], Tensor]) -> tuple[str, ...]:
+    """The candidates' names for ``key``, fastest first: ``build()`` gives the candidates'
+    products over one new weight of the key's shape (a candidate that cannot run is left out),
+    ``x`` is a row to feed them (or makes one: only a measurement needs it). Measured once per key
+    and process, one measurement at a time. A forced kernel (``GPT_HUB_KERNEL``) is the only name."""
     key = (*key, torch.get_num_threads())  # the fastest for two threads need not be for sixteen
     found = _chosen.get(key)
     if found is not None:
@@ -113,9 +120,9 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         forced = os.environ.get("GPT_HUB_KERNEL")
         record, recorded_as = _record(), " ".join(map(str, key))
         kept = None if forced else _recorded(record).get(recorded_as)
-        if kept is not None:  # a name that cannot run here any more leaves its caller PyTorch's route
-            _chosen[key] = kept
-            return kept
+        if kept:  # names that cannot run here any more leave their caller PyTorch's route
+            _chosen[key] = tuple(kept.split())
+            return _chosen[key]
         # The copies are made as the model's weights were, outside inference mode: made inside
         # it, they would get no packed or transposed copies, and the routes timed would not be
         # the ones that run.
@@ -127,7 +134,7 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
             logger.warning("GPT_HUB_KERNEL=%r is not a kernel for %s here (%s): the fastest is measured instead",
                            forced, key, ", ".join(names))
         if forced in names or len(names) == 1:
-            _chosen[key] = forced if forced in names else names[0]
+            _chosen[key] = (forced if forced in names else names[0],)
             return _chosen[key]
         copies = [first]
         for _ in range(_copies(weight_bytes) - 1):
@@ -153,14 +160,24 @@ def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         usable = [name for name in names if name not in failed]
         if not usable:
             raise failed[names[0]]
-        _chosen[key] = min(usable, key=best.__getitem__)
-        _keep(record, recorded_as, _chosen[key])
-        logger.debug("kernel for %s: %s (%s)", key, _chosen[key],
+        _chosen[key] = tuple(sorted(usable, key=best.__getitem__))
+        _keep(record, recorded_as, " ".join(_chosen[key]))
+        logger.debug("kernels for %s, fastest first: %s (%s)", key, _chosen[key],
                      ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in best.items()))
         return _chosen[key]
 
 
+def fastest_native(names: tuple[str, ...], make: Callable[[str], Product | None]) -> Product | None:
+    """The product of the first of ``names`` (fastest first) that is not PyTorch's route and that
+    ``make`` can build here, or None."""
+    for name in names:
+        found = None if name == "torch" else make(name)
+        if found is not None:
+            return found
+    return None
+
+
 def chosen() -> dict[tuple, str]:
-    """The choices made so far in this process (for benchmarks and tests)."""
+    """The fastest kernel of each key measured so far in this process (for benchmarks and tests)."""
     with _lock:
-        return dict(_chosen)
+        return {key: names[0] for key, names in _chosen.items()}

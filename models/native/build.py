@@ -1,4 +1,4 @@
-"""Compiling ``decode.c`` on the user's machine, once, and loading it.
+"""Compiling the native kernels (``decode.c``, ``block.c``) on the user's machine, once, and loading them.
 
 The kernels are compiled with ``-march=native`` by the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) the first time they are wanted, into ``<torch hub dir>/gpt_hub/native``
@@ -44,7 +44,9 @@ from ...download.cache import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("decode.c")
+FOLDER = Path(__file__).parent
+SOURCES = ("decode.c", "block.c")  # compiled together into one library
+HEADERS = ("values.h",)
 # -fno-sanitize=all: a $CC of "gcc -fsanitize=address" would build a library whose sanitizer
 # runtime aborts the process that loads it.
 BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11", "-fno-sanitize=all")
@@ -114,11 +116,19 @@ def _compiler_version(cc: str) -> str:
     return _run([*_command(cc), "--version"], VERSION_TIMEOUT_S).stdout
 
 
+def source_digest() -> bytes:
+    """A hash of the kernels' source files."""
+    digest = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        digest.update(hashlib.sha256((FOLDER / name).read_bytes()).digest())
+    return digest.digest()
+
+
 def library_path(flags: tuple[str, ...], cc: str, folder: Path) -> Path:
-    """Where the build of ``SOURCE`` with ``flags`` by ``cc`` (its own arguments included) on
+    """Where the build of ``SOURCES`` with ``flags`` by ``cc`` (its own arguments included) on
     this CPU is kept."""
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(flags).encode(), shlex.join(_command(cc)).encode(),
+    for part in (source_digest(), " ".join(flags).encode(), shlex.join(_command(cc)).encode(),
                  _compiler_version(cc).encode(), cpu_identity().encode()):
         digest.update(hashlib.sha256(part).digest())
     return folder / f"decode-{digest.hexdigest()[:20]}.so"
@@ -184,7 +194,8 @@ def _compile(cc: str, flags: tuple[str, ...], target: Path) -> ctypes.CDLL:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target.parent)
     with atomic_path(target) as tmp:
-        result = _run([*_command(cc), *flags, str(SOURCE), "-o", tmp], COMPILE_TIMEOUT_S)
+        result = _run([*_command(cc), *flags, *(str(FOLDER / name) for name in SOURCES), "-o", tmp],
+                      COMPILE_TIMEOUT_S)
         if result.returncode != 0:
             raise OSError(f"{cc} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
         check_whole(tmp)

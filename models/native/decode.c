@@ -14,27 +14,19 @@
  *                bytes, byte j holding input j (low nibble) and j + 16 (high), as q + 8;
  *                W[o, i] = q[o, i] * scale[o, i / group]; `scale` has 4 readable floats past
  *                its end (the integer path loads 4 scales at a time, and uses those it needs)
- * The caller (products.py) checks shapes, dtypes and contiguity: these functions trust them.
- * Each returns 0, or -1 when it could not allocate its scratch memory (nothing written).
+ * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
+ * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
+ * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its scratch memory (nothing written).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#include "values.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
-
-typedef uint16_t bf16;
-
-static inline float from_bf16(bf16 h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
-
-static inline bf16 to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
-    uint32_t u; memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40);
-    return (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* Vectors of VL floats: loads that widen each weight type, fused multiply-add, sum. */
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -92,15 +84,11 @@ static inline float one_f32(const float *p) { return *p; }
 static inline float one_bf16(const bf16 *p) { return from_bf16(*p); }
 static inline float one_i8(const int8_t *p) { return (float)*p; }
 
-static inline float load(const void *p, int64_t i, int act) {
-    return act ? from_bf16(((const bf16 *)p)[i]) : ((const float *)p)[i];
-}
-
 /* y[o] = s (times the row's scale, if any) + bias[o] (if any). */
 static inline void finish(void *y, const void *bias, const float *scale, int64_t o, float s, int act) {
     if (scale) s *= scale[o];
     if (bias) s += load(bias, o, act);
-    if (act) ((bf16 *)y)[o] = to_bf16(s); else ((float *)y)[o] = s;
+    store(y, o, s, act);
 }
 
 /* x as float32 (a copy the caller frees), or NULL when out of memory. */
@@ -113,8 +101,9 @@ static float *widen(const void *x, int64_t n, int act) {
 /* Rows: one at a time (one stream through memory is what the prefetchers follow best), with
  * four sums along the row so that the additions do not wait on each other. */
 #define ROWS_KERNEL(NAME, WT, VLOAD, ONE)                                                      \
-int NAME(const void *x, const WT *w, const float *scale, const void *bias, void *y, int64_t in, \
-         int64_t out, int act, int threads) {                                                  \
+int NAME(const void *x, const void *weight, const float *scale, const void *bias, void *y,      \
+         int64_t in, int64_t out, int64_t group, int act, int threads) {                       \
+    const WT *w = weight; (void)group;                                                         \
     float *xf = widen(x, in, act);                                                             \
     if (!xf) return -1;                                                                        \
     _Pragma("omp parallel for schedule(static) num_threads(threads)")                         \
@@ -143,9 +132,9 @@ ROWS_KERNEL(gemv_int8, int8_t, load_i8, one_i8)
 
 /* acc[j] += xa * a[j] + xb * b[j] + ... over the columns, four rows of W at a time. */
 #define COLS_KERNEL(NAME, WT, VLOAD, ONE)                                                      \
-int NAME(const void *x, const WT *w, const float *unused, const void *bias, void *y, int64_t in, \
-         int64_t out, int act, int threads) {                                                  \
-    (void)unused;                                                                              \
+int NAME(const void *x, const void *weight, const float *unused, const void *bias, void *y,     \
+         int64_t in, int64_t out, int64_t group, int act, int threads) {                       \
+    const WT *w = weight; (void)unused; (void)group;                                           \
     float *xf = widen(x, in, act);                                                             \
     float *part = calloc((size_t)threads * (size_t)(out > 0 ? out : 1), sizeof(float));        \
     if (!xf || !part) { free(xf); free(part); return -1; }                                     \
@@ -301,8 +290,9 @@ static inline vf group_sum(const uint8_t *row, const float *xf, int64_t start, i
 
 /* int4, per output: per group, group_sum times the group's scale; minus 8 * (the sum over groups
  * of scale * the group's sum of x). Four rows at a time, for four independent sums. */
-int gemv_int4(const void *x, const uint8_t *q, const float *scale, const void *bias, void *y,
+int gemv_int4(const void *x, const void *weight, const float *scale, const void *bias, void *y,
               int64_t in, int64_t out, int64_t group, int act, int threads) {
+    const uint8_t *q = weight;
     float *xf = widen(x, in, act);
 #ifdef INTEGER_INT4
     if (in % (32 * BPV) == 0) {

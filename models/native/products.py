@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import ctypes
 import operator
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
 from .build import VARIANTS, library
 
-Product = Callable[[Tensor], Tensor]
 ACTIVATIONS = {torch.float32: 0, torch.bfloat16: 1}
 _POINTER, _SIZE, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
@@ -36,9 +33,8 @@ def _function(variant: str, name: str):
     if lib is None:
         return None
     fn = getattr(lib, name)
-    if fn.argtypes is None:
-        extra = [_SIZE] if name == "gemv_int4" else []
-        fn.argtypes = [_POINTER] * 5 + [_SIZE, _SIZE] + extra + [_INT, _INT]  # x, w, scale, bias, y, in, out
+    if fn.argtypes is None:  # x, w, scale, bias, y, in, out, group, act, threads (values.h)
+        fn.argtypes = [_POINTER] * 5 + [_SIZE] * 3 + [_INT, _INT]
         fn.restype = _INT
     return fn
 
@@ -59,45 +55,55 @@ def _readable(t: Tensor) -> bool:
             and t.untyped_storage().nbytes() >= t.storage_offset() * t.element_size() + t.nbytes)
 
 
-def _product(fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None, in_features: int,
-             out_features: int, dtype: torch.dtype, group: int | None = None) -> Product:
-    act = ACTIVATIONS[dtype]
-    extra = () if group is None else (group,)
-    if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != dtype or not _readable(bias)
-                             or bias.numel() != out_features):
-        raise InvalidArgumentError("bias must be a contiguous CPU tensor of the activations' dtype, one value per "
-                                   "output")
-    operands = [t for t in (weight, scale, bias) if t is not None]
-    specs = [(t.numel(), t.dtype, t.element_size()) for t in operands]
+class NativeProduct:
+    """A native product for one row (see the module's docstring), and what models/native/block.py
+    needs to call the same kernel from C: ``function`` (its address), ``operands`` (weight,
+    scales, bias), ``in_features``, ``out_features``, ``group`` and ``dtype``."""
 
-    def product(x: Tensor) -> Tensor:
+    def __init__(self, fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None, in_features: int,
+                 out_features: int, dtype: torch.dtype, group: int = 0):
+        if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != dtype or not _readable(bias)
+                                 or bias.numel() != out_features):
+            raise InvalidArgumentError("bias must be a contiguous CPU tensor of the activations' dtype, one value "
+                                       "per output")
+        self.fn, self.function = fn, ctypes.cast(fn, ctypes.c_void_p).value
+        self.operands = (weight, scale, bias)
+        self.in_features, self.out_features, self.dtype, self.group = in_features, out_features, dtype, group
+        self._specs = [(t.numel(), t.dtype, t.element_size()) if t is not None else None for t in self.operands]
+
+    def held(self) -> list[Tensor | None]:
+        """Aliases of the operands, checked: they keep the memory they point into alive for a call.
+        Another thread may run ``param.data = ...`` while C reads (ctypes releases the GIL), or may
+        have done so, or resized a storage, since the product was made. ``.data`` (unlike
+        ``detach()``) keeps the GIL, so it cannot meet a ``param.data = ...`` half done."""
+        held = [None if t is None else t.data for t in self.operands]
+        for t, spec in zip(held, self._specs):
+            if t is None:
+                continue
+            numel, kind, itemsize = spec
+            if (t.dtype != kind or t.numel() != numel or not t.is_cpu or not t.is_contiguous()
+                    or t.untyped_storage().nbytes() < (t.storage_offset() + numel) * itemsize):
+                raise InvalidArgumentError("a native product's weight changed shape, dtype, device or layout, or "
+                                           "lost its memory, since it was made")
+        return held
+
+    def __call__(self, x: Tensor) -> Tensor:
+        dtype, in_features = self.dtype, self.in_features
         if (not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu or x.numel() != in_features
                 or x.dim() == 0 or x.size(-1) != in_features):
             raise InvalidArgumentError(f"a native product takes one {dtype} CPU row of {in_features} values, got "
                                        f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__} "
                                        f"{getattr(x, 'dtype', '')}")
-        # Aliases of the operands, checked and read here, keep the memory they point into alive for
-        # the call: another thread may run ``param.data = ...`` while C reads (ctypes releases
-        # the GIL), or may have done so, or resized a storage, since the product was made. ``.data``
-        # (unlike ``detach()``) keeps the GIL, so it cannot meet a ``param.data = ...`` half done.
-        held = [t.data for t in operands]
-        for t, (numel, kind, itemsize) in zip(held, specs):
-            if (t.dtype != kind or t.numel() != numel or not t.is_cpu or not t.is_contiguous()
-                    or t.untyped_storage().nbytes() < (t.storage_offset() + numel) * itemsize):
-                raise InvalidArgumentError("a native product's weight changed shape, dtype, device or layout, or "
-                                           "lost its memory, since it was made")
-        w, s, b = held[0], (held[1] if scale is not None else None), (held[-1] if bias is not None else None)
+        w, s, b = self.held()
         x = x.contiguous()
         if x.untyped_storage().nbytes() < (x.storage_offset() + in_features) * dtype.itemsize:
             raise InvalidArgumentError("a native product's input has no memory behind it")
-        y = torch.empty(x.shape[:-1] + (out_features,), dtype=dtype)
-        status = fn(x.data_ptr(), w.data_ptr(), _pointer(s), _pointer(b), y.data_ptr(), in_features,
-                    out_features, *extra, act, torch.get_num_threads())
+        y = torch.empty(x.shape[:-1] + (self.out_features,), dtype=dtype)
+        status = self.fn(x.data_ptr(), w.data_ptr(), _pointer(s), _pointer(b), y.data_ptr(), in_features,
+                         self.out_features, self.group, ACTIVATIONS[dtype], torch.get_num_threads())
         if status != 0:
             raise NativeKernelError(f"a native {tuple(w.shape)} product could not allocate its scratch memory")
         return y
-
-    return product
 
 
 def _check(weight: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
@@ -114,7 +120,7 @@ def _check_scales(scales: Tensor, numel: int, what: str) -> None:
         raise InvalidArgumentError(f"{what} scales must be a contiguous float32 CPU tensor of {numel} values")
 
 
-def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
+def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> NativeProduct | None:
     """``x @ W + b`` for a float32 or bfloat16 weight ``[in, out]`` (``stored_in_out``) or
     ``[out, in]``, activations of its dtype; None where the build is missing."""
     _check(weight, (torch.float32, torch.bfloat16))
@@ -123,10 +129,10 @@ def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_o
     if fn is None:
         return None
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
-    return _product(fn, weight, None, bias, in_features, out_features, weight.dtype)
+    return NativeProduct(fn, weight, None, bias, in_features, out_features, weight.dtype)
 
 
-def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Product | None:
+def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, dtype: torch.dtype) -> NativeProduct | None:
     """``x @ (q * scales[:, None]).T + b`` for int8 ``q`` ``[out, in]`` and float32 ``scales``
     ``[out]`` (``int8_scales``); None where the build is missing."""
     _check(q, (torch.int8,))
@@ -134,7 +140,7 @@ def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, d
     if fn is None:
         return None
     _check_scales(scales, q.size(0), "int8")  # one per output
-    return _product(fn, q, scales, bias, q.size(1), q.size(0), dtype)
+    return NativeProduct(fn, q, scales, bias, q.size(1), q.size(0), dtype)
 
 
 def int4_fits(in_features: int, group: int) -> bool:
@@ -146,7 +152,7 @@ def int4_fits(in_features: int, group: int) -> bool:
 
 
 def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias: Tensor | None,
-                 dtype: torch.dtype) -> Product | None:
+                 dtype: torch.dtype) -> NativeProduct | None:
     """The int4 product on ``int4_blocks``' layout; None where the build is missing."""
     _check(blocks, (torch.uint8,))
     fn = _function(variant, "gemv_int4")
@@ -161,7 +167,7 @@ def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias:
         raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of a power "
                                    f"of two from 32, got {in_features} inputs in groups of {group}")
     _check_scales(scales, out_features * (in_features // group) + 4, "int4")  # one per output and group, 4 more
-    return _product(fn, blocks, scales, bias, in_features, out_features, dtype, group)
+    return NativeProduct(fn, blocks, scales, bias, in_features, out_features, dtype, group)
 
 
 def int8_scales(scales: Tensor) -> Tensor:

@@ -1,0 +1,187 @@
+/* One transformer block for one new token (batch 1): the whole of models/functional.py's
+ * `block` for a decoding step in one call from Python, where the same step through PyTorch's
+ * operators costs about a hundred microseconds of dispatch per block besides its products
+ * (docs/performance.md). The products are the one-row kernels of decode.c, called by pointer;
+ * what is around them (layer norms, attention over the cache, the non-linearity, the residual
+ * sums) is here, in plain loops the compiler vectorises (`omp simd`).
+ *
+ * It rounds where the functional code rounds: with bfloat16 activations (act 1) every
+ * intermediate that PyTorch would hold as a bfloat16 tensor is rounded to bfloat16 here too,
+ * while sums are float32; attention runs in float32 over a float32 cache, as on CPU the
+ * functional code's does (models/kv_cache.py). Results agree with it up to float rounding
+ * (the order of sums, exp and tanh to within a few units in the last place).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <omp.h>
+#include "values.h"
+
+typedef struct {  /* one product: fn(x, weight, scale, bias, y, in, out, group, act, threads) */
+    product_fn fn;
+    const void *weight;
+    const float *scale;
+    const void *bias;
+    int64_t in, out, group;
+} product;
+
+typedef struct {
+    product qkv, proj, up, down;  /* [C -> 3C], [C -> C], [C -> inner], [inner -> C] */
+    const void *norm1_weight, *norm1_bias, *norm2_weight, *norm2_bias;  /* [C] each, act dtype */
+    int64_t n_embd, n_head, inner;
+    float norm1_eps, norm2_eps, scale;
+    int pre_norm;    /* GPT-2's order (normalise, then attend or widen); else GPT's */
+    int activation;  /* 0: GELU, tanh approximation; 1: ReLU */
+    int act;
+} block;
+
+/* exp(a) to about one unit in the last place: a = n ln 2 + r, a polynomial for exp(r) (the
+ * Cephes coefficients), times 2^n built in the exponent bits. Written to be vectorised. */
+static inline float exp_approx(float a) {
+    a = a > 88.3762626647949f ? 88.3762626647949f : a;
+    a = a < -87.3365447504f ? -87.3365447504f : a;  /* NaN passes both and stays NaN */
+    float n = floorf(a * 1.44269504088896341f + 0.5f);
+    float r = a - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, 4);
+    return p * two_n;
+}
+
+/* The elementwise parts are each written once over act and inlined twice, with act 0 and with
+ * act 1: with the dtype a constant, their loops vectorise. */
+#define INLINE static inline __attribute__((always_inline))
+#define FOR_EACH_ACT(call) do { if (act) call(1); else call(0); } while (0)
+
+INLINE void layer_norm_as(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n,
+                          int act) {
+    float sum = 0, squares = 0;
+    #pragma omp simd reduction(+:sum)
+    for (int64_t i = 0; i < n; i++) sum += load(x, i, act);
+    float mean = sum / (float)n;
+    #pragma omp simd reduction(+:squares)
+    for (int64_t i = 0; i < n; i++) { float d = load(x, i, act) - mean; squares += d * d; }
+    float inverse = 1.0f / sqrtf(squares / (float)n + eps);
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        store(y, i, (load(x, i, act) - mean) * inverse * load(weight, i, act) + load(bias, i, act), act);
+}
+
+static void layer_norm(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n,
+                       int act) {
+#define LAYER_NORM(a) layer_norm_as(x, weight, bias, eps, y, n, a)
+    FOR_EACH_ACT(LAYER_NORM);
+}
+
+/* x = x + a, rounded to the activations' dtype. */
+INLINE void add_into_as(void *x, const void *a, int64_t n, int act) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++) store(x, i, load(x, i, act) + load(a, i, act), act);
+}
+
+static void add_into(void *x, const void *a, int64_t n, int act) {
+#define ADD_INTO(k) add_into_as(x, a, n, k)
+    FOR_EACH_ACT(ADD_INTO);
+}
+
+/* GELU's tanh approximation, 0.5 v (1 + tanh(sqrt(2 / pi) (v + 0.044715 v^3))), with
+ * tanh t = 1 - 2 / (e^2t + 1); or ReLU (NaN stays NaN, as in torch.relu). */
+INLINE void activate_as(void *u, int64_t n, int gelu, int act) {
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float v = load(u, i, act), t = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        store(u, i, gelu ? 0.5f * v * (2.0f - 2.0f / (exp_approx(2.0f * t) + 1.0f)) : (v < 0 ? 0.0f : v), act);
+    }
+}
+
+static void activate(void *u, int64_t n, int activation, int act) {
+#define GELU(k) activate_as(u, n, 1, k)
+#define RELU(k) activate_as(u, n, 0, k)
+    if (activation == 0) FOR_EACH_ACT(GELU); else FOR_EACH_ACT(RELU);
+}
+
+/* Each head's query (in qkv, act dtype) over its keys and values 0..position, float32
+ * [H, capacity, D]; the result, rounded to the activations' dtype, into y [C]. */
+static int attend(const block *b, const void *qkv, const float *keys, const float *values, int64_t capacity,
+                  int64_t position, void *y, int threads) {
+    int64_t heads = b->n_head, D = b->n_embd / heads, S = position + 1;
+    float *scratch = malloc((size_t)heads * (size_t)(S + D) * sizeof(float));
+    if (!scratch) return -1;
+    #pragma omp parallel for schedule(static) num_threads(S >= 32 ? threads : 1)
+    for (int64_t h = 0; h < heads; h++) {
+        float *scores = scratch + h * (S + D), *q = scores + S;
+        const float *k = keys + h * capacity * D, *v = values + h * capacity * D;
+        for (int64_t d = 0; d < D; d++) q[d] = load(qkv, h * D + d, b->act);
+        float most = -INFINITY;
+        for (int64_t j = 0; j < S; j++) {
+            float s = 0;
+            #pragma omp simd reduction(+:s)
+            for (int64_t d = 0; d < D; d++) s += q[d] * k[j * D + d];
+            scores[j] = s * b->scale;
+            most = scores[j] > most ? scores[j] : most;
+        }
+        float total = 0;
+        #pragma omp simd reduction(+:total)
+        for (int64_t j = 0; j < S; j++) { scores[j] = exp_approx(scores[j] - most); total += scores[j]; }
+        for (int64_t d = 0; d < D; d++) q[d] = 0;  /* q is done with: it sums the output */
+        for (int64_t j = 0; j < S; j++) {
+            float p = scores[j];
+            #pragma omp simd
+            for (int64_t d = 0; d < D; d++) q[d] += p * v[j * D + d];
+        }
+        for (int64_t d = 0; d < D; d++) store(y, h * D + d, q[d] / total, b->act);
+    }
+    free(scratch);
+    return 0;
+}
+
+static int run(const product *p, const void *x, void *y, int act, int threads) {
+    return p->fn(x, p->weight, p->scale, p->bias, y, p->in, p->out, p->group, act, threads);
+}
+
+/* The block on x_in [C] into x_out [C] (act dtype), writing the token's key and value at
+ * `position` of the layer's cache (keys, values: [H, capacity, D] float32; the caller checks
+ * position < capacity). Returns 0, -1 when out of memory, or a product's failure. */
+int block_step(const block *b, const void *x_in, void *x_out, float *keys, float *values, int64_t capacity,
+               int64_t position, int threads) {
+    int act = b->act, size = act ? 2 : 4;
+    int64_t C = b->n_embd, D = C / b->n_head;
+    char *scratch = malloc((size_t)(6 * C + b->inner) * (size_t)size);
+    if (!scratch) return -1;
+    void *h = scratch, *qkv = scratch + C * size, *attended = scratch + 4 * C * size;
+    void *out = scratch + 5 * C * size, *u = scratch + 6 * C * size;
+    memcpy(x_out, x_in, (size_t)(C * size));
+    const void *normed = x_out;  /* GPT-2 normalises before attending; GPT after */
+    if (b->pre_norm) { layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
+    int status = run(&b->qkv, normed, qkv, act, threads);
+    for (int64_t i = 0; status == 0 && i < C; i++) {  /* the new key and value into the cache */
+        int64_t at = (i / D) * capacity * D + position * D + i % D;
+        keys[at] = load(qkv, C + i, act);
+        values[at] = load(qkv, 2 * C + i, act);
+    }
+    if (status == 0) status = attend(b, qkv, keys, values, capacity, position, attended, threads);
+    if (status == 0) status = run(&b->proj, attended, out, act, threads);
+    if (status == 0) {
+        add_into(x_out, out, C, act);
+        if (b->pre_norm) layer_norm(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, h, C, act);
+        else layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, x_out, C, act);
+        status = run(&b->up, b->pre_norm ? h : x_out, u, act, threads);
+    }
+    if (status == 0) {
+        activate(u, b->inner, b->activation, act);
+        status = run(&b->down, u, out, act, threads);
+    }
+    if (status == 0) {
+        add_into(x_out, out, C, act);
+        if (!b->pre_norm) layer_norm(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, x_out, C, act);
+    }
+    free(scratch);
+    return status;
+}

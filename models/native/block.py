@@ -1,0 +1,155 @@
+"""A whole transformer block for one new token in one native call (``block.c``), for ``generate``'s
+batch-1 decoding steps.
+
+Through PyTorch, a block's decoding step is about twenty operator calls and as many Python
+calls around its four products, about a hundred microseconds a block: as much as the products
+themselves take on a quantized model. ``BlockStep`` runs the block's ``functional.block`` for
+everything else (prompts, batches, masks, attention weights) and ``block_step`` of block.c for one
+token of one sequence over a preallocated cache, with the same one-row kernels the products would
+use (the fastest native ones measured here, models/route_choice.py). Results agree with the
+functional code up to float rounding; tests/test_native_block.py holds them to it.
+
+The weights are taken as they are when the first such step runs (aliases of them are held, so
+memory cannot go away under C); each call checks that none of them lost its memory since.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .build import VARIANTS, library
+from .products import ACTIVATIONS, NativeKernelError, NativeProduct
+
+logger = logging.getLogger(__name__)
+
+NONLINEARITIES = {"gelu_new": 0, "gelu_pytorch_tanh": 0, "relu": 1}  # block.c's `activation`
+_POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
+
+
+class _Product(ctypes.Structure):
+    _fields_ = [("fn", _POINTER), ("weight", _POINTER), ("scale", _POINTER), ("bias", _POINTER),
+                ("in_features", _SIZE), ("out_features", _SIZE), ("group", _SIZE)]
+
+
+class _Block(ctypes.Structure):
+    _fields_ = [("qkv", _Product), ("proj", _Product), ("up", _Product), ("down", _Product),
+                ("norm1_weight", _POINTER), ("norm1_bias", _POINTER), ("norm2_weight", _POINTER),
+                ("norm2_bias", _POINTER), ("n_embd", _SIZE), ("n_head", _SIZE), ("inner", _SIZE),
+                ("norm1_eps", ctypes.c_float), ("norm2_eps", ctypes.c_float), ("scale", ctypes.c_float),
+                ("pre_norm", ctypes.c_int), ("activation", ctypes.c_int), ("act", ctypes.c_int)]
+
+
+def _function():
+    """block.c's ``block_step`` from the first build there is, or None."""
+    for variant in VARIANTS:
+        lib = library(variant)
+        if lib is not None:
+            fn = lib.block_step
+            if fn.argtypes is None:  # block, x_in, x_out, keys, values, capacity, position, threads
+                fn.argtypes = [ctypes.POINTER(_Block)] + [_POINTER] * 4 + [_SIZE, _SIZE, ctypes.c_int]
+                fn.restype = ctypes.c_int
+            return fn
+    return None
+
+
+def _vector(t: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
+    """An alias of ``t`` if it is a contiguous CPU vector of ``n`` values of ``dtype``, else None."""
+    if t is None or t.dtype != dtype or t.numel() != n or not t.is_cpu or not t.is_contiguous():
+        return None
+    return t.detach()
+
+
+class NativeBlock:
+    """block.c's step for one block, its operands held; ``__call__(x, layer_cache)`` is the new x."""
+
+    def __init__(self, fn, products: list[NativeProduct], norms: list[tuple[Tensor, Tensor, float]], n_head: int,
+                 scale: float, pre_norm: bool, activation: int):
+        qkv, proj, up, down = products
+        self.fn, self.dtype = fn, qkv.dtype
+        self.n_embd, self.n_head = qkv.in_features, n_head
+        aliases = [p.held() for p in products]  # [weight, scales, bias] of each, checked
+        held = [t for operands in aliases for t in operands if t is not None] + [t for w, b, _ in norms for t in (w, b)]
+        # The memory behind each operand, checked before each call: (storage, its address, bytes needed)
+        self._memory = [(t.untyped_storage(), t.untyped_storage().data_ptr(),
+                         (t.storage_offset() + t.numel()) * t.element_size()) for t in held]
+        self._held = held
+
+        def product(p: NativeProduct, operands: list[Tensor | None]) -> _Product:
+            weight, scales, bias = (None if t is None else t.data_ptr() for t in operands)
+            return _Product(p.function, weight, scales, bias, p.in_features, p.out_features, p.group)
+
+        (w1, b1, eps1), (w2, b2, eps2) = norms
+        self._block = _Block(*map(product, products, aliases), w1.data_ptr(), b1.data_ptr(),
+                             w2.data_ptr(), b2.data_ptr(), self.n_embd, n_head, up.out_features, eps1, eps2, scale,
+                             int(pre_norm), activation, ACTIVATIONS[self.dtype])
+
+    def takes(self, x: Tensor) -> bool:
+        """Whether ``x`` is one row of this block's width and dtype on CPU."""
+        return x.dtype == self.dtype and x.is_cpu and x.numel() == self.n_embd == x.size(-1)
+
+    def __call__(self, x: Tensor, layer_cache) -> Tensor:
+        for storage, address, needed in self._memory:
+            if storage.data_ptr() != address or storage.nbytes() < needed:
+                raise NativeKernelError("a native block's weight lost its memory since the block was bound")
+        kv = layer_cache.keys_values  # [2, B, H, S_max, D]
+        position, head_dim = layer_cache.cache.length, self.n_embd // self.n_head
+        if (kv.dtype != torch.float32 or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
+                or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != head_dim):
+            raise NativeKernelError(f"a native block takes a contiguous float32 CPU cache [2, 1, {self.n_head}, S, "
+                                    f"{head_dim}], got {tuple(kv.shape)} {kv.dtype}")
+        capacity = kv.size(3)
+        if position >= capacity:
+            raise NativeKernelError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        keys, values = kv[0], kv[1]
+        status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), keys.data_ptr(), values.data_ptr(),
+                         capacity, position, torch.get_num_threads())
+        if status != 0:
+            raise NativeKernelError(f"a native block step could not allocate its scratch memory ({status})")
+        return out
+
+
+def native_block(products: list[NativeProduct | None], norms: list[tuple[Tensor | None, Tensor | None, float]],
+                 n_head: int, scale: float, pre_norm: bool, activation: str) -> NativeBlock | None:
+    """block.c's step for a block of these parts: the products ``[qkv, proj, up, down]`` (their
+    native forms), the two layer norms ``(weight, bias, eps)``; None where a part has no native
+    form (a kernel missing, PyTorch's kernels forced, a norm without bias, another non-linearity)."""
+    fn = _function()
+    if fn is None or any(p is None for p in products) or activation not in NONLINEARITIES:
+        return None
+    qkv, proj, up, down = products
+    width, dtype = qkv.in_features, qkv.dtype
+    shapes = [(p.in_features, p.out_features) for p in products]
+    if (len({p.dtype for p in products}) != 1 or n_head <= 0 or width % n_head
+            or shapes != [(width, 3 * width), (width, width), (width, up.out_features), (up.out_features, width)]):
+        return None
+    vectors = [(_vector(w, width, dtype), _vector(b, width, dtype), float(eps)) for w, b, eps in norms]
+    if any(w is None or b is None for w, b, _ in vectors):
+        return None
+    return NativeBlock(fn, products, vectors, n_head, scale, pre_norm, NONLINEARITIES[activation])
+
+
+class BlockStep:
+    """``functional.block``'s call, ``(x, mask, layer_past, use_cache, head_mask,
+    output_attentions) -> (x, present, weights)``: a batch-1 step of one new token over a
+    preallocated cache runs block.c (made on the first such call by ``make``; None makes it
+    never), everything else ``python``."""
+
+    def __init__(self, python: Callable, make: Callable[[], NativeBlock | None]):
+        self.python, self._make, self._native, self._made = python, make, None, False
+
+    def __call__(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
+                 head_mask: Tensor | None = None, output_attentions: bool = False):
+        if (mask is None and head_mask is None and not output_attentions and hasattr(layer_past, "keys_values")
+                and x.numel() == x.size(-1)):
+            if not self._made:
+                self._native, self._made = self._make(), True
+            if self._native is not None and self._native.takes(x):
+                return self._native(x, layer_past), layer_past, None
+        return self.python(x, mask, layer_past, use_cache, head_mask, output_attentions)
