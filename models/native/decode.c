@@ -218,31 +218,36 @@ static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
  * its block and the correction of its block's first lane. */
 typedef struct { int8_t *lo, *hi; float *lane_scale; int32_t *correction; } quantized_x;
 
+/* x quantized into one allocation (free qx->lane_scale after); -1 if it cannot be had. */
 static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
     int64_t blocks = in / 32;
-    qx->lo = malloc((size_t)blocks * 16); qx->hi = malloc((size_t)blocks * 16);
-    qx->lane_scale = malloc((size_t)blocks * 4 * sizeof(float));
-    qx->correction = calloc((size_t)blocks * 4, sizeof(int32_t));
-    if (!qx->lo || !qx->hi || !qx->lane_scale || !qx->correction) return -1;
+    char *memory = malloc((size_t)blocks * (32 + 4 * sizeof(float) + 4 * sizeof(int32_t)));
+    if (!memory) return -1;
+    qx->lane_scale = (float *)memory;
+    qx->correction = (int32_t *)(memory + blocks * 4 * sizeof(float));
+    qx->lo = (int8_t *)(memory + blocks * 4 * (sizeof(float) + sizeof(int32_t)));
+    qx->hi = qx->lo + blocks * 16;
     for (int64_t b = 0; b < blocks; b++) {
         const float *xb = xf + b * 32;
-        float most = 0;
-        int finite = 1;
+        float most = 0, poison = 0;
+        #pragma omp simd reduction(max:most) reduction(+:poison)
         for (int j = 0; j < 32; j++) {
-            finite &= isfinite(xb[j]) != 0;
-            most = xb[j] > most ? xb[j] : (-xb[j] > most ? -xb[j] : most);
+            most = fabsf(xb[j]) > most ? fabsf(xb[j]) : most;
+            poison += xb[j] * 0.0f;  /* NaN if any value is NaN or infinite */
         }
         /* A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
          * float product would: converting it to an integer is undefined. */
+        int finite = poison == 0;
         float scale = finite ? most / 127 : NAN, inverse = finite && most > 0 ? 127 / most : 0;
         int32_t sum = 0;
-        for (int j = 0; j < 32; j++) {
-            float v = xb[j] * inverse;
-            int8_t q = finite ? (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(-v + 0.5f)) : 0;
+        #pragma omp simd reduction(+:sum)
+        for (int j = 0; j < 32; j++) {  /* to nearest, halves away from zero; |v| <= 127 */
+            float v = finite ? xb[j] * inverse : 0.0f;  /* never a NaN to convert */
+            int8_t q = (int8_t)(int)(v >= 0 ? v + 0.5f : v - 0.5f);
             (j < 16 ? qx->lo : qx->hi)[b * 16 + (j & 15)] = q;
             sum += q;
         }
-        for (int l = 0; l < 4; l++) qx->lane_scale[b * 4 + l] = scale;
+        for (int l = 0; l < 4; l++) { qx->lane_scale[b * 4 + l] = scale; qx->correction[b * 4 + l] = 0; }
         qx->correction[b * 4] = -8 * sum;
     }
     return 0;
@@ -272,7 +277,7 @@ static int gemv_int4_integer(const float *xf, const uint8_t *q, const float *sca
             finish(y, bias, NULL, o, vsum(vfma(vset(1.0f), acc[0], acc[1])), act);
         }
     }
-    free(qx.lo); free(qx.hi); free(qx.lane_scale); free(qx.correction);
+    if (status == 0) free(qx.lane_scale);  /* the one allocation */
     return status;
 }
 #endif
