@@ -97,7 +97,7 @@ class QuantizedLinear(nn.Module):
             self.native = (self.qweight, native.int8_scales(self.scales)) if native_ready else None
             return
         natively = native_ready and native.int4_fits(self.in_features, self.group_size)
-        self.native = native.int4_blocks(q, scales.to(SCALE_DTYPE)) if natively else None
+        self.native = native.int4_tiles(q, scales.to(SCALE_DTYPE)) if natively else None
         pad = -self.out_features % _INT4_ROWS
         unsigned = nn.functional.pad(q.to(torch.int32) + 8, (0, 0, 0, pad), value=8)  # [out padded, in]
         self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned, 1)
@@ -165,7 +165,7 @@ class QuantizedLinear(nn.Module):
         values, scales = self.native
         if self.scheme == "int8":
             return native.int8_product(name, values, scales, self.bias, self.dtype)
-        return native.int4_product(name, values, scales, self.group_size, self.bias, self.dtype)
+        return native.int4_product(name, values, scales, self.group_size, self.bias, self.dtype, self.out_features)
 
     def _candidates(self) -> dict:
         found = {name: self._candidate(name) for name in ("torch", "wide", "narrow")}

@@ -21,8 +21,8 @@ kernels = repo_module("models.kernels")
 quantize = repo_module("models.quantize")
 
 # Builds of the same source: what -march=native gives here, AVX2 at most, AVX2 without the
-# VNNI/AVX-512 instructions (llama.cpp's older int4 path), AVX-512 without VNNI (int4 on floats),
-# and no vector extension at all. Each runs here only where this CPU has its instructions.
+# VNNI/AVX-512 instructions (llama.cpp's older int4 path), AVX-512 without VNNI (int4 on 16-bit
+# pair sums), and no vector extension at all (int4 on floats). Each runs here only where this CPU has its instructions.
 BUILDS = {
     "native": build.BASE_FLAGS,
     "narrow": build.BASE_FLAGS + build.VARIANTS["narrow"],
@@ -120,32 +120,38 @@ def int4_reference(x, q, scales, group, integer: bool):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int4_kernel_against_float64(libraries, build_name, group, dtype):
     torch.manual_seed(0)
-    n_in, n_out = 512, 37
+    n_in, n_out = 512, 37  # 37 rows: two whole tiles of 16 and part of a third
     q = torch.randint(-8, 8, (n_out, n_in), dtype=torch.int8)
     scales, x = torch.rand(n_out, n_in // group) / 10, torch.randn(n_in).to(dtype)
-    blocks, kernel_scales = products.int4_blocks(q, scales)
-    got = call(libraries[build_name], "gemv_int4", x, blocks, kernel_scales, None, n_out, group)
-    integer = build_name not in ("plain", "skylake")  # the builds without integer dot products
-    assert_close_to(got, int4_reference(x, q, kernel_scales[:-4].view(n_out, -1), group, integer), dtype)
+    tiles, kernel_scales = products.int4_tiles(q, scales)
+    got = call(libraries[build_name], "gemv_int4", x, tiles, kernel_scales, None, n_out, group)
+    integer = build_name != "plain"  # the build without integer dot products
+    assert_close_to(got, int4_reference(x, q, scales, group, integer), dtype)
 
 
 @pytest.mark.parametrize("build_name", list(BUILDS))
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_int4_kernel_gives_nan_for_a_nan_or_infinite_input(libraries, build_name, bad):
     q = torch.ones(4, 128, dtype=torch.int8)
-    blocks, scales = products.int4_blocks(q, torch.ones(4, 4))
+    tiles, scales = products.int4_tiles(q, torch.ones(4, 4))
     x = torch.ones(128)
     x[40] = bad  # the second block of 32
-    got = call(libraries[build_name], "gemv_int4", x, blocks, scales, None, 4, 32)
+    got = call(libraries[build_name], "gemv_int4", x, tiles, scales, None, 4, 32)
     assert torch.isnan(got).all(), got
 
 
-def test_int4_blocks_layout():
-    q = torch.arange(64, dtype=torch.int8).remainder(16).sub(8).view(1, 64)
-    blocks, scales = products.int4_blocks(q, torch.ones(1, 2))
-    assert blocks.shape == (1, 32) and scales.tolist() == [1, 1, 0, 0, 0, 0]
-    first = blocks[0, 0].item()
-    assert (first & 15, first >> 4) == (q[0, 0] + 8, q[0, 16] + 8)  # byte j: input j and j + 16
+def test_int4_tiles_layout():
+    q = torch.arange(17 * 64, dtype=torch.int32).remainder(16).sub(8).to(torch.int8).view(17, 64)
+    q[3] = torch.arange(64).remainder(13).sub(6)
+    scales = torch.arange(17 * 2, dtype=torch.float32).view(17, 2)
+    tiles, tile_scales = products.int4_tiles(q, scales)
+    assert tiles.shape == (2, 64 * 8) and tile_scales.shape == (2, 2 * 16)  # 17 rows: two tiles of 16
+    for row, block, chunk, j in [(0, 0, 0, 0), (3, 1, 2, 3), (16, 1, 3, 1), (5, 0, 1, 2)]:
+        byte = tiles[row // 16, block * 256 + chunk * 64 + (row % 16) * 4 + j].item()
+        first = block * 32 + 4 * chunk + j  # its low nibble; the high one is 16 inputs on
+        assert (byte & 15, byte >> 4) == (q[row, first] + 8, q[row, first + 16] + 8)
+        assert tile_scales[row // 16, block * 16 + row % 16] == scales[row, block]
+    assert (tiles[1, 4:64] == 8 | (8 << 4)).all() and (tile_scales[1, 1:16] == 0).all()  # padding rows: zeros
 
 
 # -- the products' checks ------------------------------------------------------------------------
@@ -272,7 +278,7 @@ def test_models_generate_alike_on_every_kernel(monkeypatch, narrow, kernel, dtyp
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_quantized_models_on_native_kernels_stay_within_their_error(monkeypatch, narrow, scheme):
     torch.manual_seed(0)
-    config = models.GPT2Config(**{**TINY, "n_embd": 128})  # int4's native kernel takes inputs in 128s
+    config = models.GPT2Config(**{**TINY, "n_embd": 128})
     model = models.GPT2LMHeadModel(config).eval().quantize(scheme)
     prompt = torch.randint(0, config.vocab_size, (1, 1))
     with torch.no_grad():

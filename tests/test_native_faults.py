@@ -272,18 +272,26 @@ def test_operands_on_another_device_are_refused(narrow):
         products.int8_product(narrow, torch.zeros(16, 8, dtype=torch.int8), torch.zeros(16, device="meta"), None,
                               torch.float32)
     with pytest.raises(errors.InvalidArgumentError, match="scales"):
-        blocks = torch.zeros(4, 64, dtype=torch.uint8)
-        products.int4_product(narrow, blocks, torch.zeros(4 * 4 + 4, device="meta"), 32, None,
-                              torch.float32)
+        tiles = torch.zeros(1, 128 * 8, dtype=torch.uint8)
+        products.int4_product(narrow, tiles, torch.zeros(16 * 4, device="meta"), 32, None, torch.float32, 16)
 
 
 @pytest.mark.parametrize("group", [0, 16, "32", 32.0, 96, 192])
 def test_an_int4_group_must_be_a_power_of_two_from_32(narrow, group):
     """0 raised ZeroDivisionError, "32" a TypeError of string formatting; 96 and 192 divide the
-    384 inputs but straddle the kernel's vectors of 128, whose lanes took the wrong scales."""
-    blocks = torch.zeros(4, 192, dtype=torch.uint8)  # 384 inputs
+    384 inputs but straddled the old kernel's vectors of 128, whose lanes took the wrong scales."""
+    tiles = torch.zeros(1, 384 * 8, dtype=torch.uint8)  # one tile of 384 inputs
     with pytest.raises(errors.GPTHubError):
-        products.int4_product(narrow, blocks, torch.zeros(4 * 4 + 4), group, None, torch.float32)
+        products.int4_product(narrow, tiles, torch.zeros(16 * 12), group, None, torch.float32, 16)
+
+
+@pytest.mark.parametrize("out_features", [0, 17, 32, 5.0])
+def test_int4_outputs_must_be_the_tiles_rows(narrow, out_features):
+    """The kernel writes the rows of its tiles that are outputs: more than the tiles hold would
+    read past them, a whole tile fewer would leave it unread."""
+    tiles = torch.zeros(1, 128 * 8, dtype=torch.uint8)  # one tile of 16 rows
+    with pytest.raises(errors.GPTHubError):
+        products.int4_product(narrow, tiles, torch.zeros(16 * 4), 32, None, torch.float32, out_features)
 
 
 def test_memory_gone_from_under_a_product_is_refused_not_read(tmp_path):
@@ -320,8 +328,8 @@ def test_memory_gone_from_under_a_product_is_refused_not_read(tmp_path):
             product(torch.ones(2048))
 
         def negative_group():
-            blocks = torch.zeros(1, 64, dtype=torch.uint8)
-            products.int4_product("narrow", blocks, torch.empty(0), -32, None, torch.float32)(torch.ones(128))
+            tiles = torch.zeros(1, 128 * 8, dtype=torch.uint8)
+            products.int4_product("narrow", tiles, torch.empty(0), -32, None, torch.float32, 16)(torch.ones(128))
 
         for case in (weight_freed, input_freed, scales_freed, negative_group):
             print(case.__name__, outcome(case), flush=True)

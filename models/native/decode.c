@@ -10,13 +10,13 @@
  *   gemv_int8    q int8 [out, in] and scale float [out]: the same, times scale[o]
  *   gemv_cols_*  W [in, out] (GPT-2's Conv1D): y = sum over i of x[i] * W[i]; each thread sums
  *                its own slice of i, then the threads' sums are added
- *   gemv_int4    q uint8 [out, in / 2], scale float [out, in / group]: every 32 inputs take 16
- *                bytes, byte j holding input j (low nibble) and j + 16 (high), as q + 8;
- *                W[o, i] = q[o, i] * scale[o, i / group]; `scale` has 4 readable floats past
- *                its end (the integer path loads 4 scales at a time, and uses those it needs)
+ *   gemv_int4    W[o, i] = q[o, i] * scale[o, i / group], q in [-8, 7], in tiles of 16 rows
+ *                (see int4_tiles below): uint8 [ceil(out / 16) * 16 * in / 2], scale float
+ *                [ceil(out / 16) * 16 * in / group]
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
- * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its scratch memory (nothing written).
+ * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its
+ * scratch memory (nothing written).
  */
 #include <math.h>
 #include <stdint.h>
@@ -42,9 +42,7 @@ static inline vf load_bf16(const bf16 *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 static inline vf load_i8(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
-static inline vf nibbles(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(15)))); }
-static inline vf load_lo4(const uint8_t *p) { return nibbles(_mm_loadu_si128((const __m128i *)p)); }
-static inline vf load_hi4(const uint8_t *p) { return nibbles(_mm_srli_epi16(_mm_loadu_si128((const __m128i *)p), 4)); }
+static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 #elif defined(__AVX2__) && defined(__FMA__)
 #define VL 8
 typedef __m256 vf;
@@ -62,9 +60,7 @@ static inline vf load_bf16(const bf16 *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 static inline vf load_i8(const int8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
-static inline vf nibbles(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(15)))); }
-static inline vf load_lo4(const uint8_t *p) { return nibbles(_mm_loadl_epi64((const __m128i *)p)); }
-static inline vf load_hi4(const uint8_t *p) { return nibbles(_mm_srli_epi16(_mm_loadl_epi64((const __m128i *)p), 4)); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 #else
 #define VL 1
 typedef float vf;
@@ -76,8 +72,7 @@ static inline vf load_f32(const float *p) { return *p; }
 static inline void store_f32(float *p, vf a) { *p = a; }
 static inline vf load_bf16(const bf16 *p) { return from_bf16(*p); }
 static inline vf load_i8(const int8_t *p) { return (float)*p; }
-static inline vf load_lo4(const uint8_t *p) { return (float)(*p & 15); }
-static inline vf load_hi4(const uint8_t *p) { return (float)(*p >> 4); }
+static inline vf vmul(vf a, vf b) { return a * b; }
 #endif
 
 static inline float one_f32(const float *p) { return *p; }
@@ -168,65 +163,70 @@ int NAME(const void *x, const void *weight, const float *unused, const void *bia
 COLS_KERNEL(gemv_cols_f32, float, load_f32, one_f32)
 COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
 
-/* int4 on integer dot products (as llama.cpp does), where the CPU has AVX2: x is quantized to
- * int8 per block of 32 (scale = max |x| / 127), the nibbles (0..15, unsigned) meet it in
- * u8 x s8 dot products that sum 4 adjacent bytes into each 32-bit lane, and each lane's sum is
- * scaled by its block's weight scale times x's. The nibbles are q + 8: 8 * (the block's sum of
- * quantized x) is taken off the block's first lane. Without AVX2, floats (group_sum below).
- *   IL lanes of 32 bits per vector; BPV = IL / 4 blocks of 16 bytes per vector. */
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#define INTEGER_INT4 1
-#define IL 16
+/* int4, in tiles of 16 rows (int4_tiles in products.py): per tile, per block of 32 inputs, four
+ * chunks of 64 bytes, chunk k holding 4 bytes of each of the 16 rows: byte j of row r's chunk k
+ * has input 4k + j in its low nibble and input 16 + 4k + j in its high one, each as q + 8. The
+ * scales: per tile, per group, the 16 rows' scales. One stream through memory per thread (a tile
+ * after another), and each 32-bit lane of a vector is one row, so a block's integer sum needs no
+ * horizontal addition and its scales are one load.
+ *
+ * Where the CPU has AVX2, on integer dot products as llama.cpp does: x is quantized to int8 per
+ * block of 32 (scale = max |x| / 127), 4 of its values broadcast to every row's lane meet the
+ * rows' 4 nibbles in a u8 x s8 dot product, and 8 * (the block's sum of quantized x) is taken off
+ * (the nibbles are q + 8). Without AVX2, the same sums in floats. */
+#define TILE 16
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define RL 16  /* rows (32-bit lanes) per integer vector */
 typedef __m512i vi;
 static inline vi iload(const void *p) { return _mm512_loadu_si512(p); }
+static inline vi iset(int32_t a) { return _mm512_set1_epi32(a); }
 static inline vi low4(vi v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
 static inline vi high4(vi v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15)); }
-static inline vi dot_u8s8(vi acc, vi u, vi s) { return _mm512_dpbusd_epi32(acc, u, s); }
 static inline vi iadd(vi a, vi b) { return _mm512_add_epi32(a, b); }
 static inline vf ito_f(vi a) { return _mm512_cvtepi32_ps(a); }
-static inline vf lanes_of(const float *four, const int32_t *index) {  /* four[index[l]] */
-    return _mm512_permutexvar_ps(_mm512_loadu_si512(index), _mm512_castps128_ps512(_mm_loadu_ps(four)));
-}
-static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-#elif defined(__AVX2__) && defined(__FMA__) && VL == 8  /* AVX-512 without VNNI: floats below */
-#define INTEGER_INT4 1
-#define IL 8
+#if defined(__AVX512VNNI__)
+#define DOT_VNNI 1
+static inline vi dot_u8s8(vi acc, vi u, vi s) { return _mm512_dpbusd_epi32(acc, u, s); }
+#else
+static inline vi pairs_u8s8(vi u, vi s) { return _mm512_maddubs_epi16(u, s); }
+static inline vi add16(vi a, vi b) { return _mm512_add_epi16(a, b); }
+static inline vi widen16(vi a) { return _mm512_madd_epi16(a, _mm512_set1_epi16(1)); }
+#endif
+#elif defined(__AVX2__) && defined(__FMA__)
+#define RL 8
 typedef __m256i vi;
 static inline vi iload(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline vi iset(int32_t a) { return _mm256_set1_epi32(a); }
 static inline vi low4(vi v) { return _mm256_and_si256(v, _mm256_set1_epi8(15)); }
 static inline vi high4(vi v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15)); }
-static inline vi dot_u8s8(vi acc, vi u, vi s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(acc, u, s);
-#elif defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(acc, u, s);
-#else  /* pairs to 16 bits (no overflow: 15 * 127 * 2 < 32767), then to 32 */
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
 static inline vi iadd(vi a, vi b) { return _mm256_add_epi32(a, b); }
 static inline vf ito_f(vi a) { return _mm256_cvtepi32_ps(a); }
-static inline vf lanes_of(const float *four, const int32_t *index) {
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(four)), _mm256_loadu_si256((const __m256i *)index));
-}
-static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define DOT_VNNI 1
+static inline vi dot_u8s8(vi acc, vi u, vi s) { return _mm256_dpbusd_epi32(acc, u, s); }
+#elif defined(__AVXVNNI__)
+#define DOT_VNNI 1
+static inline vi dot_u8s8(vi acc, vi u, vi s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+#else
+static inline vi pairs_u8s8(vi u, vi s) { return _mm256_maddubs_epi16(u, s); }
+static inline vi add16(vi a, vi b) { return _mm256_add_epi16(a, b); }
+static inline vi widen16(vi a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1)); }
+#endif
 #endif
 
-#ifdef INTEGER_INT4
-#define BPV (IL / 4)
-/* The kernel's view of x: per block, 16 low and 16 high int8 values, and per lane the scale of
- * its block and the correction of its block's first lane. */
-typedef struct { int8_t *lo, *hi; float *lane_scale; int32_t *correction; } quantized_x;
+#ifdef RL
+/* x quantized: per block of 32, its int8 values, its scale and -8 * their sum. */
+typedef struct { int8_t *values; float *scale; int32_t *correction; } quantized_x;
 
-/* x quantized into one allocation (free qx->lane_scale after); -1 if it cannot be had. */
+/* x quantized into one allocation (free qx->scale after); -1 if it cannot be had. */
 static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
     int64_t blocks = in / 32;
-    char *memory = malloc((size_t)blocks * (32 + 4 * sizeof(float) + 4 * sizeof(int32_t)));
+    char *memory = malloc((size_t)blocks * (32 + sizeof(float) + sizeof(int32_t)));
     if (!memory) return -1;
-    qx->lane_scale = (float *)memory;
-    qx->correction = (int32_t *)(memory + blocks * 4 * sizeof(float));
-    qx->lo = (int8_t *)(memory + blocks * 4 * (sizeof(float) + sizeof(int32_t)));
-    qx->hi = qx->lo + blocks * 16;
+    qx->scale = (float *)memory;
+    qx->correction = (int32_t *)(memory + blocks * sizeof(float));
+    qx->values = (int8_t *)(memory + blocks * (sizeof(float) + sizeof(int32_t)));
     for (int64_t b = 0; b < blocks; b++) {
         const float *xb = xf + b * 32;
         float most = 0, poison = 0;
@@ -238,95 +238,110 @@ static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
         /* A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
          * float product would: converting it to an integer is undefined. */
         int finite = poison == 0;
-        float scale = finite ? most / 127 : NAN, inverse = finite && most > 0 ? 127 / most : 0;
+        float inverse = finite && most > 0 ? 127 / most : 0;
         int32_t sum = 0;
         #pragma omp simd reduction(+:sum)
         for (int j = 0; j < 32; j++) {  /* to nearest, halves away from zero; |v| <= 127 */
             float v = finite ? xb[j] * inverse : 0.0f;  /* never a NaN to convert */
             int8_t q = (int8_t)(int)(v >= 0 ? v + 0.5f : v - 0.5f);
-            (j < 16 ? qx->lo : qx->hi)[b * 16 + (j & 15)] = q;
+            qx->values[b * 32 + j] = q;
             sum += q;
         }
-        for (int l = 0; l < 4; l++) { qx->lane_scale[b * 4 + l] = scale; qx->correction[b * 4 + l] = 0; }
-        qx->correction[b * 4] = -8 * sum;
+        qx->scale[b] = finite ? most / 127 : NAN;
+        qx->correction[b] = -8 * sum;
     }
     return 0;
 }
 
-static int gemv_int4_integer(const float *xf, const uint8_t *q, const float *scale, const void *bias, void *y,
-                             int64_t in, int64_t out, int64_t group, int act, int threads) {
-    quantized_x qx;
-    int64_t blocks = in / 32, groups = in / group;
-    int status = quantize_x(xf, in, &qx);
-    int32_t index[IL];  /* lane -> which of the 4 scales loaded from the vector's first group */
-    for (int l = 0; l < IL; l++) index[l] = (int32_t)((l / 4) * 32 / group);
-    if (status == 0) {
-        #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t o = 0; o < out; o++) {  /* one row at a time: one stream through memory */
-            const uint8_t *row = q + o * (in / 2);
-            const float *rs = scale + o * groups;
-            vf acc[2] = {vzero(), vzero()};
-            for (int64_t b = 0; b < blocks; b += BPV) {
-                const float *four = rs + b * 32 / group;  /* may reach past the row: unused lanes */
-                vi v = iload(row + b * 16);
-                vi sum = dot_u8s8(dot_u8s8(iload(qx.correction + b * 4), low4(v), iload(qx.lo + b * 16)),
-                                  high4(v), iload(qx.hi + b * 16));
-                int k = (int)((b / BPV) & 1);
-                acc[k] = vfma(ito_f(sum), vmul(load_f32(qx.lane_scale + b * 4), lanes_of(four, index)), acc[k]);
-            }
-            finish(y, bias, NULL, o, vsum(vfma(vset(1.0f), acc[0], acc[1])), act);
-        }
+#define VPT (TILE / RL)  /* integer vectors per chunk of a tile */
+static inline vi x4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return iset(v); }
+
+/* The integer sums of one block for the RL rows of `rows` (a tile's chunks, this vector's part),
+ * without the correction: sum over chunks k of low4 * x[4k..] + high4 * x[16 + 4k..]. */
+static inline vi block_sums(const uint8_t *rows, const int8_t *x) {
+#ifdef DOT_VNNI
+    vi lo = iset(0), hi = iset(0);
+    for (int k = 0; k < 4; k++) {
+        vi v = iload(rows + k * 64);
+        lo = dot_u8s8(lo, low4(v), x4(x + 4 * k));
+        hi = dot_u8s8(hi, high4(v), x4(x + 16 + 4 * k));
     }
-    if (status == 0) free(qx.lane_scale);  /* the one allocation */
-    return status;
+    return iadd(lo, hi);
+#else  /* pairs to 16 bits, summed there (8 pairs of at most 2 * 15 * 127 fit), then to 32 */
+    vi sum = iset(0);
+    for (int k = 0; k < 4; k++) {
+        vi v = iload(rows + k * 64);
+        sum = add16(sum, add16(pairs_u8s8(low4(v), x4(x + 4 * k)), pairs_u8s8(high4(v), x4(x + 16 + 4 * k))));
+    }
+    return widen16(sum);
+#endif
+}
+
+static void int4_tiles_integer(const quantized_x *qx, const uint8_t *q, const float *scale, const void *bias,
+                               void *y, int64_t in, int64_t out, int64_t group, int act, int threads) {
+    int64_t blocks = in / 32, groups = in / group, tiles = (out + TILE - 1) / TILE;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t t = 0; t < tiles; t++) {  /* a tile after another: one stream through memory */
+        const uint8_t *tile = q + t * blocks * 4 * 64;
+        const float *tile_scales = scale + t * groups * TILE;
+        vf acc[VPT];
+        for (int h = 0; h < VPT; h++) acc[h] = vzero();
+        for (int64_t b = 0; b < blocks; b++) {
+            vi correction = iset(qx->correction[b]);
+            vf xs = vset(qx->scale[b]);
+            const float *s = tile_scales + (b * 32 / group) * TILE;
+            for (int h = 0; h < VPT; h++) {
+                vi sums = iadd(block_sums(tile + b * 4 * 64 + h * RL * 4, qx->values + b * 32), correction);
+                acc[h] = vfma(ito_f(sums), vmul(load_f32(s + h * RL), xs), acc[h]);
+            }
+        }
+        float rows[TILE];
+        for (int h = 0; h < VPT; h++) store_f32(rows + h * RL, acc[h]);
+        for (int r = 0; r < TILE && t * TILE + r < out; r++) finish(y, bias, NULL, t * TILE + r, rows[r], act);
+    }
+}
+#else
+/* Without AVX2: per row, per group, the sum of (q + 8) * x, times the scale; minus 8 * the sum
+ * over groups of scale * (the group's sum of x). */
+static void int4_tiles_float(const float *xf, const uint8_t *q, const float *scale, const void *bias, void *y,
+                             int64_t in, int64_t out, int64_t group, int act, int threads) {
+    int64_t blocks = in / 32, groups = in / group;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < out; o++) {
+        const uint8_t *tile = q + (o / TILE) * blocks * 4 * 64;
+        int r = (int)(o % TILE);
+        float total = 0;
+        for (int64_t g = 0; g < groups; g++) {
+            float sum = 0, xsum = 0;
+            for (int64_t i = g * group; i < (g + 1) * group; i++) {
+                int64_t b = i / 32, j = i % 32;
+                uint8_t byte = tile[b * 4 * 64 + ((j % 16) / 4) * 64 + r * 4 + j % 4];
+                sum += (float)(j < 16 ? byte & 15 : byte >> 4) * xf[i];
+                xsum += xf[i];
+            }
+            total += scale[(o / TILE) * groups * TILE + g * TILE + r] * (sum - 8 * xsum);
+        }
+        finish(y, bias, NULL, o, total, act);
+    }
 }
 #endif
 
-/* int4: the sum of (q + 8) * x over one group of one row, kept in VL lanes. */
-static inline vf group_sum(const uint8_t *row, const float *xf, int64_t start, int64_t group) {
-    vf lo = vzero(), hi = vzero();
-    for (int64_t b = start; b < start + group; b += 32)
-        for (int k = 0; k < 16; k += VL) {
-            lo = vfma(load_lo4(row + b / 2 + k), load_f32(xf + b + k), lo);
-            hi = vfma(load_hi4(row + b / 2 + k), load_f32(xf + b + 16 + k), hi);
-        }
-    return vfma(vset(1.0f), lo, hi);
-}
-
-/* int4, per output: per group, group_sum times the group's scale; minus 8 * (the sum over groups
- * of scale * the group's sum of x). Four rows at a time, for four independent sums. */
 int gemv_int4(const void *x, const void *weight, const float *scale, const void *bias, void *y,
               int64_t in, int64_t out, int64_t group, int act, int threads) {
-    const uint8_t *q = weight;
     float *xf = widen(x, in, act);
-#ifdef INTEGER_INT4
-    if (in % (32 * BPV) == 0) {
-        int status = xf ? gemv_int4_integer(xf, q, scale, bias, y, in, out, group, act, threads) : -1;
-        free(xf);
-        return status;
+    if (!xf) return -1;
+#ifdef RL
+    quantized_x qx;
+    int status = quantize_x(xf, in, &qx);
+    if (status == 0) {
+        int4_tiles_integer(&qx, weight, scale, bias, y, in, out, group, act, threads);
+        free(qx.scale);  /* the one allocation */
     }
-#endif
-    int64_t groups = in / group;
-    float *xsum = malloc((size_t)(groups > 0 ? groups : 1) * sizeof(float));
-    if (!xf || !xsum) { free(xf); free(xsum); return -1; }
-    for (int64_t g = 0; g < groups; g++) {
-        float s = 0;
-        for (int64_t i = g * group; i < (g + 1) * group; i++) s += xf[i];
-        xsum[g] = s;
-    }
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t o0 = 0; o0 < out; o0 += 4) {
-        int rows = out - o0 < 4 ? (int)(out - o0) : 4;
-        vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
-        float offset[4] = {0, 0, 0, 0};
-        for (int64_t g = 0; g < groups; g++)
-            for (int r = 0; r < rows; r++) {
-                float s = scale[(o0 + r) * groups + g];
-                acc[r] = vfma(vset(s), group_sum(q + (o0 + r) * (in / 2), xf, g * group, group), acc[r]);
-                offset[r] += s * xsum[g];
-            }
-        for (int r = 0; r < rows; r++) finish(y, bias, NULL, o0 + r, vsum(acc[r]) - 8 * offset[r], act);
-    }
-    free(xf); free(xsum);
+    free(xf);
+    return status;
+#else
+    int4_tiles_float(xf, weight, scale, bias, y, in, out, group, act, threads);
+    free(xf);
     return 0;
+#endif
 }

@@ -6,7 +6,7 @@ keeps the tensors it points into alive. On each call every operand is checked ag
 size, layout, and memory behind it: ``param.data = ...`` or ``untyped_storage().resize_(0)`` may
 have changed it since), and the call holds its own references to the memory it reads, since
 ctypes lets other threads run meanwhile and one may swap a weight's ``.data``. The layouts the
-quantized kernels read are made here too (``int8_scales``, ``int4_blocks``).
+quantized kernels read are made here too (``int8_scales``, ``int4_tiles``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import operator
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
@@ -143,31 +144,36 @@ def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, d
     return NativeProduct(fn, q, scales, bias, q.size(1), q.size(0), dtype)
 
 
+TILE = 16  # rows of an int4 tile (decode.c)
+
+
 def int4_fits(in_features: int, group: int) -> bool:
-    """Whether the native int4 kernel takes ``in_features`` inputs in groups of ``group``: each
-    vector of 32 * 4 inputs takes its scales from 4 consecutive groups from its first one, right
-    for groups of 32 or 64 and for any group a whole number of vectors long; a power of two from 32
-    is always one or the other."""
-    return not (in_features % 128 or group < 32 or group & (group - 1) or in_features % group)
+    """Whether the native int4 kernel takes ``in_features`` inputs in groups of ``group``: whole
+    blocks of 32 inputs, and groups of a power of two from 32 that divide the inputs."""
+    return not (in_features % 32 or group < 32 or group & (group - 1) or in_features % group)
 
 
-def int4_product(variant: str, blocks: Tensor, scales: Tensor, group: int, bias: Tensor | None,
-                 dtype: torch.dtype) -> NativeProduct | None:
-    """The int4 product on ``int4_blocks``' layout; None where the build is missing."""
-    _check(blocks, (torch.uint8,))
+def int4_product(variant: str, tiles: Tensor, scales: Tensor, group: int, bias: Tensor | None, dtype: torch.dtype,
+                 out_features: int) -> NativeProduct | None:
+    """The int4 product on ``int4_tiles``' layout, ``out_features`` outputs; None where the build
+    is missing."""
+    _check(tiles, (torch.uint8,))
     fn = _function(variant, "gemv_int4")
     if fn is None:
         return None
-    out_features, in_features = blocks.size(0), blocks.size(1) * 2
     try:
-        group = operator.index(group)
+        group, out_features = operator.index(group), operator.index(out_features)
     except TypeError:
-        raise ArgumentTypeError(f"the int4 group must be an int, got {type(group).__name__}") from None
-    if not int4_fits(in_features, group):
-        raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 128 and groups of a power "
-                                   f"of two from 32, got {in_features} inputs in groups of {group}")
-    _check_scales(scales, out_features * (in_features // group) + 4, "int4")  # one per output and group, 4 more
-    return NativeProduct(fn, blocks, scales, bias, in_features, out_features, dtype, group)
+        raise ArgumentTypeError(f"the int4 group and the outputs must be ints, got {type(group).__name__} and "
+                                f"{type(out_features).__name__}") from None
+    in_features = tiles.size(1) // 8  # a tile's row holds 16 rows of in / 2 bytes
+    if tiles.size(1) % 8 or not int4_fits(in_features, group) or not 0 < out_features <= tiles.size(0) * TILE \
+            or out_features <= (tiles.size(0) - 1) * TILE:
+        raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 32, groups of a power of two "
+                                   f"from 32 and its tiles' outputs, got {in_features} inputs in groups of {group}, "
+                                   f"{out_features} outputs in {tiles.size(0)} tiles")
+    _check_scales(scales, tiles.size(0) * TILE * (in_features // group), "int4")  # one per row and group
+    return NativeProduct(fn, tiles, scales, bias, in_features, out_features, dtype, group)
 
 
 def int8_scales(scales: Tensor) -> Tensor:
@@ -175,10 +181,18 @@ def int8_scales(scales: Tensor) -> Tensor:
     return scales.float().contiguous()
 
 
-def int4_blocks(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
+def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     """int4 values ``q`` ``[out, in]`` in ``[-8, 7]`` and scales ``[out, in / group]`` in the
-    kernel's layout: per 32 inputs, 16 bytes, byte j holding input j (low nibble) and j + 16
-    (high), each as q + 8; the scales as float32 with 4 more (the kernel may read past a row)."""
-    unsigned = (q.to(torch.int16) + 8).to(torch.uint8).view(q.size(0), -1, 32)  # [out, in / 32, 32]
-    blocks = (unsigned[..., :16] | (unsigned[..., 16:] << 4)).reshape(q.size(0), -1)  # [out, in / 2]
-    return blocks.contiguous(), torch.cat((scales.float().reshape(-1), torch.zeros(4)))
+    kernel's layout (decode.c): rows in tiles of 16 (the last padded with zeros), ``[tiles, in *
+    8]`` bytes, per block of 32 inputs four chunks of 64 bytes, chunk k holding 4 bytes of each
+    row, byte j with input 4k + j in its low nibble and 16 + 4k + j in its high one, each as q + 8;
+    the scales float32 ``[tiles, groups * 16]``, per group the tile's 16 rows."""
+    out, n_in = q.shape
+    tiles, pad = -(-out // TILE), -out % TILE
+    unsigned = F.pad((q.to(torch.int16) + 8).to(torch.uint8), (0, 0, 0, pad), value=8)  # [tiles * 16, in]
+    halves = unsigned.view(tiles, TILE, n_in // 32, 2, 4, 4)  # [tile, row, block, low/high, chunk, byte]
+    packed = halves[:, :, :, 0] | (halves[:, :, :, 1] << 4)  # [tile, row, block, chunk, byte]
+    chunks = packed.permute(0, 2, 3, 1, 4).reshape(tiles, -1)  # [tile, block * chunk * row * byte]
+    groups = scales.size(1)
+    padded = F.pad(scales.float(), (0, 0, 0, pad))  # [tiles * 16, groups]
+    return chunks.contiguous(), padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
