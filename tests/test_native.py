@@ -122,7 +122,7 @@ def test_int4_kernel_against_float64(libraries, build_name, group, dtype):
     torch.manual_seed(0)
     n_in, n_out = 512, 37  # 37 rows: two whole tiles of 16 and part of a third
     q = torch.randint(-8, 8, (n_out, n_in), dtype=torch.int8)
-    scales, x = torch.rand(n_out, n_in // group) / 10, torch.randn(n_in).to(dtype)
+    scales, x = (torch.rand(n_out, n_in // group) / 10).bfloat16(), torch.randn(n_in).to(dtype)
     tiles, kernel_scales = products.int4_tiles(q, scales)
     got = call(libraries[build_name], "gemv_int4", x, tiles, kernel_scales, None, n_out, group)
     integer = build_name != "plain"  # the build without integer dot products
@@ -143,9 +143,10 @@ def test_int4_kernel_gives_nan_for_a_nan_or_infinite_input(libraries, build_name
 def test_int4_tiles_layout():
     q = torch.arange(17 * 64, dtype=torch.int32).remainder(16).sub(8).to(torch.int8).view(17, 64)
     q[3] = torch.arange(64).remainder(13).sub(6)
-    scales = torch.arange(17 * 2, dtype=torch.float32).view(17, 2)
+    scales = torch.arange(17 * 2, dtype=torch.bfloat16).view(17, 2)
     tiles, tile_scales = products.int4_tiles(q, scales)
     assert tiles.shape == (2, 64 * 8) and tile_scales.shape == (2, 2 * 16)  # 17 rows: two tiles of 16
+    assert tile_scales.dtype == torch.bfloat16
     for row, block, chunk, j in [(0, 0, 0, 0), (3, 1, 2, 3), (16, 1, 3, 1), (5, 0, 1, 2)]:
         byte = tiles[row // 16, block * 256 + chunk * 64 + (row % 16) * 4 + j].item()
         first = block * 32 + 4 * chunk + j  # its low nibble; the high one is 16 inputs on

@@ -273,7 +273,8 @@ def test_operands_on_another_device_are_refused(narrow):
                               torch.float32)
     with pytest.raises(errors.InvalidArgumentError, match="scales"):
         tiles = torch.zeros(1, 128 * 8, dtype=torch.uint8)
-        products.int4_product(narrow, tiles, torch.zeros(16 * 4, device="meta"), 32, None, torch.float32, 16)
+        products.int4_product(narrow, tiles, torch.zeros(16 * 4, dtype=torch.bfloat16, device="meta"), 32, None,
+                              torch.float32, 16)
 
 
 @pytest.mark.parametrize("group", [0, 16, "32", 32.0, 96, 192])
@@ -282,7 +283,7 @@ def test_an_int4_group_must_be_a_power_of_two_from_32(narrow, group):
     384 inputs but straddled the old kernel's vectors of 128, whose lanes took the wrong scales."""
     tiles = torch.zeros(1, 384 * 8, dtype=torch.uint8)  # one tile of 384 inputs
     with pytest.raises(errors.GPTHubError):
-        products.int4_product(narrow, tiles, torch.zeros(16 * 12), group, None, torch.float32, 16)
+        products.int4_product(narrow, tiles, torch.zeros(16 * 12, dtype=torch.bfloat16), group, None, torch.float32, 16)
 
 
 @pytest.mark.parametrize("out_features", [0, 17, 32, 5.0])
@@ -291,7 +292,8 @@ def test_int4_outputs_must_be_the_tiles_rows(narrow, out_features):
     read past them, a whole tile fewer would leave it unread."""
     tiles = torch.zeros(1, 128 * 8, dtype=torch.uint8)  # one tile of 16 rows
     with pytest.raises(errors.GPTHubError):
-        products.int4_product(narrow, tiles, torch.zeros(16 * 4), 32, None, torch.float32, out_features)
+        products.int4_product(narrow, tiles, torch.zeros(16 * 4, dtype=torch.bfloat16), 32, None, torch.float32,
+                              out_features)
 
 
 def test_memory_gone_from_under_a_product_is_refused_not_read(tmp_path):

@@ -11,8 +11,8 @@
  *   gemv_cols_*  W [in, out] (GPT-2's Conv1D): y = sum over i of x[i] * W[i]; each thread sums
  *                its own slice of i, then the threads' sums are added
  *   gemv_int4    W[o, i] = q[o, i] * scale[o, i / group], q in [-8, 7], in tiles of 16 rows
- *                (see int4_tiles below): uint8 [ceil(out / 16) * 16 * in / 2], scale float
- *                [ceil(out / 16) * 16 * in / group]
+ *                (see int4_tiles below): uint8 [ceil(out / 16) * 16 * in / 2], scale bfloat16
+ *                (passed as `const float *`) [ceil(out / 16) * 16 * in / group]
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
  * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its
@@ -166,7 +166,7 @@ COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
 /* int4, in tiles of 16 rows (int4_tiles in products.py): per tile, per block of 32 inputs, four
  * chunks of 64 bytes, chunk k holding 4 bytes of each of the 16 rows: byte j of row r's chunk k
  * has input 4k + j in its low nibble and input 16 + 4k + j in its high one, each as q + 8. The
- * scales: per tile, per group, the 16 rows' scales. One stream through memory per thread (a tile
+ * scales, bfloat16 (as the model keeps them): per tile, per group, the 16 rows' scales. One stream through memory per thread (a tile
  * after another), and each 32-bit lane of a vector is one row, so a block's integer sum needs no
  * horizontal addition and its scales are one load.
  *
@@ -277,22 +277,22 @@ static inline vi block_sums(const uint8_t *rows, const int8_t *x) {
 #endif
 }
 
-static void int4_tiles_integer(const quantized_x *qx, const uint8_t *q, const float *scale, const void *bias,
+static void int4_tiles_integer(const quantized_x *qx, const uint8_t *q, const bf16 *scale, const void *bias,
                                void *y, int64_t in, int64_t out, int64_t group, int act, int threads) {
     int64_t blocks = in / 32, groups = in / group, tiles = (out + TILE - 1) / TILE;
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < tiles; t++) {  /* a tile after another: one stream through memory */
         const uint8_t *tile = q + t * blocks * 4 * 64;
-        const float *tile_scales = scale + t * groups * TILE;
+        const bf16 *tile_scales = scale + t * groups * TILE;
         vf acc[VPT];
         for (int h = 0; h < VPT; h++) acc[h] = vzero();
         for (int64_t b = 0; b < blocks; b++) {
             vi correction = iset(qx->correction[b]);
             vf xs = vset(qx->scale[b]);
-            const float *s = tile_scales + (b * 32 / group) * TILE;
+            const bf16 *s = tile_scales + (b * 32 / group) * TILE;
             for (int h = 0; h < VPT; h++) {
                 vi sums = iadd(block_sums(tile + b * 4 * 64 + h * RL * 4, qx->values + b * 32), correction);
-                acc[h] = vfma(ito_f(sums), vmul(load_f32(s + h * RL), xs), acc[h]);
+                acc[h] = vfma(ito_f(sums), vmul(load_bf16(s + h * RL), xs), acc[h]);
             }
         }
         float rows[TILE];
@@ -303,7 +303,7 @@ static void int4_tiles_integer(const quantized_x *qx, const uint8_t *q, const fl
 #else
 /* Without AVX2: per row, per group, the sum of (q + 8) * x, times the scale; minus 8 * the sum
  * over groups of scale * (the group's sum of x). */
-static void int4_tiles_float(const float *xf, const uint8_t *q, const float *scale, const void *bias, void *y,
+static void int4_tiles_float(const float *xf, const uint8_t *q, const bf16 *scale, const void *bias, void *y,
                              int64_t in, int64_t out, int64_t group, int act, int threads) {
     int64_t blocks = in / 32, groups = in / group;
     #pragma omp parallel for schedule(static) num_threads(threads)
@@ -319,7 +319,7 @@ static void int4_tiles_float(const float *xf, const uint8_t *q, const float *sca
                 sum += (float)(j < 16 ? byte & 15 : byte >> 4) * xf[i];
                 xsum += xf[i];
             }
-            total += scale[(o / TILE) * groups * TILE + g * TILE + r] * (sum - 8 * xsum);
+            total += from_bf16(scale[(o / TILE) * groups * TILE + g * TILE + r]) * (sum - 8 * xsum);
         }
         finish(y, bias, NULL, o, total, act);
     }
@@ -334,13 +334,13 @@ int gemv_int4(const void *x, const void *weight, const float *scale, const void 
     quantized_x qx;
     int status = quantize_x(xf, in, &qx);
     if (status == 0) {
-        int4_tiles_integer(&qx, weight, scale, bias, y, in, out, group, act, threads);
+        int4_tiles_integer(&qx, weight, (const bf16 *)scale, bias, y, in, out, group, act, threads);
         free(qx.scale);  /* the one allocation */
     }
     free(xf);
     return status;
 #else
-    int4_tiles_float(xf, weight, scale, bias, y, in, out, group, act, threads);
+    int4_tiles_float(xf, weight, (const bf16 *)scale, bias, y, in, out, group, act, threads);
     free(xf);
     return 0;
 #endif

@@ -115,10 +115,9 @@ def _check(weight: Tensor, dtypes: tuple[torch.dtype, ...]) -> None:
                                    f"{tuple(weight.shape)} {weight.dtype} on {weight.device}")
 
 
-def _check_scales(scales: Tensor, numel: int, what: str) -> None:
-    if not isinstance(scales, Tensor) or scales.dtype != torch.float32 or scales.numel() != numel or not _readable(
-            scales):
-        raise InvalidArgumentError(f"{what} scales must be a contiguous float32 CPU tensor of {numel} values")
+def _check_scales(scales: Tensor, numel: int, what: str, dtype: torch.dtype = torch.float32) -> None:
+    if not isinstance(scales, Tensor) or scales.dtype != dtype or scales.numel() != numel or not _readable(scales):
+        raise InvalidArgumentError(f"{what} scales must be a contiguous {dtype} CPU tensor of {numel} values")
 
 
 def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> NativeProduct | None:
@@ -172,7 +171,7 @@ def int4_product(variant: str, tiles: Tensor, scales: Tensor, group: int, bias: 
         raise InvalidArgumentError(f"the native int4 kernel takes inputs in multiples of 32, groups of a power of two "
                                    f"from 32 and its tiles' outputs, got {in_features} inputs in groups of {group}, "
                                    f"{out_features} outputs in {tiles.size(0)} tiles")
-    _check_scales(scales, tiles.size(0) * TILE * (in_features // group), "int4")  # one per row and group
+    _check_scales(scales, tiles.size(0) * TILE * (in_features // group), "int4", torch.bfloat16)  # a row's group's
     return NativeProduct(fn, tiles, scales, bias, in_features, out_features, dtype, group)
 
 
@@ -186,7 +185,8 @@ def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     kernel's layout (decode.c): rows in tiles of 16 (the last padded with zeros), ``[tiles, in *
     8]`` bytes, per block of 32 inputs four chunks of 64 bytes, chunk k holding 4 bytes of each
     row, byte j with input 4k + j in its low nibble and 16 + 4k + j in its high one, each as q + 8;
-    the scales float32 ``[tiles, groups * 16]``, per group the tile's 16 rows."""
+    the scales ``[tiles, groups * 16]``, per group the tile's 16 rows, in bfloat16 (as the model keeps
+    them, models/quantized_values.py)."""
     out, n_in = q.shape
     tiles, pad = -(-out // TILE), -out % TILE
     unsigned = F.pad((q.to(torch.int16) + 8).to(torch.uint8), (0, 0, 0, pad), value=8)  # [tiles * 16, in]
@@ -194,5 +194,5 @@ def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     packed = halves[:, :, :, 0] | (halves[:, :, :, 1] << 4)  # [tile, row, block, chunk, byte]
     chunks = packed.permute(0, 2, 3, 1, 4).reshape(tiles, -1)  # [tile, block * chunk * row * byte]
     groups = scales.size(1)
-    padded = F.pad(scales.float(), (0, 0, 0, pad))  # [tiles * 16, groups]
+    padded = F.pad(scales.to(torch.bfloat16), (0, 0, 0, pad))  # [tiles * 16, groups]
     return chunks.contiguous(), padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
