@@ -78,6 +78,7 @@ class NativeBlock:
         self._memory = [(t.untyped_storage(), t.untyped_storage().data_ptr(),
                          (t.storage_offset() + t.numel()) * t.element_size()) for t in held]
         self._held = held
+        self._cache = None  # the layer cache last checked (_take_cache)
 
         def product(p: NativeProduct, operands: list[Tensor | None]) -> _Product:
             weight, scales, bias = (None if t is None else t.data_ptr() for t in operands)
@@ -92,24 +93,32 @@ class NativeBlock:
         """Whether ``x`` is one row of this block's width and dtype on CPU."""
         return x.dtype == self.dtype and x.is_cpu and x.numel() == self.n_embd == x.size(-1)
 
-    def __call__(self, x: Tensor, layer_cache) -> Tensor:
-        for storage, address, needed in self._memory:
-            if storage.data_ptr() != address or storage.nbytes() < needed:
-                raise NativeKernelError("a native block's weight lost its memory since the block was bound")
-        kv = layer_cache.keys_values  # [2, B, H, S_max, D]
-        position, head_dim = layer_cache.cache.length, self.n_embd // self.n_head
+    def _take_cache(self, kv: Tensor) -> None:
+        """Check a layer's cache ``[2, 1, H, S_max, D]`` once; its memory is checked on each call."""
+        head_dim = self.n_embd // self.n_head
         if (kv.dtype != torch.float32 or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
                 or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != head_dim):
             raise NativeKernelError(f"a native block takes a contiguous float32 CPU cache [2, 1, {self.n_head}, S, "
                                     f"{head_dim}], got {tuple(kv.shape)} {kv.dtype}")
-        capacity = kv.size(3)
+        storage = kv.untyped_storage()
+        self._cache = kv
+        self._cache_memory = (storage, storage.data_ptr(), (kv.storage_offset() + kv.numel()) * 4)
+        self._keys, self._values, self._capacity = kv.data_ptr(), kv.data_ptr() + kv.stride(0) * 4, kv.size(3)
+
+    def __call__(self, x: Tensor, layer_cache) -> Tensor:
+        kv = layer_cache.keys_values  # [2, B, H, S_max, D]
+        if kv is not self._cache:
+            self._take_cache(kv)
+        for storage, address, needed in (*self._memory, self._cache_memory):
+            if storage.data_ptr() != address or storage.nbytes() < needed:
+                raise NativeKernelError("a native block's weight or cache lost its memory since it was checked")
+        position, capacity = layer_cache.cache.length, self._capacity
         if position >= capacity:
             raise NativeKernelError(f"the cache holds {capacity} positions; {position + 1} were asked for")
         x = x.contiguous()
         out = torch.empty_like(x)
-        keys, values = kv[0], kv[1]
-        status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), keys.data_ptr(), values.data_ptr(),
-                         capacity, position, torch.get_num_threads())
+        status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), self._keys, self._values, capacity,
+                         position, torch.get_num_threads())
         if status != 0:
             raise NativeKernelError(f"a native block step could not allocate its scratch memory ({status})")
         return out
