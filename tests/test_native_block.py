@@ -167,3 +167,15 @@ def test_nan_in_gives_nan_out():
     x = torch.zeros(1, 1, 128)
     x[0, 0, 7] = float("nan")
     assert native(x, kv_cache.StaticKVCache.for_model(model, 1, 2)[0]).isnan().all()
+
+
+def test_a_cache_is_checked_and_its_memory_on_every_call():
+    model = model_of("gpt2", "float32")
+    native = model.transformer.h[0]._native_step()
+    with pytest.raises(block_module.NativeKernelError, match="cache"):
+        native(torch.zeros(1, 1, 128), kv_cache.StaticKVCache.for_model(model, 2, 4)[0])  # a batch of 2
+    cache = kv_cache.StaticKVCache.for_model(model, 1, 4)
+    native(torch.zeros(1, 1, 128), cache[0])
+    cache.keys_values.untyped_storage().resize_(0)
+    with pytest.raises(block_module.NativeKernelError, match="lost its memory"):
+        native(torch.zeros(1, 1, 128), cache[0])
