@@ -122,7 +122,37 @@ int NAME(const void *x, const void *weight, const float *scale, const void *bias
 }
 
 ROWS_KERNEL(gemv_rows_f32, float, load_f32, one_f32)
+#if defined(__AVX512BF16__) && VL == 16
+ROWS_KERNEL(gemv_rows_bf16_widened, bf16, load_bf16, one_bf16)
+
+/* bfloat16 weights and activations on the CPU's bfloat16 dot products (AVX512_BF16): 32
+ * products a step, each exact in float32 and summed there, where widening takes three steps for
+ * 16. Float32 activations take the widening kernel. */
+int gemv_rows_bf16(const void *x, const void *weight, const float *scale, const void *bias, void *y,
+                   int64_t in, int64_t out, int64_t group, int act, int threads) {
+    if (!act) return gemv_rows_bf16_widened(x, weight, scale, bias, y, in, out, group, act, threads);
+    const bf16 *w = weight, *xb = x;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < out; o++) {
+        const bf16 *a = w + o * in;
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        int64_t i = 0;
+        for (; i + 64 <= in; i += 64) {
+            s0 = _mm512_dpbf16_ps(s0, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(xb + i));
+            s1 = _mm512_dpbf16_ps(s1, (__m512bh)_mm512_loadu_si512(a + i + 32),
+                                  (__m512bh)_mm512_loadu_si512(xb + i + 32));
+        }
+        for (; i + 32 <= in; i += 32)
+            s0 = _mm512_dpbf16_ps(s0, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(xb + i));
+        float r = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        for (; i < in; i++) r += from_bf16(a[i]) * from_bf16(xb[i]);
+        finish(y, bias, scale, o, r, act);
+    }
+    return 0;
+}
+#else
 ROWS_KERNEL(gemv_rows_bf16, bf16, load_bf16, one_bf16)
+#endif
 ROWS_KERNEL(gemv_int8, int8_t, load_i8, one_i8)
 
 /* acc[j] += xa * a[j] + xb * b[j] + ... over the columns, four rows of W at a time. */
