@@ -119,7 +119,7 @@ class DecoderModel(PreTrainedModel):
 
         head_masks = head_mask_per_layer(head_mask, config.n_layer, x.dtype)
         presents, hidden_states, attentions = [], [], []
-        for i, block in enumerate(self._blocks(batch, length, past)):
+        for i, block in enumerate(self._blocks(x, past)):
             if output_hidden_states:
                 hidden_states.append(x.view(*shape, -1))
             x, present, weights = block(x, mask, past[i] if past else None, use_cache, head_masks[i], output_attentions)
@@ -144,13 +144,14 @@ class DecoderModel(PreTrainedModel):
         )
         return out.to_tuple() if return_dict is False else out
 
-    def _blocks(self, batch: int, length: int, past) -> list:
-        """The blocks to run: for one new token of one sequence over a preallocated cache, their
-        bound steps, as generate runs them (the whole block in one native call where it can,
-        models/native/block.py), so that both give the same logits; otherwise the modules. Bound
-        only where that computes what the modules do (``bindable``) and no gradient is asked."""
-        if batch == 1 and length == 1 and hasattr(past, "length") and bindable(self, (type(self).block_class,)):
-            if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+    def _blocks(self, x: Tensor, past) -> list:
+        """The blocks to run on ``x`` ``[B, T, C]``: for one new token of one sequence over a
+        preallocated cache, their bound steps, as generate runs them (the whole block in one native
+        call where it can, models/native/block.py), so that both give the same logits; otherwise
+        the modules. Bound only where that computes what the modules do (``bindable``) and no
+        gradient is asked, of the parameters or of ``x``."""
+        if x.size(0) == 1 and x.size(1) == 1 and hasattr(past, "length") and bindable(self, (type(self).block_class,)):
+            if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
                 return [block.bind() for block in self.h]
         return self.h
 

@@ -105,7 +105,7 @@ class MLP(nn.Module):
         self.c_fc = Conv1D(n_embd, inner_dim)
         self.c_proj = Conv1D(inner_dim, n_embd)
         self.activation_name = activation_name
-        self.act = activation(activation_name)
+        self.act = self._named_act = activation(activation_name)
         self.dropout = nn.Dropout(pdrop)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -114,6 +114,10 @@ class MLP(nn.Module):
 
     def bind(self) -> functional.Step:
         return partial(functional.feed_forward, up=self.c_fc.bind(), act=self.act, down=self.c_proj.bind())
+
+    def named_activation(self) -> str | None:
+        """The non-linearity's name, while ``act`` is still the one it names (not replaced since)."""
+        return self.activation_name if self.act is self._named_act else None
 
 
 class CausalSelfAttention(nn.Module):
@@ -166,7 +170,7 @@ class Block(nn.Module):
         attn, mlp = self.attn, self.mlp
         products = [layer.native_one_row() for layer in (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)]
         norms = [(norm.weight, norm.bias, norm.eps) for norm in (self.ln_1, self.ln_2)]
-        return native_block(products, norms, attn.n_head, attn.scale, self.pre_norm, mlp.activation_name)
+        return native_block(products, norms, attn.n_head, attn.scale, self.pre_norm, mlp.named_activation())
 
 
 class SequenceSummary(nn.Module):

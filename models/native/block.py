@@ -22,7 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .build import VARIANTS, library
+from ...errors import InvalidArgumentError
+from .build import library
 from .products import ACTIVATIONS, NativeKernelError, NativeProduct
 
 logger = logging.getLogger(__name__)
@@ -44,17 +45,16 @@ class _Block(ctypes.Structure):
                 ("pre_norm", ctypes.c_int), ("activation", ctypes.c_int), ("act", ctypes.c_int)]
 
 
-def _function():
-    """block.c's ``block_step`` from the first build there is, or None."""
-    for variant in VARIANTS:
-        lib = library(variant)
-        if lib is not None:
-            fn = lib.block_step
-            if fn.argtypes is None:  # block, x_in, x_out, keys, values, capacity, position, threads
-                fn.argtypes = [ctypes.POINTER(_Block)] + [_POINTER] * 4 + [_SIZE, _SIZE, ctypes.c_int]
-                fn.restype = ctypes.c_int
-            return fn
-    return None
+def _function(variant: str):
+    """block.c's ``block_step`` of a build, or None."""
+    lib = library(variant)
+    if lib is None:
+        return None
+    fn = lib.block_step
+    if fn.argtypes is None:  # block, x_in, x_out, keys, values, capacity, position, threads
+        fn.argtypes = [ctypes.POINTER(_Block)] + [_POINTER] * 4 + [_SIZE, _SIZE, ctypes.c_int]
+        fn.restype = ctypes.c_int
+    return fn
 
 
 def _vector(t: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
@@ -89,32 +89,43 @@ class NativeBlock:
                              w2.data_ptr(), b2.data_ptr(), self.n_embd, n_head, up.out_features, eps1, eps2, scale,
                              int(pre_norm), activation, ACTIVATIONS[self.dtype])
 
-    def takes(self, x: Tensor) -> bool:
-        """Whether ``x`` is one row of this block's width and dtype on CPU."""
-        return x.dtype == self.dtype and x.is_cpu and x.numel() == self.n_embd == x.size(-1)
-
-    def _take_cache(self, kv: Tensor) -> None:
-        """Check a layer's cache ``[2, 1, H, S_max, D]`` once; its memory is checked on each call."""
-        head_dim = self.n_embd // self.n_head
+    def takes(self, x: Tensor, layer_cache) -> bool:
+        """Whether ``x`` is one row of this block's width and dtype on CPU, with no gradient to
+        keep, and the layer's cache is one this block can write: float32, contiguous, on CPU, for
+        one sequence of its heads (``[2, 1, H, S_max, D]``). Checked once per cache; its memory is
+        checked on each call."""
+        if x.dtype != self.dtype or not x.is_cpu or x.numel() != self.n_embd or x.size(-1) != self.n_embd:
+            return False
+        if x.requires_grad and torch.is_grad_enabled():
+            return False
+        kv = layer_cache.keys_values  # [2, B, H, S_max, D]
+        if kv is self._cache:
+            return True
         if (kv.dtype != torch.float32 or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
-                or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != head_dim):
-            raise NativeKernelError(f"a native block takes a contiguous float32 CPU cache [2, 1, {self.n_head}, S, "
-                                    f"{head_dim}], got {tuple(kv.shape)} {kv.dtype}")
+                or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != self.n_embd // self.n_head):
+            return False
         storage = kv.untyped_storage()
         self._cache = kv
         self._cache_memory = (storage, storage.data_ptr(), (kv.storage_offset() + kv.numel()) * 4)
         self._keys, self._values, self._capacity = kv.data_ptr(), kv.data_ptr() + kv.stride(0) * 4, kv.size(3)
+        return True
 
     def __call__(self, x: Tensor, layer_cache) -> Tensor:
-        kv = layer_cache.keys_values  # [2, B, H, S_max, D]
-        if kv is not self._cache:
-            self._take_cache(kv)
+        """The block on ``x`` ``[..., C]`` at the next position of ``layer_cache``."""
+        if not self.takes(x, layer_cache):
+            raise InvalidArgumentError(f"a native block takes one {self.dtype} CPU row of {self.n_embd} values with "
+                                       f"no gradient to keep and a contiguous float32 CPU cache [2, 1, {self.n_head}, "
+                                       f"S, {self.n_embd // self.n_head}]")
+        return self.run(x, layer_cache)
+
+    def run(self, x: Tensor, layer_cache) -> Tensor:
+        """``__call__`` for what ``takes`` has just accepted."""
         for storage, address, needed in (*self._memory, self._cache_memory):
             if storage.data_ptr() != address or storage.nbytes() < needed:
                 raise NativeKernelError("a native block's weight or cache lost its memory since it was checked")
         position, capacity = layer_cache.cache.length, self._capacity
-        if position >= capacity:
-            raise NativeKernelError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+        if position >= capacity:  # as the cache itself says it (models/kv_cache.py)
+            raise InvalidArgumentError(f"the cache holds {capacity} positions; {position + 1} were asked for")
         x = x.contiguous()
         out = torch.empty_like(x)
         status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), self._keys, self._values, capacity,
@@ -125,12 +136,15 @@ class NativeBlock:
 
 
 def native_block(products: list[NativeProduct | None], norms: list[tuple[Tensor | None, Tensor | None, float]],
-                 n_head: int, scale: float, pre_norm: bool, activation: str) -> NativeBlock | None:
+                 n_head: int, scale: float, pre_norm: bool, activation: str | None) -> NativeBlock | None:
     """block.c's step for a block of these parts: the products ``[qkv, proj, up, down]`` (their
     native forms), the two layer norms ``(weight, bias, eps)``; None where a part has no native
-    form (a kernel missing, PyTorch's kernels forced, a norm without bias, another non-linearity)."""
-    fn = _function()
-    if fn is None or any(p is None for p in products) or activation not in NONLINEARITIES:
+    form (a kernel missing, PyTorch's kernels forced, a norm without bias, another non-linearity,
+    ``activation`` None). block.c comes from the first product's build."""
+    if any(p is None for p in products) or activation not in NONLINEARITIES:
+        return None
+    fn = _function(products[0].variant)
+    if fn is None:
         return None
     qkv, proj, up, down = products
     width, dtype = qkv.in_features, qkv.dtype
@@ -159,6 +173,6 @@ class BlockStep:
                 and x.numel() == x.size(-1)):
             if not self._made:
                 self._native, self._made = self._make(), True
-            if self._native is not None and self._native.takes(x):
-                return self._native(x, layer_past), layer_past, None
+            if self._native is not None and self._native.takes(x, layer_past):
+                return self._native.run(x, layer_past), layer_past, None
         return self.python(x, mask, layer_past, use_cache, head_mask, output_attentions)

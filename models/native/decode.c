@@ -268,7 +268,7 @@ static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
         /* A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
          * float product would: converting it to an integer is undefined. */
         int finite = poison == 0;
-        float inverse = finite && most > 0 ? 127 / most : 0;
+        float inverse = finite && most > 1e-30f ? 127 / most : 0;  /* 127 / most stays finite */
         int32_t sum = 0;
         #pragma omp simd reduction(+:sum)
         for (int j = 0; j < 32; j++) {  /* to nearest, halves away from zero; |v| <= 127 */

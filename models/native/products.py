@@ -59,15 +59,16 @@ def _readable(t: Tensor) -> bool:
 class NativeProduct:
     """A native product for one row (see the module's docstring), and what models/native/block.py
     needs to call the same kernel from C: ``function`` (its address), ``operands`` (weight,
-    scales, bias), ``in_features``, ``out_features``, ``group`` and ``dtype``."""
+    scales, bias), ``in_features``, ``out_features``, ``group``, ``dtype`` and the build's
+    ``variant``."""
 
-    def __init__(self, fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None, in_features: int,
-                 out_features: int, dtype: torch.dtype, group: int = 0):
+    def __init__(self, variant: str, fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None,
+                 in_features: int, out_features: int, dtype: torch.dtype, group: int = 0):
         if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != dtype or not _readable(bias)
                                  or bias.numel() != out_features):
             raise InvalidArgumentError("bias must be a contiguous CPU tensor of the activations' dtype, one value "
                                        "per output")
-        self.fn, self.function = fn, ctypes.cast(fn, ctypes.c_void_p).value
+        self.variant, self.fn, self.function = variant, fn, ctypes.cast(fn, ctypes.c_void_p).value
         self.operands = (weight, scale, bias)
         self.in_features, self.out_features, self.dtype, self.group = in_features, out_features, dtype, group
         self._specs = [(t.numel(), t.dtype, t.element_size()) if t is not None else None for t in self.operands]
@@ -129,10 +130,11 @@ def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_o
     if fn is None:
         return None
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
-    return NativeProduct(fn, weight, None, bias, in_features, out_features, weight.dtype)
+    return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype)
 
 
-def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, dtype: torch.dtype) -> NativeProduct | None:
+def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None,
+                 dtype: torch.dtype) -> NativeProduct | None:
     """``x @ (q * scales[:, None]).T + b`` for int8 ``q`` ``[out, in]`` and float32 ``scales``
     ``[out]`` (``int8_scales``); None where the build is missing."""
     _check(q, (torch.int8,))
@@ -140,7 +142,7 @@ def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, d
     if fn is None:
         return None
     _check_scales(scales, q.size(0), "int8")  # one per output
-    return NativeProduct(fn, q, scales, bias, q.size(1), q.size(0), dtype)
+    return NativeProduct(variant, fn, q, scales, bias, q.size(1), q.size(0), dtype)
 
 
 TILE = 16  # rows of an int4 tile (decode.c)
@@ -172,7 +174,7 @@ def int4_product(variant: str, tiles: Tensor, scales: Tensor, group: int, bias: 
                                    f"from 32 and its tiles' outputs, got {in_features} inputs in groups of {group}, "
                                    f"{out_features} outputs in {tiles.size(0)} tiles")
     _check_scales(scales, tiles.size(0) * TILE * (in_features // group), "int4", torch.bfloat16)  # a row's group's
-    return NativeProduct(fn, tiles, scales, bias, in_features, out_features, dtype, group)
+    return NativeProduct(variant, fn, tiles, scales, bias, in_features, out_features, dtype, group)
 
 
 def int8_scales(scales: Tensor) -> Tensor:
