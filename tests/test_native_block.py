@@ -50,7 +50,9 @@ def steps(block, layer_cache, xs):
 
 @pytest.mark.parametrize("family", ["gpt2", "openai-gpt"])
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "int8", "int4"])
-def test_the_native_block_gives_the_functional_blocks_results(family, kind):
+@pytest.mark.parametrize("kernels", ["narrow", "wide"])  # wide: AVX-512 (VNNI, BF16) where the CPU has it
+def test_the_native_block_gives_the_functional_blocks_results(monkeypatch, family, kind, kernels):
+    monkeypatch.setenv("GPT_HUB_KERNEL", kernels)
     model = model_of(family, kind)
     dtype = torch.float32 if kind.startswith("int") else getattr(torch, kind)
     body = model.transformer
