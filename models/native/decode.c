@@ -86,11 +86,14 @@ static inline void finish(void *y, const void *bias, const float *scale, int64_t
     store(y, o, s, act);
 }
 
-/* x as float32 (a copy the caller frees), or NULL when out of memory. */
-static float *widen(const void *x, int64_t n, int act) {
-    float *xf = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (xf) for (int64_t i = 0; i < n; i++) xf[i] = load(x, i, act);
-    return xf;
+/* x as float32: x itself for float32 activations, else a copy made in *copy (the caller frees
+ * *copy); NULL when out of memory. */
+static const float *as_float(const void *x, int64_t n, int act, float **copy) {
+    *copy = NULL;
+    if (!act) return x;
+    *copy = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (*copy) for (int64_t i = 0; i < n; i++) (*copy)[i] = load(x, i, act);
+    return *copy;
 }
 
 /* Rows: one at a time (one stream through memory is what the prefetchers follow best), with
@@ -99,7 +102,8 @@ static float *widen(const void *x, int64_t n, int act) {
 int NAME(const void *x, const void *weight, const float *scale, const void *bias, void *y,      \
          int64_t in, int64_t out, int64_t group, int act, int threads) {                       \
     const WT *w = weight; (void)group;                                                         \
-    float *xf = widen(x, in, act);                                                             \
+    float *copy;                                                                               \
+    const float *xf = as_float(x, in, act, &copy);                                             \
     if (!xf) return -1;                                                                        \
     _Pragma("omp parallel for schedule(static) num_threads(threads)")                         \
     for (int64_t o = 0; o < out; o++) {                                                        \
@@ -117,7 +121,7 @@ int NAME(const void *x, const void *weight, const float *scale, const void *bias
         for (; i < in; i++) r += ONE(a + i) * xf[i];                                           \
         finish(y, bias, scale, o, r, act);                                                     \
     }                                                                                          \
-    free(xf);                                                                                  \
+    free(copy);                                                                                \
     return 0;                                                                                  \
 }
 
@@ -160,9 +164,10 @@ ROWS_KERNEL(gemv_int8, int8_t, load_i8, one_i8)
 int NAME(const void *x, const void *weight, const float *unused, const void *bias, void *y,     \
          int64_t in, int64_t out, int64_t group, int act, int threads) {                       \
     const WT *w = weight; (void)unused; (void)group;                                           \
-    float *xf = widen(x, in, act);                                                             \
+    float *copy;                                                                               \
+    const float *xf = as_float(x, in, act, &copy);                                             \
     float *part = calloc((size_t)threads * (size_t)(out > 0 ? out : 1), sizeof(float));        \
-    if (!xf || !part) { free(xf); free(part); return -1; }                                     \
+    if (!xf || !part) { free(copy); free(part); return -1; }                                   \
     _Pragma("omp parallel num_threads(threads)")                                               \
     {                                                                                          \
         int t = omp_get_thread_num(), n = omp_get_num_threads();                               \
@@ -186,7 +191,7 @@ int NAME(const void *x, const void *weight, const float *unused, const void *bia
             finish(y, bias, NULL, j, s, act);                                                  \
         }                                                                                      \
     }                                                                                          \
-    free(xf); free(part);                                                                      \
+    free(copy); free(part);                                                                    \
     return 0;                                                                                  \
 }
 
@@ -249,38 +254,39 @@ static inline vi widen16(vi a) { return _mm256_madd_epi16(a, _mm256_set1_epi16(1
 /* x quantized: per block of 32, its int8 values, its scale and -8 * their sum. */
 typedef struct { int8_t *values; float *scale; int32_t *correction; } quantized_x;
 
-/* x quantized into one allocation (free qx->scale after); -1 if it cannot be had. */
-static int quantize_x(const float *xf, int64_t in, quantized_x *qx) {
-    int64_t blocks = in / 32;
+/* Room for x quantized, in one allocation (free qx->scale after); -1 if it cannot be had. */
+static int allocate_x(int64_t blocks, quantized_x *qx) {
     char *memory = malloc((size_t)blocks * (32 + sizeof(float) + sizeof(int32_t)));
     if (!memory) return -1;
     qx->scale = (float *)memory;
     qx->correction = (int32_t *)(memory + blocks * sizeof(float));
     qx->values = (int8_t *)(memory + blocks * (sizeof(float) + sizeof(int32_t)));
-    for (int64_t b = 0; b < blocks; b++) {
-        const float *xb = xf + b * 32;
-        float most = 0, poison = 0;
-        #pragma omp simd reduction(max:most) reduction(+:poison)
-        for (int j = 0; j < 32; j++) {
-            most = fabsf(xb[j]) > most ? fabsf(xb[j]) : most;
-            poison += xb[j] * 0.0f;  /* NaN if any value is NaN or infinite */
-        }
-        /* A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
-         * float product would: converting it to an integer is undefined. */
-        int finite = poison == 0;
-        float inverse = finite && most > 1e-30f ? 127 / most : 0;  /* 127 / most stays finite */
-        int32_t sum = 0;
-        #pragma omp simd reduction(+:sum)
-        for (int j = 0; j < 32; j++) {  /* to nearest, halves away from zero; |v| <= 127 */
-            float v = finite ? xb[j] * inverse : 0.0f;  /* never a NaN to convert */
-            int8_t q = (int8_t)(int)(v >= 0 ? v + 0.5f : v - 0.5f);
-            qx->values[b * 32 + j] = q;
-            sum += q;
-        }
-        qx->scale[b] = finite ? most / 127 : NAN;
-        qx->correction[b] = -8 * sum;
-    }
     return 0;
+}
+
+/* Block b of x (act dtype) quantized to int8: scale max |x| / 127, to nearest (halves away from
+ * zero). A NaN or infinity makes the block's results NaN (its values 0, its scale NaN), as a
+ * float product would: converting it to an integer is undefined. */
+static void quantize_block(const void *x, int64_t b, int act, quantized_x *qx) {
+    float xb[32], most = 0, poison = 0;
+    for (int j = 0; j < 32; j++) xb[j] = load(x, b * 32 + j, act);
+    #pragma omp simd reduction(max:most) reduction(+:poison)
+    for (int j = 0; j < 32; j++) {
+        most = fabsf(xb[j]) > most ? fabsf(xb[j]) : most;
+        poison += xb[j] * 0.0f;  /* NaN if any value is NaN or infinite */
+    }
+    int finite = poison == 0;
+    float inverse = finite && most > 1e-30f ? 127 / most : 0;  /* 127 / most stays finite */
+    int32_t sum = 0;
+    #pragma omp simd reduction(+:sum)
+    for (int j = 0; j < 32; j++) {  /* |v| <= 127 */
+        float v = finite ? xb[j] * inverse : 0.0f;  /* never a NaN to convert */
+        int8_t q = (int8_t)(int)(v >= 0 ? v + 0.5f : v - 0.5f);
+        qx->values[b * 32 + j] = q;
+        sum += q;
+    }
+    qx->scale[b] = finite ? most / 127 : NAN;
+    qx->correction[b] = -8 * sum;
 }
 
 #define VPT (TILE / RL)  /* integer vectors per chunk of a tile */
@@ -307,10 +313,14 @@ static inline vi block_sums(const uint8_t *rows, const int8_t *x) {
 #endif
 }
 
-static void int4_tiles_integer(const quantized_x *qx, const uint8_t *q, const bf16 *scale, const void *bias,
-                               void *y, int64_t in, int64_t out, int64_t group, int act, int threads) {
+/* Inside a parallel region: each thread quantizes its share of x's blocks, then sums its share
+ * of the tiles. */
+static void int4_tiles_integer(const void *x, quantized_x *qx, const uint8_t *q, const bf16 *scale,
+                               const void *bias, void *y, int64_t in, int64_t out, int64_t group, int act) {
     int64_t blocks = in / 32, groups = in / group, tiles = (out + TILE - 1) / TILE;
-    #pragma omp parallel for schedule(static) num_threads(threads)
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) quantize_block(x, b, act, qx);
+    #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; t++) {  /* a tile after another: one stream through memory */
         const uint8_t *tile = q + t * blocks * 4 * 64;
         const bf16 *tile_scales = scale + t * groups * TILE;
@@ -358,20 +368,19 @@ static void int4_tiles_float(const float *xf, const uint8_t *q, const bf16 *scal
 
 int gemv_int4(const void *x, const void *weight, const float *scale, const void *bias, void *y,
               int64_t in, int64_t out, int64_t group, int act, int threads) {
-    float *xf = widen(x, in, act);
-    if (!xf) return -1;
 #ifdef RL
     quantized_x qx;
-    int status = quantize_x(xf, in, &qx);
-    if (status == 0) {
-        int4_tiles_integer(&qx, weight, (const bf16 *)scale, bias, y, in, out, group, act, threads);
-        free(qx.scale);  /* the one allocation */
-    }
-    free(xf);
-    return status;
+    if (allocate_x(in / 32, &qx) != 0) return -1;
+    #pragma omp parallel num_threads(threads)
+    int4_tiles_integer(x, &qx, weight, (const bf16 *)scale, bias, y, in, out, group, act);
+    free(qx.scale);  /* the one allocation */
+    return 0;
 #else
+    float *copy;
+    const float *xf = as_float(x, in, act, &copy);
+    if (!xf) return -1;
     int4_tiles_float(xf, weight, (const bf16 *)scale, bias, y, in, out, group, act, threads);
-    free(xf);
+    free(copy);
     return 0;
 #endif
 }
