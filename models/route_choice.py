@@ -5,9 +5,9 @@ A decoding step streams every weight from memory once, and which kernel streams 
 from CPU to CPU (AVX-512 or AVX2 code, oneDNN or PyTorch's own): so each candidate is timed on
 weights of the real shape and dtype, enough copies of them to spill the last-level cache (as the
 model's weights do), a few interleaved rounds, and the candidates' order, fastest first, is kept
-for the process and in a small file beside the native builds (``choices-<hash>.json``, named by the CPU, torch's version,
-the kernels' source and the thread count), so that later processes on the machine skip the
-timing. It costs tens to hundreds of milliseconds once per shape; delete the file to measure
+for the process and in a small file beside the native builds (``choices-<hash>.json``, named by
+the CPU, torch's version, the kernels' source and the thread count), so that later processes on
+the machine skip the timing. It costs tens to hundreds of milliseconds once per shape; delete the file to measure
 again. ``GPT_HUB_KERNEL=<name>`` forces one where it exists (a
 name that is no candidate for a shape is logged, once, and the fastest measured instead). A
 candidate that raises while measured is left out (and logged); fewer copies are measured where
@@ -96,12 +96,6 @@ def _seconds(products: list[Product], x: Tensor) -> float:
     for product in products:
         product(x)
     return time.perf_counter() - start
-
-
-def fastest(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,
-            x: Tensor | Callable[[], Tensor]) -> str:
-    """The name of the fastest candidate for ``key`` (see ``ranking``)."""
-    return ranking(key, build, weight_bytes, x)[0]
 
 
 def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,

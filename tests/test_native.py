@@ -246,11 +246,11 @@ def test_a_choice_is_made_once_per_key_and_can_be_forced(monkeypatch, tmp_path):
         built.append(1)
         return {"a": lambda x: x, "b": lambda x: x + 0}
 
-    first = route_choice.fastest(("k",), candidates, 1 << 30, torch.ones(4))
+    first = route_choice.ranking(("k",), candidates, 1 << 30, torch.ones(4))[0]
     assert first in ("a", "b") and len(built) == 1  # weights larger than any cache: one copy
-    assert route_choice.fastest(("k",), candidates, 1 << 30, torch.ones(4)) == first and len(built) == 1
+    assert route_choice.ranking(("k",), candidates, 1 << 30, torch.ones(4))[0] == first and len(built) == 1
     monkeypatch.setenv("GPT_HUB_KERNEL", "b")
-    assert route_choice.fastest(("other",), candidates, 1, torch.ones(4)) == "b" and len(built) == 2
+    assert route_choice.ranking(("other",), candidates, 1, torch.ones(4))[0] == "b" and len(built) == 2
 
 
 @pytest.mark.parametrize("kernel", ["torch", "wide", "narrow", "wide-rows", "narrow-rows"])
@@ -311,7 +311,7 @@ def test_a_choice_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_path):
     assert route_choice.ranking(("kept",), candidates, 1 << 30, torch.ones(4)) == order and len(built) == 1
     monkeypatch.setattr(route_choice, "_chosen", {})
     monkeypatch.setenv("GPT_HUB_KERNEL", "b" if first == "a" else "a")  # forcing wins over the file
-    assert route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4)) != first
+    assert route_choice.ranking(("kept",), candidates, 1 << 30, torch.ones(4))[0] != first
 
 
 @pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"kept 2": 7}', b""])
@@ -326,7 +326,7 @@ def test_a_damaged_choices_file_is_measured_again_and_rewritten(monkeypatch, tmp
         built.append(1)
         return {"a": lambda x: x, "b": lambda x: x + 0}
 
-    choice = route_choice.fastest(("kept",), candidates, 1 << 30, torch.ones(4))
+    choice = route_choice.ranking(("kept",), candidates, 1 << 30, torch.ones(4))[0]
     assert built and json.loads(record.read_text())[f"kept {torch.get_num_threads()}"].split()[0] == choice
 
 
@@ -335,8 +335,8 @@ def test_a_folder_that_cannot_be_written_keeps_choices_in_memory(monkeypatch, tm
     blocker.write_text("")
     monkeypatch.setenv("GPT_HUB_NATIVE_DIR", str(blocker / "native"))  # below a file: cannot be made
     monkeypatch.setattr(route_choice, "_chosen", {})
-    choice = route_choice.fastest(("k",), lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30, torch.ones(4))
-    assert choice in ("a", "b") and route_choice.fastest(("k",), None, 1 << 30, torch.ones(4)) == choice
+    choice = route_choice.ranking(("k",), lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30, torch.ones(4))[0]
+    assert choice in ("a", "b") and route_choice.ranking(("k",), None, 1 << 30, torch.ones(4))[0] == choice
 
 
 @pytest.mark.parametrize("kernel", ["torch", "narrow-rows"])  # oneDNN's packed copy; the transposed one

@@ -412,22 +412,22 @@ def no_choices(monkeypatch, tmp_path):
 
 
 def test_a_candidate_that_raises_when_measured_is_left_out(no_choices, caplog):
-    """One candidate's error (a native kernel out of scratch memory, say) escaped fastest() on
+    """One candidate's error (a native kernel out of scratch memory, say) escaped ranking() on
     every call: the model could not run at all, though another kernel could."""
     def broken(x):
         raise products.NativeKernelError("could not allocate")
 
     with caplog.at_level(logging.WARNING):
-        assert route_choice.fastest(("k",), lambda: {"torch": lambda x: x, "wide": broken}, 1 << 30,
-                                    torch.ones(4)) == "torch"
+        assert route_choice.ranking(("k",), lambda: {"torch": lambda x: x, "wide": broken}, 1 << 30,
+                                    torch.ones(4))[0] == "torch"
     assert "wide" in caplog.text and "left out" in caplog.text
     with pytest.raises(products.NativeKernelError):  # nothing runs: the first candidate's error
-        route_choice.fastest(("all broken",), lambda: {"a": broken, "b": broken}, 1 << 30, torch.ones(4))
+        route_choice.ranking(("all broken",), lambda: {"a": broken, "b": broken}, 1 << 30, torch.ones(4))[0]
     assert ("all broken",) not in route_choice.chosen()
 
 
 def test_measuring_takes_fewer_copies_when_memory_runs_short(no_choices):
-    """The copies made to spill the cache (up to 256 MB) raised out of fastest() where memory
+    """The copies made to spill the cache (up to 256 MB) raised out of ranking() where memory
     was short, though one copy was enough to choose."""
     made = []
 
@@ -437,7 +437,7 @@ def test_measuring_takes_fewer_copies_when_memory_runs_short(no_choices):
         made.append(1)
         return {"a": lambda x: x, "b": lambda x: x + 0}
 
-    assert route_choice.fastest(("k",), candidates, 1, torch.ones(4)) in ("a", "b")
+    assert route_choice.ranking(("k",), candidates, 1, torch.ones(4))[0] in ("a", "b")
 
 
 def test_an_unknown_forced_kernel_is_logged_once(no_choices, monkeypatch, caplog):
@@ -445,6 +445,6 @@ def test_an_unknown_forced_kernel_is_logged_once(no_choices, monkeypatch, caplog
     monkeypatch.setenv("GPT_HUB_KERNEL", "narow")
     with caplog.at_level(logging.WARNING):
         for key in (("k1",), ("k2",)):
-            assert route_choice.fastest(key, lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30,
-                                        torch.ones(4)) in ("a", "b")
+            assert route_choice.ranking(key, lambda: {"a": lambda x: x, "b": lambda x: x}, 1 << 30,
+                                        torch.ones(4))[0] in ("a", "b")
     assert caplog.text.count("'narow'") == 1
