@@ -16,7 +16,6 @@ memory cannot go away under C); each call checks that none of them lost its memo
 from __future__ import annotations
 
 import ctypes
-import logging
 from collections.abc import Callable
 
 import torch
@@ -25,8 +24,6 @@ from torch import Tensor
 from ...errors import InvalidArgumentError
 from .build import library
 from .products import ACTIVATIONS, NativeKernelError, NativeProduct
-
-logger = logging.getLogger(__name__)
 
 NONLINEARITIES = {"gelu_new": 0, "gelu_pytorch_tanh": 0, "relu": 1}  # block.c's `activation`
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
@@ -78,7 +75,7 @@ class NativeBlock:
         self._memory = [(t.untyped_storage(), t.untyped_storage().data_ptr(),
                          (t.storage_offset() + t.numel()) * t.element_size()) for t in held]
         self._held = held
-        self._cache = None  # the layer cache last checked (_take_cache)
+        self._cache = None  # the layer cache last accepted by takes
 
         def product(p: NativeProduct, operands: list[Tensor | None]) -> _Product:
             weight, scales, bias = (None if t is None else t.data_ptr() for t in operands)
