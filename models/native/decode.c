@@ -11,7 +11,7 @@
  *   gemv_cols_*  W [in, out] (GPT-2's Conv1D): y = sum over i of x[i] * W[i]; each thread sums
  *                its own slice of i, then the threads' sums are added
  *   gemv_int4    W[o, i] = q[o, i] * scale[o, i / group], q in [-8, 7], in tiles of 16 rows
- *                (see int4_tiles below): uint8 [ceil(out / 16) * 16 * in / 2], scale bfloat16
+ *                (the int4 section below): uint8 [ceil(out / 16) * 16 * in / 2], scale bfloat16
  *                (passed as `const float *`) [ceil(out / 16) * 16 * in / group]
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
@@ -201,9 +201,9 @@ COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
 /* int4, in tiles of 16 rows (int4_tiles in products.py): per tile, per block of 32 inputs, four
  * chunks of 64 bytes, chunk k holding 4 bytes of each of the 16 rows: byte j of row r's chunk k
  * has input 4k + j in its low nibble and input 16 + 4k + j in its high one, each as q + 8. The
- * scales, bfloat16 (as the model keeps them): per tile, per group, the 16 rows' scales. One stream through memory per thread (a tile
- * after another), and each 32-bit lane of a vector is one row, so a block's integer sum needs no
- * horizontal addition and its scales are one load.
+ * scales, bfloat16 (as the model keeps them): per tile, per group, the 16 rows' scales. One
+ * stream through memory per thread (a tile after another), and each 32-bit lane of a vector is
+ * one row, so a block's integer sum needs no horizontal addition and its scales are one load.
  *
  * Where the CPU has AVX2, on integer dot products as llama.cpp does: x is quantized to int8 per
  * block of 32 (scale = max |x| / 127), 4 of its values broadcast to every row's lane meet the
