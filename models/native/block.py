@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ...errors import InvalidArgumentError
 from .build import library
-from .products import ACTIVATIONS, NativeKernelError, NativeProduct
+from .products import ACTIVATIONS, NativeKernelError, NativeProduct, _pointer
 
 NONLINEARITIES = {"gelu_new": 0, "gelu_pytorch_tanh": 0, "relu": 1}  # block.c's `activation`
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
@@ -54,6 +54,13 @@ def _function(variant: str):
     return fn
 
 
+def _memory(t: Tensor) -> tuple:
+    """What to check before each call that ``t``'s memory is still there: its storage, the
+    storage's address and the bytes ``t`` needs of it."""
+    storage = t.untyped_storage()
+    return storage, storage.data_ptr(), (t.storage_offset() + t.numel()) * t.element_size()
+
+
 def _vector(t: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
     """An alias of ``t`` if it is a contiguous CPU vector of ``n`` values of ``dtype``, else None."""
     if t is None or t.dtype != dtype or t.numel() != n or not t.is_cpu or not t.is_contiguous():
@@ -71,14 +78,12 @@ class NativeBlock:
         self.n_embd, self.n_head = qkv.in_features, n_head
         aliases = [p.held() for p in products]  # [weight, scales, bias] of each, checked
         held = [t for operands in aliases for t in operands if t is not None] + [t for w, b, _ in norms for t in (w, b)]
-        # The memory behind each operand, checked before each call: (storage, its address, bytes needed)
-        self._memory = [(t.untyped_storage(), t.untyped_storage().data_ptr(),
-                         (t.storage_offset() + t.numel()) * t.element_size()) for t in held]
+        self._memory = [_memory(t) for t in held]  # checked before each call
         self._held = held
         self._cache = None  # the layer cache last accepted by takes
 
         def product(p: NativeProduct, operands: list[Tensor | None]) -> _Product:
-            weight, scales, bias = (None if t is None else t.data_ptr() for t in operands)
+            weight, scales, bias = map(_pointer, operands)
             return _Product(p.function, weight, scales, bias, p.in_features, p.out_features, p.group)
 
         (w1, b1, eps1), (w2, b2, eps2) = norms
@@ -101,9 +106,7 @@ class NativeBlock:
         if (kv.dtype != torch.float32 or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
                 or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != self.n_embd // self.n_head):
             return False
-        storage = kv.untyped_storage()
-        self._cache = kv
-        self._cache_memory = (storage, storage.data_ptr(), (kv.storage_offset() + kv.numel()) * 4)
+        self._cache, self._cache_memory = kv, _memory(kv)
         self._keys, self._values, self._capacity = kv.data_ptr(), kv.data_ptr() + kv.stride(0) * 4, kv.size(3)
         return True
 

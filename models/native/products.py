@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import operator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
