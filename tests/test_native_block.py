@@ -13,8 +13,8 @@ block_module = repo_module("models.native.block")
 kv_cache = repo_module("models.kv_cache")
 generation = repo_module("models.generation")
 
-WIDE = dict(vocab_size=64, n_positions=48, n_embd=128, n_layer=2, n_head=4)
-STEPS = 40  # from 32 positions on, attention runs on all threads
+WIDE = dict(vocab_size=64, n_positions=64, n_embd=128, n_layer=2, n_head=4)
+STEPS = 56  # from 48 positions on, attention runs on all threads
 
 
 @pytest.fixture(autouse=True)
@@ -53,19 +53,31 @@ def steps(block, layer_cache, xs):
 @pytest.mark.parametrize("kernels", ["narrow", "wide"])  # wide: AVX-512 (VNNI, BF16) where the CPU has it
 def test_the_native_block_gives_the_functional_blocks_results(monkeypatch, family, kind, kernels):
     monkeypatch.setenv("GPT_HUB_KERNEL", kernels)
-    model = model_of(family, kind)
+    assert_native_blocks_match(model_of(family, kind), kind)
+
+
+@pytest.mark.parametrize("n_embd", [96, 80])  # heads of 24 and 20 values: vectors of 16 or 8 and a rest
+@pytest.mark.parametrize("kernels", ["narrow", "wide"])
+def test_heads_of_any_width_attend_as_the_functional_code_does(monkeypatch, n_embd, kernels):
+    monkeypatch.setenv("GPT_HUB_KERNEL", kernels)
+    assert_native_blocks_match(model_of("gpt2", "float32", n_embd=n_embd), "float32")
+
+
+def assert_native_blocks_match(model, kind):
+    """Each block's native step against its functional one over STEPS positions, within what
+    ``kind``'s rounding allows; the caches they fill too."""
     dtype = torch.float32 if kind.startswith("int") else getattr(torch, kind)
-    body = model.transformer
+    width = model.config.n_embd
     with torch.no_grad():
-        for layer, block in enumerate(body.h):
+        for layer, block in enumerate(model.transformer.h):
             step = block.bind()
             native = block._native_step()
             assert native is not None, "every part of this block has a native form"
-            xs = [torch.randn(1, 1, 128).to(dtype) for _ in range(STEPS)]
+            xs = [torch.randn(1, 1, width).to(dtype) for _ in range(STEPS)]
             caches = [kv_cache.StaticKVCache.for_model(model, 1, STEPS) for _ in range(2)]
             got = steps(lambda x, mask, lc: (native(x, lc),), caches[0][layer], xs)
             want = steps(step.python, caches[1][layer], xs)
-            assert step(xs[0], None, kv_cache.StaticKVCache.for_model(model, 1, 4)[layer])[0].shape == (1, 1, 128)
+            assert step(xs[0], None, kv_cache.StaticKVCache.for_model(model, 1, 4)[layer])[0].shape == (1, 1, width)
             got, want = got.float(), want.float()
             if kind == "bfloat16":  # rounded where the functional code rounds: a value at most one step off
                 assert ((got - want).abs() <= want.abs() * 2 ** -7 + 1e-6).all()

@@ -17,6 +17,10 @@
 #include <omp.h>
 #include "values.h"
 
+/* From this many positions attention shares its heads among the threads: below, a fork and join
+ * cost more than they save (measured on two cores, docs/performance.md). */
+#define ATTEND_THREADED 48
+
 typedef struct {  /* one product: fn(x, weight, scale, bias, y, in, out, group, act, threads) */
     product_fn fn;
     const void *weight;
@@ -36,11 +40,12 @@ typedef struct {
 } block;
 
 /* exp(a) to about one unit in the last place: a = n ln 2 + r, a polynomial for exp(r) (the
- * Cephes coefficients), times 2^n built in the exponent bits. Written to be vectorised. */
+ * Cephes coefficients), times 2^n built in the exponent bits. Written to be vectorised: n is
+ * rounded by adding and taking away 1.5 * 2^23 (floorf would keep GCC's loops scalar). */
 static inline float exp_approx(float a) {
     a = a > 88.3762626647949f ? 88.3762626647949f : a;
     a = a < -87.3365447504f ? -87.3365447504f : a;  /* NaN passes both and stays NaN */
-    float n = floorf(a * 1.44269504088896341f + 0.5f);
+    float n = (a * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* to nearest, |n| <= 128 */
     float r = a - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -107,6 +112,73 @@ static void activate(void *u, int64_t n, int activation, int act) {
     if (activation == 0) FOR_EACH_ACT(GELU); else FOR_EACH_ACT(RELU);
 }
 
+/* The new key and value (in qkv after the query, act dtype) into the cache at `position`. */
+INLINE void write_key_value_as(const void *qkv, float *keys, float *values, int64_t C, int64_t D,
+                               int64_t capacity, int64_t position, int act) {
+    for (int64_t h = 0; h < C / D; h++) {
+        float *k = keys + (h * capacity + position) * D, *v = values + (h * capacity + position) * D;
+        #pragma omp simd
+        for (int64_t d = 0; d < D; d++) {
+            k[d] = load(qkv, C + h * D + d, act);
+            v[d] = load(qkv, 2 * C + h * D + d, act);
+        }
+    }
+}
+
+static void write_key_value(const void *qkv, float *keys, float *values, int64_t C, int64_t D, int64_t capacity,
+                            int64_t position, int act) {
+#define WRITE_KEY_VALUE(a) write_key_value_as(qkv, keys, values, C, D, capacity, position, a)
+    FOR_EACH_ACT(WRITE_KEY_VALUE);
+}
+
+/* sum of a[d] * b[d], d < n */
+static inline float dot(const float *a, const float *b, int64_t n) {
+    vf sum = vzero();
+    int64_t d = 0;
+    for (; d + VL <= n; d += VL) sum = vfma(load_f32(a + d), load_f32(b + d), sum);
+    float r = vsum(sum);
+    for (; d < n; d++) r += a[d] * b[d];
+    return r;
+}
+
+/* One head: softmax(q . k_j * scale) over j <= position, times the values; into y (act dtype).
+ * q is float32 [D] (overwritten), scores room for position + 1 floats. */
+static void attend_head(const block *b, float *q, float *scores, const float *k, const float *v, int64_t D,
+                        int64_t position, void *y) {
+    int64_t S = position + 1;
+    float most = -INFINITY, total = 0;
+    for (int64_t j = 0; j < S; j++) {
+        scores[j] = dot(q, k + j * D, D) * b->scale;
+        most = scores[j] > most ? scores[j] : most;
+    }
+    #pragma omp simd reduction(+:total)
+    for (int64_t j = 0; j < S; j++) { scores[j] = exp_approx(scores[j] - most); total += scores[j]; }
+    int64_t d = 0;
+    for (; d + 4 * VL <= D; d += 4 * VL) {  /* 4 VL of q's sum at a time, in registers over all j */
+        vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+        for (int64_t j = 0; j < S; j++) {
+            vf p = vset(scores[j]);
+            const float *row = v + j * D + d;
+            s0 = vfma(p, load_f32(row), s0);
+            s1 = vfma(p, load_f32(row + VL), s1);
+            s2 = vfma(p, load_f32(row + 2 * VL), s2);
+            s3 = vfma(p, load_f32(row + 3 * VL), s3);
+        }
+        store_f32(q + d, s0); store_f32(q + d + VL, s1); store_f32(q + d + 2 * VL, s2); store_f32(q + d + 3 * VL, s3);
+    }
+    for (; d + VL <= D; d += VL) {
+        vf sum = vzero();
+        for (int64_t j = 0; j < S; j++) sum = vfma(vset(scores[j]), load_f32(v + j * D + d), sum);
+        store_f32(q + d, sum);
+    }
+    for (; d < D; d++) {
+        float sum = 0;
+        for (int64_t j = 0; j < S; j++) sum += scores[j] * v[j * D + d];
+        q[d] = sum;
+    }
+    for (d = 0; d < D; d++) store(y, d, q[d] / total, b->act);
+}
+
 /* Each head's query (in qkv, act dtype) over its keys and values 0..position, float32
  * [H, capacity, D]; the result, rounded to the activations' dtype, into y [C]. */
 static int attend(const block *b, const void *qkv, const float *keys, const float *values, int64_t capacity,
@@ -114,29 +186,12 @@ static int attend(const block *b, const void *qkv, const float *keys, const floa
     int64_t heads = b->n_head, D = b->n_embd / heads, S = position + 1;
     float *scratch = malloc((size_t)heads * (size_t)(S + D) * sizeof(float));
     if (!scratch) return -1;
-    #pragma omp parallel for schedule(static) num_threads(S >= 32 ? threads : 1)
+    #pragma omp parallel for schedule(static) num_threads(S >= ATTEND_THREADED ? threads : 1)
     for (int64_t h = 0; h < heads; h++) {
         float *scores = scratch + h * (S + D), *q = scores + S;
-        const float *k = keys + h * capacity * D, *v = values + h * capacity * D;
         for (int64_t d = 0; d < D; d++) q[d] = load(qkv, h * D + d, b->act);
-        float most = -INFINITY;
-        for (int64_t j = 0; j < S; j++) {
-            float s = 0;
-            #pragma omp simd reduction(+:s)
-            for (int64_t d = 0; d < D; d++) s += q[d] * k[j * D + d];
-            scores[j] = s * b->scale;
-            most = scores[j] > most ? scores[j] : most;
-        }
-        float total = 0;
-        #pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < S; j++) { scores[j] = exp_approx(scores[j] - most); total += scores[j]; }
-        for (int64_t d = 0; d < D; d++) q[d] = 0;  /* q is done with: it sums the output */
-        for (int64_t j = 0; j < S; j++) {
-            float p = scores[j];
-            #pragma omp simd
-            for (int64_t d = 0; d < D; d++) q[d] += p * v[j * D + d];
-        }
-        for (int64_t d = 0; d < D; d++) store(y, h * D + d, q[d] / total, b->act);
+        attend_head(b, q, scores, keys + h * capacity * D, values + h * capacity * D, D, position,
+                    (char *)y + h * D * (b->act ? 2 : 4));
     }
     free(scratch);
     return 0;
@@ -161,11 +216,7 @@ int block_step(const block *b, const void *x_in, void *x_out, float *keys, float
     const void *normed = x_out;  /* GPT-2 normalises before attending; GPT after */
     if (b->pre_norm) { layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
     int status = run(&b->qkv, normed, qkv, act, threads);
-    for (int64_t i = 0; status == 0 && i < C; i++) {  /* the new key and value into the cache */
-        int64_t at = (i / D) * capacity * D + position * D + i % D;
-        keys[at] = load(qkv, C + i, act);
-        values[at] = load(qkv, 2 * C + i, act);
-    }
+    if (status == 0) write_key_value(qkv, keys, values, C, D, capacity, position, act);
     if (status == 0) status = attend(b, qkv, keys, values, capacity, position, attended, threads);
     if (status == 0) status = run(&b->proj, attended, out, act, threads);
     if (status == 0) {
