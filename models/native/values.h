@@ -17,8 +17,8 @@ static inline float from_bf16(bf16 h) { uint32_t u = (uint32_t)h << 16; float f;
 
 static inline bf16 to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
     uint32_t u; memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40);
-    return (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet_nan = (u >> 16) | 0x40;
+    return (bf16)((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);  /* a select: loops vectorise */
 }
 
 static inline float load(const void *p, int64_t i, int act) {
