@@ -15,6 +15,7 @@ from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
 from .kv_cache import StaticKVCache, normalize_past, past_length
 from .layers import Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step, layer_norm_step
+from .native.decoder import BodyStep, native_decoder
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 from .quantize import QuantizedLinear
@@ -166,7 +167,10 @@ class DecoderModel(PreTrainedModel):
         positions = embedding_step(getattr(self, self.position_embedding_name))
         blocks = [block.bind() for block in self.h]
         final_norm = layer_norm_step(self.ln_f) if hasattr(self, "ln_f") else None
-        return partial(_bound_forward, tokens=tokens, positions=positions, blocks=blocks, final_norm=final_norm)
+        native = BodyStep(partial(native_decoder, self.get_input_embeddings(),
+                                  getattr(self, self.position_embedding_name), blocks))
+        return partial(_bound_forward, tokens=tokens, positions=positions, blocks=blocks, final_norm=final_norm,
+                       native=native)
 
 
 def _given(embeds: Tensor) -> Tensor:
@@ -175,15 +179,17 @@ def _given(embeds: Tensor) -> Tensor:
 
 
 def _bound_forward(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, tokens, positions,
-                   blocks, final_norm) -> Tensor:
-    batch, length = input_ids.shape
-    mask, position_ids = functional.masks_and_positions(attention_mask, None, batch, length, cache.length,
-                                                        input_ids.device)
-    x = functional.embed(input_ids, position_ids, tokens, positions)  # [B, T, C]
-    for block, layer_cache in zip(blocks, cache.layers):
-        x = block(x, mask, layer_cache)[0]
-    cache.length += length
-    last = x[:, -1]  # [B, C]
+                   blocks, final_norm, native) -> Tensor:
+    last = native(input_ids, cache) if attention_mask is None else None  # one token of one row, in one call
+    if last is None:
+        batch, length = input_ids.shape
+        mask, position_ids = functional.masks_and_positions(attention_mask, None, batch, length, cache.length,
+                                                            input_ids.device)
+        x = functional.embed(input_ids, position_ids, tokens, positions)  # [B, T, C]
+        for block, layer_cache in zip(blocks, cache.layers):
+            x = block(x, mask, layer_cache)[0]
+        cache.length += length
+        last = x[:, -1]  # [B, C]
     return last if final_norm is None else final_norm(last)
 
 

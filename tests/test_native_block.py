@@ -10,6 +10,7 @@ import torch
 from conftest import models, need_compiler, repo_module
 
 block_module = repo_module("models.native.block")
+decoder_module = repo_module("models.native.decoder")
 kv_cache = repo_module("models.kv_cache")
 generation = repo_module("models.generation")
 
@@ -89,15 +90,20 @@ def assert_native_blocks_match(model, kind):
                                   atol=2 ** -6 * scale)  # this layer's positions
 
 
-def test_generate_runs_the_native_block_and_the_modules_give_its_logits(monkeypatch):
-    model = model_of("gpt2", "float32")
+@pytest.mark.parametrize("family", ["gpt2", "openai-gpt"])
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "int4"])
+def test_generate_runs_the_native_body_and_the_modules_give_its_logits(monkeypatch, family, kind):
+    """generate's steps run the embeddings and blocks in one native call (models/native/decoder.py);
+    the modules' forward runs each block's native step after PyTorch's embeddings: the same
+    logits, bit for bit (the embeddings' sum rounds alike)."""
+    model = model_of(family, kind)
     calls = []
-    real = block_module.NativeBlock.run
-    monkeypatch.setattr(block_module.NativeBlock, "run", lambda self, x, c: calls.append(1) or real(self, x, c))
+    real = decoder_module.NativeDecoder.run
+    monkeypatch.setattr(decoder_module.NativeDecoder, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
     prompt = torch.tensor([[5, 9, 11]])
     out = model.generate(prompt, max_new_tokens=6)
-    assert len(calls) == 5 * 2  # the new tokens after the first, each through both blocks
-    with torch.no_grad():  # the modules' forward, one token at a time over a cache, runs the same steps
+    assert len(calls) == 5  # the new tokens after the first
+    with torch.no_grad():  # the modules' forward, one token at a time over a cache, runs the same blocks
         cache = kv_cache.StaticKVCache.for_model(model, 1, out.size(1))
         model(out[:, :3], past=cache)
         for i in range(3, out.size(1)):

@@ -201,9 +201,9 @@ static int run(const product *p, const void *x, void *y, int act, int threads) {
     return p->fn(x, p->weight, p->scale, p->bias, y, p->in, p->out, p->group, act, threads);
 }
 
-/* The block on x_in [C] into x_out [C] (act dtype), writing the token's key and value at
- * `position` of the layer's cache (keys, values: [H, capacity, D] float32; the caller checks
- * position < capacity). Returns 0, -1 when out of memory, or a product's failure. */
+/* The block on x_in [C] into x_out [C] (act dtype; they may be the same), writing the token's key
+ * and value at `position` of the layer's cache (keys, values: [H, capacity, D] float32; the caller
+ * checks position < capacity). Returns 0, -1 when out of memory, or a product's failure. */
 int block_step(const block *b, const void *x_in, void *x_out, float *keys, float *values, int64_t capacity,
                int64_t position, int threads) {
     int act = b->act, size = act ? 2 : 4;
@@ -212,7 +212,7 @@ int block_step(const block *b, const void *x_in, void *x_out, float *keys, float
     if (!scratch) return -1;
     void *h = scratch, *qkv = scratch + C * size, *attended = scratch + 4 * C * size;
     void *out = scratch + 5 * C * size, *u = scratch + 6 * C * size;
-    memcpy(x_out, x_in, (size_t)(C * size));
+    if (x_out != x_in) memcpy(x_out, x_in, (size_t)(C * size));
     const void *normed = x_out;  /* GPT-2 normalises before attending; GPT after */
     if (b->pre_norm) { layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
     int status = run(&b->qkv, normed, qkv, act, threads);
@@ -234,5 +234,28 @@ int block_step(const block *b, const void *x_in, void *x_out, float *keys, float
         if (!b->pre_norm) layer_norm(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, x_out, C, act);
     }
     free(scratch);
+    return status;
+}
+
+typedef struct {  /* the body of a decoder for one token: its embeddings and blocks */
+    const void *tokens, *positions;  /* [vocabulary, C], [positions, C], act dtype */
+    const block *blocks;             /* n_layer of them */
+    float *const *keys, *const *values;  /* each layer's cache, [H, capacity, D] float32 */
+    int64_t n_layer, capacity;
+} decoder;
+
+/* Token `token` at `position` through the embeddings (their sum, rounded to the activations'
+ * dtype as PyTorch's addition rounds) and every block, into x [C]: the last hidden state before
+ * any final norm. The caller checks the token, the position and the capacity. Returns as
+ * block_step does. */
+int decoder_step(const decoder *d, int64_t token, int64_t position, void *x, int threads) {
+    int act = d->blocks[0].act;
+    int64_t C = d->blocks[0].n_embd;
+    const char *token_row = (const char *)d->tokens + token * C * (act ? 2 : 4);
+    const char *position_row = (const char *)d->positions + position * C * (act ? 2 : 4);
+    for (int64_t i = 0; i < C; i++) store(x, i, load(token_row, i, act) + load(position_row, i, act), act);
+    int status = 0;
+    for (int64_t l = 0; status == 0 && l < d->n_layer; l++)
+        status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, threads);
     return status;
 }

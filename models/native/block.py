@@ -74,7 +74,7 @@ class NativeBlock:
     def __init__(self, fn, products: list[NativeProduct], norms: list[tuple[Tensor, Tensor, float]], n_head: int,
                  scale: float, pre_norm: bool, activation: int):
         qkv, proj, up, down = products
-        self.fn, self.dtype = fn, qkv.dtype
+        self.fn, self.dtype, self.variant = fn, qkv.dtype, qkv.variant  # the build block_step comes from
         self.n_embd, self.n_head = qkv.in_features, n_head
         aliases = [p.held() for p in products]  # [weight, scales, bias] of each, checked
         held = [t for operands in aliases for t in operands if t is not None] + [t for w, b, _ in norms for t in (w, b)]
@@ -93,13 +93,17 @@ class NativeBlock:
 
     def takes(self, x: Tensor, layer_cache) -> bool:
         """Whether ``x`` is one row of this block's width and dtype on CPU, with no gradient to
-        keep, and the layer's cache is one this block can write: float32, contiguous, on CPU, for
-        one sequence of its heads (``[2, 1, H, S_max, D]``). Checked once per cache; its memory is
-        checked on each call."""
+        keep, and the block takes the layer's cache (``takes_cache``)."""
         if x.dtype != self.dtype or not x.is_cpu or x.numel() != self.n_embd or x.size(-1) != self.n_embd:
             return False
         if x.requires_grad and torch.is_grad_enabled():
             return False
+        return self.takes_cache(layer_cache)
+
+    def takes_cache(self, layer_cache) -> bool:
+        """Whether the layer's cache is one this block can write: float32, contiguous, on CPU, for
+        one sequence of its heads (``[2, 1, H, S_max, D]``). Checked once per cache; its memory is
+        checked on each call."""
         kv = layer_cache.keys_values  # [2, B, H, S_max, D]
         if kv is self._cache:
             return True
@@ -171,8 +175,13 @@ class BlockStep:
                  head_mask: Tensor | None = None, output_attentions: bool = False):
         if (mask is None and head_mask is None and not output_attentions and hasattr(layer_past, "keys_values")
                 and x.numel() == x.size(-1)):
-            if not self._made:
-                self._native, self._made = self._make(), True
-            if self._native is not None and self._native.takes(x, layer_past):
-                return self._native.run(x, layer_past), layer_past, None
+            native = self.native()
+            if native is not None and native.takes(x, layer_past):
+                return native.run(x, layer_past), layer_past, None
         return self.python(x, mask, layer_past, use_cache, head_mask, output_attentions)
+
+    def native(self) -> NativeBlock | None:
+        """The block's native step (made on the first ask), or None where it has none."""
+        if not self._made:
+            self._native, self._made = self._make(), True
+        return self._native

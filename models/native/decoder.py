@@ -1,0 +1,137 @@
+"""The embeddings and every block for one new token in one native call (block.c's
+``decoder_step``), for ``generate``'s batch-1 decoding steps.
+
+A native block step (block.py) leaves a few microseconds of Python around each block: its
+checks and its call. They run just after the block's weights have streamed through the caches,
+so they find their code and data cold, and cost several times what they cost warm; so do the
+embeddings' two lookups and their sum. ``decoder_step`` runs the sum and the blocks in one call,
+with one check of all the memory they read. It computes what the blocks' own steps compute, bit
+for bit (the embeddings' sum rounds as PyTorch's does), so ``generate`` and the modules' forward
+keep giving the same logits; the final norm and the head run as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import InvalidArgumentError
+from .block import BlockStep, NativeBlock, _Block, _memory
+from .build import library
+from .products import NativeKernelError
+
+_POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
+
+
+class _Decoder(ctypes.Structure):
+    _fields_ = [("tokens", _POINTER), ("positions", _POINTER), ("blocks", ctypes.POINTER(_Block)),
+                ("keys", ctypes.POINTER(_POINTER)), ("values", ctypes.POINTER(_POINTER)), ("n_layer", _SIZE),
+                ("capacity", _SIZE)]
+
+
+def _function(variant: str):
+    """block.c's ``decoder_step`` of a build, or None."""
+    lib = library(variant)
+    if lib is None:
+        return None
+    fn = lib.decoder_step
+    if fn.argtypes is None:  # decoder, token, position, x, threads
+        fn.argtypes = [ctypes.POINTER(_Decoder), _SIZE, _SIZE, _POINTER, ctypes.c_int]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+class NativeDecoder:
+    """block.c's decoder step over these embedding tables and native blocks, their operands held;
+    ``run(input_ids, cache)`` is the last hidden state ``[1, C]`` before any final norm."""
+
+    def __init__(self, fn, tokens: Tensor, positions: Tensor, blocks: list[NativeBlock]):
+        self.fn, self.blocks, self.dtype, self.n_embd = fn, blocks, blocks[0].dtype, blocks[0].n_embd
+        self._tables = (tokens, positions)
+        self._weights = [_memory(t) for t in self._tables] + [m for block in blocks for m in block._memory]
+        self._structs = (_Block * len(blocks))(*(block._block for block in blocks))  # copies, as C reads them
+        self._decoder = _Decoder(tokens.data_ptr(), positions.data_ptr(), self._structs, None, None, len(blocks), 0)
+        self._caches: list | None = None  # the layers' cache tensors last accepted by takes
+
+    def takes(self, cache) -> bool:
+        """Whether every block takes its layer of ``cache`` (``NativeBlock.takes_cache``)."""
+        layers = cache.layers
+        if self._caches is not None and len(layers) == len(self._caches) and all(
+                layer.keys_values is kv for layer, kv in zip(layers, self._caches)):
+            return True
+        if len(layers) != len(self.blocks) or not all(b.takes_cache(layer) for b, layer in zip(self.blocks, layers)):
+            return False
+        capacities = {block._capacity for block in self.blocks}
+        if len(capacities) != 1:
+            return False
+        self._keys = (_POINTER * len(layers))(*(block._keys for block in self.blocks))
+        self._values = (_POINTER * len(layers))(*(block._values for block in self.blocks))
+        self._decoder.keys, self._decoder.values, self._decoder.capacity = self._keys, self._values, capacities.pop()
+        self._cache_memory = list({id(b._cache_memory[0]): b._cache_memory for b in self.blocks}.values())
+        self._caches = [layer.keys_values for layer in layers]
+        return True
+
+    def run(self, input_ids: Tensor, cache) -> Tensor:
+        """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` at the cache's
+        next position through the body; the cache's length grows by one."""
+        for storage, address, needed in (*self._weights, *self._cache_memory):
+            if storage.data_ptr() != address or storage.nbytes() < needed:
+                raise NativeKernelError("a native decoder's weight or cache lost its memory since it was checked")
+        token, position, capacity = int(input_ids), cache.length, self._decoder.capacity
+        if not 0 <= token < self._tables[0].size(0):
+            raise InvalidArgumentError(f"token id {token} is outside the vocabulary of {self._tables[0].size(0)}")
+        if position >= min(capacity, self._tables[1].size(0)):  # as the cache itself says it (models/kv_cache.py)
+            raise InvalidArgumentError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+        x = torch.empty(1, self.n_embd, dtype=self.dtype)  # [1, C]
+        status = self.fn(ctypes.byref(self._decoder), token, position, x.data_ptr(), torch.get_num_threads())
+        if status != 0:
+            raise NativeKernelError(f"a native decoder step could not allocate its scratch memory ({status})")
+        cache.length += 1
+        return x
+
+
+def _table(embedding: nn.Embedding, width: int, dtype: torch.dtype) -> Tensor | None:
+    """An alias of the embedding's table if C can read it as it is looked up: no ``max_norm``
+    (which rewrites the table on lookup), a contiguous CPU ``[n, width]`` tensor of ``dtype``."""
+    table = embedding.weight
+    if (embedding.max_norm is not None or table.dtype != dtype or not table.is_cpu or not table.is_contiguous()
+            or table.dim() != 2 or table.size(1) != width):
+        return None
+    return table.detach()
+
+
+def native_decoder(tokens: nn.Embedding, positions: nn.Embedding, steps: list[BlockStep]) -> NativeDecoder | None:
+    """The decoder step over these embeddings and the blocks' native steps; None where a block has
+    none or a table cannot be read as it is (``_table``). block.c comes from the first block's
+    build."""
+    blocks = [step.native() for step in steps]
+    if not blocks or any(block is None for block in blocks):
+        return None
+    dtype, width = blocks[0].dtype, blocks[0].n_embd
+    tables = [_table(embedding, width, dtype) for embedding in (tokens, positions)]
+    fn = _function(blocks[0].variant)
+    if fn is None or any(table is None for table in tables) or any(
+            block.dtype != dtype or block.n_embd != width for block in blocks):
+        return None
+    return NativeDecoder(fn, *tables, blocks)
+
+
+class BodyStep:
+    """``(input_ids, cache) -> last hidden state [1, C] or None``: the native decoder step for one
+    token of one sequence over a preallocated cache (made on the first such call by ``make``),
+    None where it cannot run (the caller then runs the blocks' own steps)."""
+
+    def __init__(self, make: Callable[[], NativeDecoder | None]):
+        self._make, self._native, self._made = make, None, False
+
+    def __call__(self, input_ids: Tensor, cache) -> Tensor | None:
+        if input_ids.shape != (1, 1) or not hasattr(cache, "layers") or torch.is_grad_enabled():
+            return None  # a gradient is generate's never, and C keeps none
+        if not self._made:
+            self._native, self._made = self._make(), True
+        if self._native is None or not self._native.takes(cache):
+            return None
+        return self._native.run(input_ids, cache)

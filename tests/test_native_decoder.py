@@ -1,0 +1,106 @@
+"""The native body step (models/native/decoder.py): when generate takes it, when it falls back to
+the blocks' own steps, and what it refuses. That it gives the blocks' results bit for bit is
+tests/test_native_block.py's test_generate_runs_the_native_body_and_the_modules_give_its_logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_native_block import model_of
+
+from conftest import need_compiler, repo_module
+
+decoder_module = repo_module("models.native.decoder")
+kv_cache = repo_module("models.kv_cache")
+errors = repo_module("errors")
+
+
+@pytest.fixture(autouse=True)
+def _narrow(monkeypatch):
+    need_compiler()
+    monkeypatch.setenv("GPT_HUB_KERNEL", "narrow")
+    monkeypatch.setattr(repo_module("models.route_choice"), "_chosen", {})
+
+
+def body_step(model):
+    """The model's body step and its native part, made."""
+    body = model.transformer.bind()
+    return body, body.keywords["native"]
+
+
+def count_runs(monkeypatch) -> list:
+    calls = []
+    real = decoder_module.NativeDecoder.run
+    monkeypatch.setattr(decoder_module.NativeDecoder, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
+    return calls
+
+
+@pytest.mark.parametrize("case", ["batch", "mask", "grad"])
+def test_other_calls_run_the_blocks_steps(monkeypatch, case):
+    model = model_of("gpt2", "float32")
+    calls = count_runs(monkeypatch)
+    if case == "batch":
+        out = model.generate(torch.tensor([[1, 2], [3, 4]]), max_new_tokens=3)
+    elif case == "mask":  # a left-padded row: its steps need the mask
+        out = model.generate(torch.tensor([[0, 2]]), attention_mask=torch.tensor([[0, 1]]), max_new_tokens=3)
+    else:
+        body, _ = body_step(model)
+        cache = kv_cache.StaticKVCache.for_model(model, 1, 4)
+        with torch.enable_grad():
+            out = body(torch.tensor([[1]]), cache, None)
+    assert out is not None and calls == []
+
+
+def test_a_table_with_max_norm_or_a_block_without_a_native_form_makes_none(monkeypatch):
+    model = model_of("gpt2", "float32")
+    model.transformer.wte.max_norm = 1.0  # F.embedding would rewrite the table's rows on lookup
+    assert body_step(model)[1]._make() is None
+    model = model_of("gpt2", "float32")
+    model.transformer.h[1].mlp.act = torch.relu
+    assert body_step(model)[1]._make() is None
+    model = model_of("gpt2", "float32")
+    assert body_step(model)[1]._make() is not None
+
+
+def test_a_cache_it_cannot_write_runs_the_blocks_steps(monkeypatch):
+    model = model_of("gpt2", "float32")
+    body, native = body_step(model)
+    cache = kv_cache.StaticKVCache(2, 1, 4, 32, 4, torch.bfloat16)  # layers, batch, heads, head width, positions
+    calls = count_runs(monkeypatch)
+    with torch.no_grad():
+        assert body(torch.tensor([[1]]), cache, None).shape == (1, 128)
+    assert calls == [] and native._native is not None and not native._native.takes(cache)
+
+
+def test_a_new_cache_is_checked_again():
+    model = model_of("gpt2", "float32")
+    _, native = body_step(model)
+    with torch.no_grad():
+        for length in (4, 6):  # one cache after another, each written where it is
+            cache = kv_cache.StaticKVCache.for_model(model, 1, length)
+            cache.keys_values.zero_()  # [L, 2, B, H, S, D]
+            assert native(torch.tensor([[1]]), cache) is not None
+            assert cache.length == 1 and (cache.keys_values[:, :, :, :, 0] != 0).all()
+            assert (cache.keys_values[:, :, :, :, 1:] == 0).all()
+
+
+def test_a_bad_token_a_full_cache_and_freed_memory_are_refused_not_read():
+    model = model_of("gpt2", "float32")
+    _, native = body_step(model)
+    cache = kv_cache.StaticKVCache.for_model(model, 1, 2)
+    with torch.no_grad():
+        with pytest.raises(errors.InvalidArgumentError, match="outside the vocabulary of 64"):
+            native(torch.tensor([[64]]), cache)
+        cache.length = 2
+        with pytest.raises(errors.InvalidArgumentError, match="holds 2 positions"):
+            native(torch.tensor([[1]]), cache)
+        cache.length = 0
+        model.transformer.wpe.weight.untyped_storage().resize_(0)
+        with pytest.raises(decoder_module.NativeKernelError, match="lost its memory"):
+            native(torch.tensor([[1]]), cache)
+        model = model_of("gpt2", "float32")
+        _, native = body_step(model)
+        native(torch.tensor([[1]]), cache)
+        cache.keys_values.untyped_storage().resize_(0)
+        with pytest.raises(decoder_module.NativeKernelError, match="lost its memory"):
+            native(torch.tensor([[1]]), cache)
