@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .native.argmax import argmax as native_argmax
+
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
     """Scores of tokens already in the sequence are divided by ``penalty`` (multiplied, if
@@ -44,6 +46,10 @@ def apply_top_p(logits: Tensor, p: float) -> Tensor:
 def next_tokens(logits: Tensor, seen: Tensor, choose, generator: torch.Generator | None) -> Tensor:
     """One token per row from its last-position logits [B, V]; ``choose`` holds ``do_sample``,
     ``temperature``, ``top_k``, ``top_p`` and ``repetition_penalty`` (models/generation_args.py)."""
+    if not choose.do_sample and choose.repetition_penalty == 1.0:
+        chosen = native_argmax(logits)  # torch.argmax's answer, without its slow reduction (one CPU row)
+        if chosen is not None:
+            return chosen
     logits = logits.float()
     if choose.repetition_penalty != 1.0:
         logits = apply_repetition_penalty(logits, seen, choose.repetition_penalty)

@@ -259,3 +259,32 @@ int decoder_step(const decoder *d, int64_t token, int64_t position, void *x, int
         status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, threads);
     return status;
 }
+
+/* The index of the largest of v[0..n) (act dtype, n >= 1): the first of equal ones, or the first
+ * NaN where there is one, as torch.argmax answers. One vectorised pass for the largest value,
+ * one for where it is; infinities and NaNs take a plain scan. */
+INLINE int64_t argmax_as(const void *v, int64_t n, int act) {
+    float most = -INFINITY, poison = 0;
+    #pragma omp simd reduction(max:most) reduction(+:poison)
+    for (int64_t i = 0; i < n; i++) {
+        float a = load(v, i, act);
+        most = a > most ? a : most;
+        poison += a * 0.0f;  /* NaN if any value is NaN or infinite */
+    }
+    if (poison == 0) {
+        for (int64_t i = 0; i < n; i++)
+            if (load(v, i, act) == most) return i;
+    }
+    int64_t at = 0;
+    float best = load(v, 0, act);
+    for (int64_t i = 0; i < n; i++) {
+        float a = load(v, i, act);
+        if (a != a) return i;
+        if (a > best) { best = a; at = i; }
+    }
+    return at;
+}
+
+int64_t argmax_row(const void *v, int64_t n, int act) {
+    return act ? argmax_as(v, n, 1) : argmax_as(v, n, 0);
+}
