@@ -57,7 +57,7 @@ def test_the_native_block_gives_the_functional_blocks_results(monkeypatch, famil
     assert_native_blocks_match(model_of(family, kind), kind)
 
 
-@pytest.mark.parametrize("n_embd", [96, 80])  # heads of 24 and 20 values: vectors of 16 or 8 and a rest
+@pytest.mark.parametrize("n_embd", [256, 96, 80])  # heads of 64 (GPT-2's), 24 and 20 values: 4 vectors, 1, a rest
 @pytest.mark.parametrize("kernels", ["narrow", "wide"])
 def test_heads_of_any_width_attend_as_the_functional_code_does(monkeypatch, n_embd, kernels):
     monkeypatch.setenv("GPT_HUB_KERNEL", kernels)

@@ -104,3 +104,51 @@ def test_a_bad_token_a_full_cache_and_freed_memory_are_refused_not_read():
         cache.keys_values.untyped_storage().resize_(0)
         with pytest.raises(decoder_module.NativeKernelError, match="lost its memory"):
             native(torch.tensor([[1]]), cache)
+
+
+def test_a_negative_length_or_a_position_past_the_table_is_refused_not_written():
+    """A cache's length of -1 made C write before the cache and read before the position table;
+    past n_positions (in a larger cache) the message named the cache's capacity."""
+    model = model_of("gpt2", "float32", n_positions=8)
+    _, native = body_step(model)
+    block = model.transformer.h[0].bind()
+    with torch.no_grad():
+        cache = kv_cache.StaticKVCache.for_model(model, 1, 20)
+        cache.length = -1
+        with pytest.raises(errors.InvalidArgumentError, match="must not be negative, got -1"):
+            native(torch.tensor([[1]]), cache)
+        with pytest.raises(errors.InvalidArgumentError, match="must not be negative"):
+            block(torch.zeros(1, 1, 128), None, cache[0])
+        cache.length = 8
+        with pytest.raises(errors.InvalidArgumentError, match="8 past plus 1 new positions exceed n_positions=8"):
+            native(torch.tensor([[1]]), cache)
+
+
+def test_an_embedding_replaced_between_steps_is_looked_up_anew():
+    """The tables were taken once: after ``wpe.weight.data = ...`` the native step still read the
+    old one, where the modules (and the blocks' own steps) read the new."""
+    model = model_of("gpt2", "float32")
+    body, native = body_step(model)
+    with torch.no_grad():
+        cache, reference = kv_cache.StaticKVCache.for_model(model, 1, 4), kv_cache.StaticKVCache.for_model(model, 1, 4)
+        assert native(torch.tensor([[1]]), cache) is not None
+        model.transformer(torch.tensor([[1]]), past=reference)
+        model.transformer.wpe.weight.data = torch.randn(64, 128)
+        assert not native._native.takes(cache)
+        stepped = body(torch.tensor([[2]]), cache, None)
+        wanted = model.transformer(torch.tensor([[2]]), past=reference).last_hidden_state[:, -1]
+    assert torch.equal(stepped, wanted)
+
+
+def test_blocks_of_different_builds_keep_their_own_steps(monkeypatch):
+    """decoder_step ran every block with the first block's build of block.c, whose vectors round
+    otherwise: generate's logits then differed from the modules'."""
+    model = model_of("gpt2", "float32")
+    body, native = body_step(model)
+    steps = body.keywords["blocks"]
+    monkeypatch.setenv("GPT_HUB_KERNEL", "wide")
+    assert steps[0].native().variant == "wide"
+    monkeypatch.setenv("GPT_HUB_KERNEL", "narrow")
+    monkeypatch.setattr(repo_module("models.route_choice"), "_chosen", {})  # as a timing per shape may choose
+    assert steps[1].native().variant == "narrow"
+    assert native._make() is None

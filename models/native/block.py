@@ -61,6 +61,15 @@ def _memory(t: Tensor) -> tuple:
     return storage, storage.data_ptr(), (t.storage_offset() + t.numel()) * t.element_size()
 
 
+def check_position(position: int, capacity: int) -> None:
+    """That C may write ``position`` of a cache of ``capacity`` positions (a cache's ``length`` is
+    an attribute anyone may set)."""
+    if position < 0:
+        raise InvalidArgumentError(f"a cache's length must not be negative, got {position}")
+    if position >= capacity:  # as the cache itself says it (models/kv_cache.py)
+        raise InvalidArgumentError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+
+
 def _vector(t: Tensor | None, n: int, dtype: torch.dtype) -> Tensor | None:
     """An alias of ``t`` if it is a contiguous CPU vector of ``n`` values of ``dtype``, else None."""
     if t is None or t.dtype != dtype or t.numel() != n or not t.is_cpu or not t.is_contiguous():
@@ -128,8 +137,7 @@ class NativeBlock:
             if storage.data_ptr() != address or storage.nbytes() < needed:
                 raise NativeKernelError("a native block's weight or cache lost its memory since it was checked")
         position, capacity = layer_cache.cache.length, self._capacity
-        if position >= capacity:  # as the cache itself says it (models/kv_cache.py)
-            raise InvalidArgumentError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+        check_position(position, capacity)
         x = x.contiguous()
         out = torch.empty_like(x)
         status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), self._keys, self._values, capacity,

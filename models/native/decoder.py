@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import InvalidArgumentError
-from .block import BlockStep, NativeBlock, _Block, _memory
+from .block import BlockStep, NativeBlock, _Block, _memory, check_position
 from .build import library
 from .products import NativeKernelError
 
@@ -48,16 +48,22 @@ class NativeDecoder:
     """block.c's decoder step over these embedding tables and native blocks, their operands held;
     ``run(input_ids, cache)`` is the last hidden state ``[1, C]`` before any final norm."""
 
-    def __init__(self, fn, tokens: Tensor, positions: Tensor, blocks: list[NativeBlock]):
+    def __init__(self, fn, embeddings: tuple[nn.Embedding, nn.Embedding], tokens: Tensor, positions: Tensor,
+                 blocks: list[NativeBlock]):
         self.fn, self.blocks, self.dtype, self.n_embd = fn, blocks, blocks[0].dtype, blocks[0].n_embd
-        self._tables = (tokens, positions)
+        self._embeddings, self._tables = embeddings, (tokens, positions)
         self._weights = [_memory(t) for t in self._tables] + [m for block in blocks for m in block._memory]
         self._structs = (_Block * len(blocks))(*(block._block for block in blocks))  # copies, as C reads them
         self._decoder = _Decoder(tokens.data_ptr(), positions.data_ptr(), self._structs, None, None, len(blocks), 0)
         self._caches: list | None = None  # the layers' cache tensors last accepted by takes
 
     def takes(self, cache) -> bool:
-        """Whether every block takes its layer of ``cache`` (``NativeBlock.takes_cache``)."""
+        """Whether the embeddings' tables are still the ones taken (``weight.data = ...`` since
+        makes the blocks' own steps run, which look the new ones up) and every block takes its
+        layer of ``cache`` (``NativeBlock.takes_cache``)."""
+        if any(e.weight.data_ptr() != table.data_ptr() or e.weight.shape != table.shape
+               for e, table in zip(self._embeddings, self._tables)):
+            return False
         layers = cache.layers
         if self._caches is not None and len(layers) == len(self._caches) and all(
                 layer.keys_values is kv for layer, kv in zip(layers, self._caches)):
@@ -81,10 +87,12 @@ class NativeDecoder:
             if storage.data_ptr() != address or storage.nbytes() < needed:
                 raise NativeKernelError("a native decoder's weight or cache lost its memory since it was checked")
         token, position, capacity = int(input_ids), cache.length, self._decoder.capacity
-        if not 0 <= token < self._tables[0].size(0):
-            raise InvalidArgumentError(f"token id {token} is outside the vocabulary of {self._tables[0].size(0)}")
-        if position >= min(capacity, self._tables[1].size(0)):  # as the cache itself says it (models/kv_cache.py)
-            raise InvalidArgumentError(f"the cache holds {capacity} positions; {position + 1} were asked for")
+        vocabulary, positions = self._tables[0].size(0), self._tables[1].size(0)
+        if not 0 <= token < vocabulary:
+            raise InvalidArgumentError(f"token id {token} is outside the vocabulary of {vocabulary}")
+        check_position(position, capacity)
+        if position >= positions:  # as the modules say it (models/decoder.py)
+            raise InvalidArgumentError(f"{position} past plus 1 new positions exceed n_positions={positions}")
         x = torch.empty(1, self.n_embd, dtype=self.dtype)  # [1, C]
         status = self.fn(ctypes.byref(self._decoder), token, position, x.data_ptr(), torch.get_num_threads())
         if status != 0:
@@ -105,18 +113,18 @@ def _table(embedding: nn.Embedding, width: int, dtype: torch.dtype) -> Tensor | 
 
 def native_decoder(tokens: nn.Embedding, positions: nn.Embedding, steps: list[BlockStep]) -> NativeDecoder | None:
     """The decoder step over these embeddings and the blocks' native steps; None where a block has
-    none or a table cannot be read as it is (``_table``). block.c comes from the first block's
-    build."""
+    none, the blocks come from different builds, or a table cannot be read as it is (``_table``)."""
     blocks = [step.native() for step in steps]
     if not blocks or any(block is None for block in blocks):
         return None
-    dtype, width = blocks[0].dtype, blocks[0].n_embd
+    dtype, width, variant = blocks[0].dtype, blocks[0].n_embd, blocks[0].variant
+    if any(block.dtype != dtype or block.n_embd != width or block.variant != variant for block in blocks):
+        return None  # block_step of another build rounds otherwise: the modules run each block with its own
     tables = [_table(embedding, width, dtype) for embedding in (tokens, positions)]
-    fn = _function(blocks[0].variant)
-    if fn is None or any(table is None for table in tables) or any(
-            block.dtype != dtype or block.n_embd != width for block in blocks):
+    fn = _function(variant)
+    if fn is None or any(table is None for table in tables):
         return None
-    return NativeDecoder(fn, *tables, blocks)
+    return NativeDecoder(fn, (tokens, positions), *tables, blocks)
 
 
 class BodyStep:
