@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from generate_bench import LOAD, row, timed
-from repository import REPO, machine, repo_module
+from repository import REPO, machine, repo_module, scratch_dir
 
 
 def decode(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
@@ -49,7 +49,7 @@ def decode(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
 
 
 def loading(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
-    script = Path(tempfile.mkdtemp()) / "load.py"
+    script = scratch_dir() / "load.py"
     script.write_text(LOAD)
     for dtype in args.dtypes.split(","):
         results: dict[str, list[tuple[float, float]]] = {}

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import torch
-from repository import REPO, machine, repo_module
+from repository import REPO, machine, repo_module, scratch_dir
 
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # [in, out] of a block's products
 KINDS = ("float32", "bfloat16", "int8", "int4")
@@ -108,10 +107,10 @@ FIRST = textwrap.dedent("""
 def first_calls(checkpoint: Path) -> None:
     print("\n3. the first generate call (1 new token) of a new process, s: no kernel choices kept / the "
           "choices of the run before / native kernels off")
-    script = Path(tempfile.mkdtemp()) / "first.py"
+    script = scratch_dir() / "first.py"
     script.write_text(FIRST)
     for kind in KINDS:
-        folder = tempfile.mkdtemp()  # a builds folder of its own: no choices kept yet
+        folder = str(scratch_dir())  # a builds folder of its own: no choices kept yet
         seconds = []
         for env in ({"GPT_HUB_NATIVE_DIR": folder}, {"GPT_HUB_NATIVE_DIR": folder}, {"GPT_HUB_NATIVE": "0"}):
             out = subprocess.run([sys.executable, str(script), str(REPO), str(checkpoint), kind], check=True,
@@ -127,7 +126,7 @@ def main() -> None:
     print(machine())
     models, kernels, quantize = (repo_module(name) for name in ("models", "models.kernels", "models.quantize"))
     torch.manual_seed(0)
-    checkpoint = Path(tempfile.mkdtemp()) / "gpt2-random"
+    checkpoint = scratch_dir() / "gpt2-random"
     models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(checkpoint)
     streaming(kernels, quantize, args.rounds)
     step_split(models, checkpoint)

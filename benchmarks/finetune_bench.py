@@ -14,7 +14,6 @@ import argparse
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,10 +49,10 @@ def main() -> None:
 
     import torch
 
-    from repository import repo_module
+    from repository import repo_module, scratch_dir
 
     models = repo_module("models")
-    root = Path(tempfile.mkdtemp())
+    root = scratch_dir()
     checkpoint = root / "gpt2-random"
     torch.manual_seed(0)
     models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(checkpoint)

@@ -13,13 +13,12 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import torch
-from repository import REPO, machine, repo_module
+from repository import REPO, machine, repo_module, scratch_dir
 
 BANDWIDTH_NOTE = "batch-1 decoding reads every weight once per token: tokens/s <= memory bandwidth / weight bytes"
 
@@ -130,7 +129,7 @@ LOAD = textwrap.dedent("""
 
 
 def loading(args, checkpoint: Path) -> None:
-    script = Path(tempfile.mkdtemp()) / "load.py"
+    script = scratch_dir() / "load.py"
     script.write_text(LOAD)
     file = checkpoint / "model.safetensors"
     reads = []
@@ -168,7 +167,7 @@ PROCESS_HF = textwrap.dedent("""
 
 
 def process_to_first_token(args, checkpoint: Path) -> None:
-    script = Path(tempfile.mkdtemp()) / "hf_generate.py"
+    script = scratch_dir() / "hf_generate.py"
     script.write_text(PROCESS_HF)
     commands = {"ours": [sys.executable, str(REPO / "hubconf.py"), "generate", "--model", str(checkpoint),
                          "--prompt", "Hello, my dog is", "--max-new-tokens", "1"],
@@ -197,7 +196,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     models = repo_module("models")
     torch.manual_seed(0)
-    checkpoint = Path(tempfile.mkdtemp()) / "gpt2-random"
+    checkpoint = scratch_dir() / "gpt2-random"
     models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(checkpoint)
     for name in ("vocab.json", "merges.txt"):
         (checkpoint / name).write_bytes((Path(args.vocab) / name).read_bytes())

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from generate_bench import row
-from repository import REPO, machine, repo_module
+from repository import REPO, machine, repo_module, scratch_dir
 
 import llama_cpp_peer
 
@@ -44,7 +43,7 @@ def llama_available() -> bool:
 
 def checkpoint(models, vocab: Path) -> Path:
     torch.manual_seed(0)
-    folder = Path(tempfile.mkdtemp()) / "gpt2-random"
+    folder = scratch_dir() / "gpt2-random"
     models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(folder)
     for name in ("vocab.json", "merges.txt"):
         (folder / name).write_bytes((vocab / name).read_bytes())
@@ -172,7 +171,7 @@ def fidelity(ours: dict, gguf: dict, args, tokenizer) -> None:
               f"{error.mean():14.5f} {agree:13.3f}")
     if not gguf:
         return
-    folder = Path(tempfile.mkdtemp())
+    folder = scratch_dir()
     (folder / "text.txt").write_text(text, encoding="utf-8")
     base = folder / "base.kld"
     common = ["-f", str(folder / "text.txt"), "-c", "128", "--chunks", str(chunks), "-t", str(args.threads),

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+_scratch: list[tempfile.TemporaryDirectory] = []
+
+
+def scratch_dir() -> Path:
+    """A new temporary folder, removed when the benchmark's process exits: the checkpoints and
+    GGUF files the benchmarks write are about a gigabyte a run."""
+    folder = tempfile.TemporaryDirectory(prefix="gpt-hub-bench-")
+    _scratch.append(folder)
+    return Path(folder.name)
 
 
 def repo_module(name: str, root: Path = REPO):

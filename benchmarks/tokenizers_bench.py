@@ -24,16 +24,15 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-from repository import REPO, repo_module
+from repository import REPO, repo_module, scratch_dir
 
 
 def openai_encoder_module(path: str | None):
     if path is None:
-        folder = tempfile.mkdtemp()
+        folder = str(scratch_dir())
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
                         "-d", folder, "gpt_2_simple==0.8.1"], check=True)
         archive = next(Path(folder).glob("gpt_2_simple-*.tar.gz"))
