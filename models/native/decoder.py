@@ -76,7 +76,7 @@ class NativeDecoder:
         self._keys = (_POINTER * len(layers))(*(block._keys for block in self.blocks))
         self._values = (_POINTER * len(layers))(*(block._values for block in self.blocks))
         self._decoder.keys, self._decoder.values, self._decoder.capacity = self._keys, self._values, capacities.pop()
-        self._cache_memory = list({id(b._cache_memory[0]): b._cache_memory for b in self.blocks}.values())
+        self._cache_memory = list({b._cache_memory[1]: b._cache_memory for b in self.blocks}.values())  # by address
         self._caches = [layer.keys_values for layer in layers]
         return True
 
