@@ -3,13 +3,16 @@
  * operators costs about a hundred microseconds of dispatch per block besides its products
  * (docs/performance.md). The products are the one-row kernels of decode.c, called by pointer;
  * what is around them (layer norms, attention over the cache, the non-linearity, the residual
- * sums) is here, in plain loops the compiler vectorises (`omp simd`).
+ * sums) is here, in loops the compiler vectorises (`omp simd`), attention on values.h's vectors.
  *
  * It rounds where the functional code rounds: with bfloat16 activations (act 1) every
  * intermediate that PyTorch would hold as a bfloat16 tensor is rounded to bfloat16 here too,
  * while sums are float32; attention runs in float32 over a float32 cache, as on CPU the
  * functional code's does (models/kv_cache.py). Results agree with it up to float rounding
  * (the order of sums, exp and tanh to within a few units in the last place).
+ *
+ * decoder_step (at the end) runs the embeddings' sum and every block of a step in one call
+ * (models/native/decoder.py); argmax_row is greedy decoding's choice (models/native/argmax.py).
  */
 #include <math.h>
 #include <stdint.h>
