@@ -61,6 +61,14 @@ def _memory(t: Tensor) -> tuple:
     return storage, storage.data_ptr(), (t.storage_offset() + t.numel()) * t.element_size()
 
 
+def check_memory(memory, what: str) -> None:
+    """That each storage ``_memory`` recorded still has its memory where it was: raises
+    NativeKernelError, naming ``what`` reads it, where one lost it."""
+    for storage, address, needed in memory:
+        if storage.data_ptr() != address or storage.nbytes() < needed:
+            raise NativeKernelError(f"a native {what}'s weight or cache lost its memory since it was checked")
+
+
 def check_position(position: int, capacity: int) -> None:
     """That C may write ``position`` of a cache of ``capacity`` positions (a cache's ``length`` is
     an attribute anyone may set)."""
@@ -133,9 +141,7 @@ class NativeBlock:
 
     def run(self, x: Tensor, layer_cache) -> Tensor:
         """``__call__`` for what ``takes`` has just accepted."""
-        for storage, address, needed in (*self._memory, self._cache_memory):
-            if storage.data_ptr() != address or storage.nbytes() < needed:
-                raise NativeKernelError("a native block's weight or cache lost its memory since it was checked")
+        check_memory((*self._memory, self._cache_memory), "block")
         position, capacity = layer_cache.cache.length, self._capacity
         check_position(position, capacity)
         x = x.contiguous()

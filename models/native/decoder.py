@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import InvalidArgumentError
-from .block import BlockStep, NativeBlock, _Block, _memory, check_position
+from .block import BlockStep, NativeBlock, _Block, _memory, check_memory, check_position
 from .build import library
 from .products import NativeKernelError
 
@@ -83,9 +83,7 @@ class NativeDecoder:
     def run(self, input_ids: Tensor, cache) -> Tensor:
         """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` at the cache's
         next position through the body; the cache's length grows by one."""
-        for storage, address, needed in (*self._weights, *self._cache_memory):
-            if storage.data_ptr() != address or storage.nbytes() < needed:
-                raise NativeKernelError("a native decoder's weight or cache lost its memory since it was checked")
+        check_memory((*self._weights, *self._cache_memory), "decoder")
         token, position, capacity = int(input_ids), cache.length, self._decoder.capacity
         vocabulary, positions = self._tables[0].size(0), self._tables[1].size(0)
         if not 0 <= token < vocabulary:
