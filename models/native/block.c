@@ -252,11 +252,10 @@ typedef struct {  /* the body of a decoder for one token: its embeddings and blo
  * any final norm. The caller checks the token, the position and the capacity. Returns as
  * block_step does. */
 int decoder_step(const decoder *d, int64_t token, int64_t position, void *x, int threads) {
-    int act = d->blocks[0].act;
+    int act = d->blocks[0].act, size = act ? 2 : 4;
     int64_t C = d->blocks[0].n_embd;
-    const char *token_row = (const char *)d->tokens + token * C * (act ? 2 : 4);
-    const char *position_row = (const char *)d->positions + position * C * (act ? 2 : 4);
-    for (int64_t i = 0; i < C; i++) store(x, i, load(token_row, i, act) + load(position_row, i, act), act);
+    memcpy(x, (const char *)d->tokens + token * C * size, (size_t)(C * size));
+    add_into(x, (const char *)d->positions + position * C * size, C, act);
     int status = 0;
     for (int64_t l = 0; status == 0 && l < d->n_layer; l++)
         status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, threads);
