@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..download import atomic_path
-from .pages import release_pages
+from .pages import release_pages, copy_in_huge_pages, empty_in_huge_pages
 from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -66,15 +66,12 @@ def weights_format(path: str) -> str:
 
 
 def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Read a weights file on the CPU, memory-mapped where the format allows; floating-point
-    tensors are converted to ``dtype`` when one is given."""
+    """Read a weights file on the CPU, into memory of 2 MB pages where large (models/pages.py);
+    floating-point tensors are converted to ``dtype`` when one is given."""
     path = os.fspath(path)
     if weights_format(path) == "safetensors":
         return read_safetensors(path, dtype)
-    tensors = read_torch_pickle(path)
-    if dtype is not None:
-        tensors = {k: t.to(dtype) if t.is_floating_point() else t for k, t in tensors.items()}
-    return tensors
+    return read_torch_pickle(path, dtype)
 
 
 @contextlib.contextmanager
@@ -88,23 +85,31 @@ def _opened(path: str) -> Iterator:
 
 
 def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Tensors backed by a private (copy-on-write) map of the file: nothing is copied until used.
+    """The file's tensors, copied out of a private map of it into memory of 2 MB pages where large
+    (models/pages.py), floating-point ones converted to ``dtype`` if given.
 
-    Tensors converted to another ``dtype`` are converted a few megabytes at a time, and the map's
-    pages read so far are given back after each piece, so the peak stays near one copy of the
-    weights, not two.
+    They are copied a few megabytes at a time, and the map's pages read so far are given back
+    after each piece, so the peak stays near one copy of the weights, not two.
     """
     path = os.fspath(path)
     with _opened(path) as f:
         tensors = {name: f.get_tensor(name) for name in f.keys()}
+    return _into_huge_pages(tensors, dtype, mapped=True)
+
+
+def _into_huge_pages(tensors: dict[str, Tensor], dtype: torch.dtype | None, mapped: bool) -> dict[str, Tensor]:
+    """Each tensor copied into memory of 2 MB pages where large, floating-point ones converted to
+    ``dtype`` if given; the pages of a ``mapped`` source given back as they are copied."""
     for name, source in tensors.items():
-        if dtype is not None and source.is_floating_point() and source.dtype != dtype:
-            tensors[name] = _convert_releasing(source, dtype)
+        convert = dtype is not None and source.is_floating_point()
+        tensors[name] = _copy(source, dtype if convert else source.dtype, mapped)
     return tensors
 
 
-def _convert_releasing(source: Tensor, dtype: torch.dtype) -> Tensor:
-    out = torch.empty(source.shape, dtype=dtype)
+def _copy(source: Tensor, dtype: torch.dtype, mapped: bool) -> Tensor:
+    if not (mapped and source.is_contiguous()):  # pages are given back only of the map itself
+        return copy_in_huge_pages(source, dtype)
+    out = empty_in_huge_pages(source.shape, dtype)
     flat_in, flat_out = source.reshape(-1), out.view(-1)
     step = max(1, _CONVERT_BYTES // source.element_size())
     for first in range(0, flat_in.numel(), step):
@@ -122,8 +127,9 @@ def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metad
         save_file(contiguous, tmp, metadata=metadata or {"format": "pt"})
 
 
-def read_torch_pickle(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A ``torch.save`` file, through the weights-only unpickler only."""
+def read_torch_pickle(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """A ``torch.save`` file, through the weights-only unpickler only, its tensors copied as
+    ``read_safetensors``'s are (out of a map of the file where its format allows one)."""
     path = os.fspath(path)
     try:
         mmap_ok = zipfile.is_zipfile(path)
@@ -142,4 +148,4 @@ def read_torch_pickle(path: str | os.PathLike) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return state
+    return _into_huge_pages(state, dtype, mapped=mmap_ok)

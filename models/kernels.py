@@ -34,6 +34,7 @@ from torch import Tensor
 from . import route_choice
 from .native import products as native
 from .packed_weights import derived, find_onednn, packed
+from .pages import copy_in_huge_pages, empty_in_huge_pages
 
 Product = Callable[[Tensor], Tensor]
 _ONEDNN_LINEAR = find_onednn("_linear_pointwise")
@@ -114,7 +115,7 @@ def _candidate(name: str, weight: Tensor, bias: Tensor | None, stored_in_out: bo
         return native.float_product(variant, weight, bias, stored_in_out)
     if not (stored_in_out and weight.dtype == torch.bfloat16):
         return None
-    out_in = derived(weight, "out_in", lambda: weight.t().contiguous())
+    out_in = derived(weight, "out_in", lambda: copy_in_huge_pages(weight.t()))
     return None if out_in is None else native.float_product(variant, out_in, bias, False)
 
 
@@ -136,7 +137,8 @@ def _ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> tuple[
     key = ("float", weight.dtype, stored_in_out, in_features, out_features)
 
     def synthetic() -> dict[str, Product]:
-        return _candidates(torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias), stored_in_out)
+        zeros = empty_in_huge_pages(weight.shape, weight.dtype).zero_()  # in memory as the weights' (models/pages.py)
+        return _candidates(zeros, None if bias is None else torch.zeros_like(bias), stored_in_out)
 
     return route_choice.ranking(key, synthetic, weight.numel() * weight.element_size(),
                                 lambda: torch.zeros(1, in_features, dtype=weight.dtype))

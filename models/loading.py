@@ -1,7 +1,7 @@
 """Making a model from a checkpoint: find its files, build the model on the meta device, assign
-the checkpoint's tensors to it, so the weights are allocated once (and, from safetensors, mapped
-from the file rather than copied); only parameters the checkpoint lacks (a new head) are
-allocated and initialised."""
+the checkpoint's tensors to it, so the weights are allocated once (read from the file into weight
+memory, 2 MB pages where large: models/pages.py); only parameters the checkpoint lacks (a new
+head) are allocated and initialised."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .config_base import CONFIG_NAME, PretrainedConfig
 from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
 from .openai_release import OriginalReleaseError, is_original_release, read_original_release
+from .pages import copy_in_huge_pages
 from .quantize import quantize_model, read_quantization_config
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor]
         if tensor.shape != want.shape:
             raise _shape_error(source, name, model.base_model_prefix + ".", tensor, want, origin)
         if tensor.is_floating_point() and tensor.dtype != dtype:
-            weights[name] = tensor.to(dtype)
+            weights[name] = copy_in_huge_pages(tensor, dtype)
     model.load_state_dict(weights, strict=False, assign=True)
     model.tie_weights()
     _initialise_missing(model, dtype, source)

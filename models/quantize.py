@@ -32,6 +32,7 @@ from ..errors import GPTHubError, InvalidArgumentError
 from . import route_choice
 from .layers import Conv1D, Linear
 from .native import products as native
+from .pages import copy_in_huge_pages, empty_in_huge_pages
 from .quantized_values import (DEFAULT_GROUP_SIZE, QUANT_METHOD, SCALE_DTYPE, check_scheme, pack_nibbles,
                                quantize_weight, unpack_nibbles)
 
@@ -176,7 +177,8 @@ class QuantizedLinear(nn.Module):
         layer = QuantizedLinear(self.in_features, self.out_features, False, self.scheme, self.group_size, self.dtype)
         scales = (torch.ones(self.out_features) if self.scheme == "int8"
                   else torch.ones(self.out_features, self.in_features // self.group_size))
-        layer.load(torch.zeros(self.out_features, self.in_features, dtype=torch.int8), scales)
+        zeros = empty_in_huge_pages((self.out_features, self.in_features), torch.int8).zero_()  # as real ones are
+        layer.load(zeros, scales)
         return layer
 
     def _one_row_product(self):
@@ -204,10 +206,11 @@ class QuantizedLinear(nn.Module):
             prototype = made[0]
             layer = QuantizedLinear(self.in_features, self.out_features, self.bias is not None, self.scheme,
                                     self.group_size, self.dtype)
-            layer.qweight, layer.scales = prototype.qweight.clone(), prototype.scales.clone()
+            layer.qweight, layer.scales = copy_in_huge_pages(prototype.qweight), prototype.scales.clone()
             if prototype.native is not None:  # int8's native operands share qweight
                 values, scales = prototype.native
-                layer.native = (layer.qweight if values is prototype.qweight else values.clone(), scales.clone())
+                values = layer.qweight if values is prototype.qweight else copy_in_huge_pages(values)
+                layer.native = (values, scales.clone())
             if layer.bias is not None:
                 layer.bias.data.zero_()
             return layer._candidates()

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
+from .pages import copy_in_huge_pages
 
 SCHEMES = ("int8", "int4")
 GROUP_SIZES = (32, 64, 128, 256)
@@ -43,7 +44,7 @@ def quantize_weight(weight: Tensor, scheme: str, group_size: int) -> tuple[Tenso
         scales = torch.where(scales == 0, torch.full_like(scales, 1e-30), scales)  # an all-zero group
         low, high = -8, 7
     q = (groups / scales.float()[..., None]).round().clamp(low, high)
-    return q.to(torch.int8).view_as(w), (scales.squeeze(-1) if scheme == "int8" else scales)
+    return copy_in_huge_pages(q, torch.int8).view_as(w), (scales.squeeze(-1) if scheme == "int8" else scales)
 
 
 def pack_nibbles(q: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
+from ..pages import copy_in_huge_pages
 from .build import VARIANTS, library
 
 ACTIVATIONS = {torch.float32: 0, torch.bfloat16: 1}
@@ -195,7 +196,7 @@ def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     unsigned = F.pad((q.to(torch.int16) + 8).to(torch.uint8), (0, 0, 0, pad), value=8)  # [tiles * 16, in]
     halves = unsigned.view(tiles, TILE, n_in // 32, 2, 4, 4)  # [tile, row, block, low/high, chunk, byte]
     packed = halves[:, :, :, 0] | (halves[:, :, :, 1] << 4)  # [tile, row, block, chunk, byte]
-    chunks = packed.permute(0, 2, 3, 1, 4).reshape(tiles, -1)  # [tile, block * chunk * row * byte]
+    chunks = copy_in_huge_pages(packed.permute(0, 2, 3, 1, 4)).view(tiles, -1)  # [tile, block * chunk * row * byte]
     groups = scales.size(1)
     padded = F.pad(scales.to(torch.bfloat16), (0, 0, 0, pad))  # [tiles * 16, groups]
-    return chunks.contiguous(), padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
+    return chunks, padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
