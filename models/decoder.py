@@ -4,7 +4,6 @@ blocks; GPT-2 ends with a LayerNorm, GPT does not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -14,8 +13,11 @@ from . import functional
 from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
 from .kv_cache import StaticKVCache, normalize_past, past_length
-from .layers import Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step, layer_norm_step
-from .native.decoder import BodyStep, native_decoder
+from .layers import (Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step,
+                     final_norm_step)
+from .native.decoder import BodyStep, GreedyStep, native_decoder
+from .native.norm import NativeNorm
+from .native.products import NativeProduct
 from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 from .quantize import QuantizedLinear
@@ -120,14 +122,15 @@ class DecoderModel(PreTrainedModel):
 
         head_masks = head_mask_per_layer(head_mask, config.n_layer, x.dtype)
         presents, hidden_states, attentions = [], [], []
-        for i, block in enumerate(self._blocks(x, past)):
+        blocks = self._blocks(x, past)
+        for i, block in enumerate(blocks):
             if output_hidden_states:
                 hidden_states.append(x.view(*shape, -1))
             x, present, weights = block(x, mask, past[i] if past else None, use_cache, head_masks[i], output_attentions)
             presents.append(present)
             attentions.append(weights)
-        if hasattr(self, "ln_f"):
-            x = self.ln_f(x)
+        if hasattr(self, "ln_f"):  # after bound steps, the bound final norm, as generate's (native/norm.py)
+            x = (self.ln_f if blocks is self.h else final_norm_step(self.ln_f))(x)
         x = x.view(*shape, -1)  # [..., T, C]
         if output_hidden_states:
             hidden_states.append(x)
@@ -156,21 +159,19 @@ class DecoderModel(PreTrainedModel):
                 return [block.bind() for block in self.h]
         return self.h
 
-    def bind(self) -> Callable[[Tensor, StaticKVCache, Tensor | None], Tensor] | None:
-        """``(input_ids [B, T], cache, attention_mask) -> last position's hidden state [B, C]``: the
-        forward above with every parameter bound once to its product kernel, for generate's
-        decoding loop. None where that would not be what the modules compute: a hook, a replaced
-        or subclassed layer, training mode, parameters of mixed dtypes or devices."""
+    def bind(self) -> BoundBody | None:
+        """The forward above for generate's decoding loop (``BoundBody``), every parameter bound
+        once to its product kernel. None where that would not be what the modules compute: a hook,
+        a replaced or subclassed layer, training mode, parameters of mixed dtypes or devices."""
         if not bindable(self, (type(self).block_class,)):
             return None
         tokens = embedding_step(self.get_input_embeddings())
         positions = embedding_step(getattr(self, self.position_embedding_name))
         blocks = [block.bind() for block in self.h]
-        final_norm = layer_norm_step(self.ln_f) if hasattr(self, "ln_f") else None
+        final_norm = final_norm_step(self.ln_f) if hasattr(self, "ln_f") else None
         native = BodyStep(partial(native_decoder, self.get_input_embeddings(),
                                   getattr(self, self.position_embedding_name), blocks))
-        return partial(_bound_forward, tokens=tokens, positions=positions, blocks=blocks, final_norm=final_norm,
-                       native=native)
+        return BoundBody(tokens, positions, blocks, final_norm, native)
 
 
 def _given(embeds: Tensor) -> Tensor:
@@ -178,19 +179,36 @@ def _given(embeds: Tensor) -> Tensor:
     return embeds
 
 
-def _bound_forward(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, tokens, positions,
-                   blocks, final_norm, native) -> Tensor:
-    last = native(input_ids, cache) if attention_mask is None else None  # one token of one row, in one call
-    if last is None:
+class BoundBody:
+    """``DecoderModel.bind``'s step, ``(input_ids [B, T], cache, attention_mask) -> the last
+    position's hidden state [B, C]`` (after any final norm): one token of one sequence in one
+    native call where it can (native/decoder.py's ``BodyStep``), else the bound embeddings and
+    blocks; and ``greedy(head)``, a greedy step that ends with the head."""
+
+    def __init__(self, tokens, positions, blocks: list, final_norm, native: BodyStep):
+        self.tokens, self.positions, self.blocks, self.final_norm, self.native = tokens, positions, blocks, final_norm, native
+
+    def __call__(self, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None) -> Tensor:
+        norm = self.final_norm or (lambda x: x)
+        last = self.native(input_ids, cache) if attention_mask is None else None  # one token of one row, in one call
+        if last is not None:
+            return norm(last)
         batch, length = input_ids.shape
         mask, position_ids = functional.masks_and_positions(attention_mask, None, batch, length, cache.length,
                                                             input_ids.device)
-        x = functional.embed(input_ids, position_ids, tokens, positions)  # [B, T, C]
-        for block, layer_cache in zip(blocks, cache.layers):
+        x = functional.embed(input_ids, position_ids, self.tokens, self.positions)  # [B, T, C]
+        for block, layer_cache in zip(self.blocks, cache.layers):
             x = block(x, mask, layer_cache)[0]
         cache.length += length
-        last = x[:, -1]  # [B, C]
-    return last if final_norm is None else final_norm(last)
+        return norm(x)[:, -1]  # [B, C]: every row normalised, as the modules' forward does (one row: natively)
+
+    def greedy(self, head: NativeProduct | None) -> GreedyStep | None:
+        """``(input_ids, cache) -> the next token [1] or None``: the body, its final norm, the head
+        (the native product a bound head runs for one row, None where it runs another) and the
+        argmax, in one native call; None where the final norm is not native."""
+        if head is None or not (self.final_norm is None or isinstance(self.final_norm, NativeNorm)):
+            return None
+        return GreedyStep(self.native, self.final_norm, head)
 
 
 def bindable(model: nn.Module, also: tuple[type, ...] = ()) -> bool:

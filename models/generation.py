@@ -58,15 +58,19 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
         mask[:, :prompt] = attention_mask
     cache = StaticKVCache.for_model(model, batch, total)
-    last_logits = step_function(model)
+    last_logits, greedy = step_functions(model)
+    if choose.do_sample or choose.repetition_penalty != 1.0 or mask is not None:
+        greedy = None  # its choice is the logits' argmax, nothing else
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     if streamer is not None:
         streamer.put(input_ids)
 
     step_input, length = input_ids, prompt
     for position in range(prompt, total):
-        logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
-        token = next_tokens(logits, tokens[:, :length], choose, generator)
+        token = None if greedy is None else greedy(step_input, cache)  # one native call, where it can
+        if token is None:
+            logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
+            token = next_tokens(logits, tokens[:, :length], choose, generator)
         if stop is not None:  # rows already finished get padding
             token = torch.where(finished, torch.full_like(token, pad), token)
         tokens[:, position] = token
@@ -87,14 +91,21 @@ def step_function(model) -> Callable[[Tensor, StaticKVCache, Tensor | None], Ten
     """``(input_ids, cache, attention_mask) -> logits of the last position [B, V]``. Where the
     body and the head can be bound (see ``DecoderModel.bind``), their parameters are bound once;
     otherwise the modules run, hooks and all. Both run models/functional.py."""
+    return step_functions(model)[0]
+
+
+def step_functions(model) -> tuple[Callable[[Tensor, StaticKVCache, Tensor | None], Tensor], Callable | None]:
+    """``step_function``'s step and, where the model is bound, its greedy step: ``(input_ids,
+    cache) -> the next token [1] or None``, the step and the argmax of its logits in one native
+    call, choosing what they would (native/decoder.py); None where there is none."""
     body, head = model.transformer, model.lm_head
     plain_model = not (model.training or model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model))
     bound_body = None
     if plain_model and type(body) is type(model).base_model_class and bindable(head):
         bound_body = body.bind()
     if bound_body is None:
-        return partial(_module_logits, model)
-    return partial(_bound_logits, body=bound_body, head=head.bind())
+        return partial(_module_logits, model), None
+    return partial(_bound_logits, body=bound_body, head=head.bind()), bound_body.greedy(head.native_route())
 
 
 def _bound_logits(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, body, head) -> Tensor:

@@ -162,6 +162,15 @@ def native_one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> 
                                        lambda name: _candidate(name, weight, bias, stored_in_out))
 
 
+def native_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> native.NativeProduct | None:
+    """The product a bound layer runs for one row, where that is a native one (so that C may run
+    it in the layer's place and compute the same), else None."""
+    if not (_routable(weight) and _natively(weight, bias)):
+        return None
+    name = _ranking(weight, bias, stored_in_out)[0]
+    return None if name == "torch" else _candidate(name, weight, bias, stored_in_out)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
     """``x @ W + b`` for x ``[..., in]`` and a weight stored ``[in, out]`` (Conv1D) or ``[out, in]``
     (nn.Linear), by the route for this call."""

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional
-from .kernels import bind, linear, native_one_row
+from .kernels import bind, linear, native_one_row, native_route
 from .native.block import BlockStep, native_block
+from .native.norm import native_norm
 
 
 class Conv1D(nn.Module):
@@ -55,6 +56,9 @@ class Linear(nn.Linear):
     def native_one_row(self):
         return native_one_row(self.weight, self.bias, stored_in_out=False)
 
+    def native_route(self):
+        return native_route(self.weight, self.bias, stored_in_out=False)
+
 
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that skips its default initialisation on the meta device: loading builds
@@ -83,6 +87,12 @@ def layer_norm_step(norm: nn.LayerNorm) -> functional.Step:
     """``norm``'s forward with its parameters bound."""
     return partial(F.layer_norm, normalized_shape=norm.normalized_shape, weight=norm.weight, bias=norm.bias,
                    eps=norm.eps)
+
+
+def final_norm_step(norm: nn.LayerNorm) -> functional.Step:
+    """``layer_norm_step`` for a decoder's final norm: one row through C where it can be
+    (models/native/norm.py), as generate's greedy steps run it."""
+    return native_norm(norm, layer_norm_step(norm))
 
 
 def activation(name: str) -> functional.Step:

@@ -181,6 +181,11 @@ class QuantizedLinear(nn.Module):
         layer.load(zeros, scales)
         return layer
 
+    def native_route(self):
+        """The product ``bind`` runs for one row, where that is a native one, else None."""
+        route = self._one_row_product()
+        return route if isinstance(route, native.NativeProduct) else None
+
     def _one_row_product(self):
         """The fastest product for one row on this machine (models/route_choice.py)."""
         if self.native is None:

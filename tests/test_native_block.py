@@ -93,13 +93,14 @@ def assert_native_blocks_match(model, kind):
 @pytest.mark.parametrize("family", ["gpt2", "openai-gpt"])
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "int4"])
 def test_generate_runs_the_native_body_and_the_modules_give_its_logits(monkeypatch, family, kind):
-    """generate's steps run the embeddings and blocks in one native call (models/native/decoder.py);
-    the modules' forward runs each block's native step after PyTorch's embeddings: the same
-    logits, bit for bit (the embeddings' sum rounds alike)."""
+    """generate's steps run the embeddings and blocks in one native call (models/native/decoder.py),
+    its greedy ones on through the final norm, the head and the argmax; the modules' forward runs
+    each block's native step after PyTorch's embeddings, then the same final norm and head: the
+    same logits, bit for bit (the embeddings' sum rounds alike), and generate's tokens their argmax."""
     model = model_of(family, kind)
     calls = []
-    real = decoder_module.NativeDecoder.run
-    monkeypatch.setattr(decoder_module.NativeDecoder, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
+    real = decoder_module.NativeGreedy.run
+    monkeypatch.setattr(decoder_module.NativeGreedy, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
     prompt = torch.tensor([[5, 9, 11]])
     out = model.generate(prompt, max_new_tokens=6)
     assert len(calls) == 5  # the new tokens after the first
@@ -110,6 +111,8 @@ def test_generate_runs_the_native_body_and_the_modules_give_its_logits(monkeypat
             logits = model(out[:, i:i + 1], past=cache).logits
             assert torch.equal(logits[:, -1], generation.step_function(model)(out[:, i:i + 1], _replay(model, out, i),
                                                                               None))
+            if i + 1 < out.size(1):
+                assert out[0, i + 1] == logits[0, -1].argmax()
 
 
 def _replay(model, tokens, i):

@@ -25,13 +25,14 @@ def _narrow(monkeypatch):
 def body_step(model):
     """The model's body step and its native part, made."""
     body = model.transformer.bind()
-    return body, body.keywords["native"]
+    return body, body.native
 
 
-def count_runs(monkeypatch) -> list:
+def count_runs(monkeypatch, of=decoder_module.NativeDecoder) -> list:
+    """The calls of ``of.run`` (the body's step, or the greedy step's) from now on."""
     calls = []
-    real = decoder_module.NativeDecoder.run
-    monkeypatch.setattr(decoder_module.NativeDecoder, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
+    real = of.run
+    monkeypatch.setattr(of, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
     return calls
 
 
@@ -145,10 +146,99 @@ def test_blocks_of_different_builds_keep_their_own_steps(monkeypatch):
     otherwise: generate's logits then differed from the modules'."""
     model = model_of("gpt2", "float32")
     body, native = body_step(model)
-    steps = body.keywords["blocks"]
+    steps = body.blocks
     monkeypatch.setenv("GPT_HUB_KERNEL", "wide")
     assert steps[0].native().variant == "wide"
     monkeypatch.setenv("GPT_HUB_KERNEL", "narrow")
     monkeypatch.setattr(repo_module("models.route_choice"), "_chosen", {})  # as a timing per shape may choose
     assert steps[1].native().variant == "narrow"
     assert native._make() is None
+
+
+def greedy_by_modules(model, prompt: torch.Tensor, new: int) -> torch.Tensor:
+    """Greedy tokens from the modules' forward, one token at a time over a cache."""
+    with torch.no_grad():
+        cache = kv_cache.StaticKVCache.for_model(model, 1, prompt.size(1) + new)
+        tokens, logits = prompt, model(prompt, past=cache).logits[:, -1]
+        for _ in range(new):
+            token = logits.argmax(-1, keepdim=True)  # [1, 1]
+            tokens = torch.cat([tokens, token], 1)
+            logits = model(token, past=cache).logits[:, -1]
+    return tokens
+
+
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "int8"])
+def test_greedy_steps_are_one_native_call_and_choose_the_modules_tokens(monkeypatch, kind):
+    model = model_of("gpt2", kind)
+    calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8)
+    assert len(calls) == 7  # every step after the prompt's
+    assert torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), 8))
+
+
+def test_a_head_that_runs_pytorchs_kernel_leaves_the_choice_to_the_logits(monkeypatch):
+    """The greedy step runs the head's kernel in its place only where that kernel is the one its
+    bound product runs for one row: PyTorch's may round otherwise."""
+    model = model_of("gpt2", "float32")
+    width, vocabulary = model.config.n_embd, model.config.vocab_size
+    chosen = repo_module("models.route_choice")._chosen
+    chosen[("float", torch.float32, False, width, vocabulary, torch.get_num_threads())] = ("torch", "narrow")
+    calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=6)
+    assert calls == [] and torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), 6))
+
+
+@pytest.mark.parametrize("case", ["sample", "penalty", "mask", "batch"])
+def test_other_choices_take_the_logits_way(monkeypatch, case):
+    model = model_of("gpt2", "float32")
+    calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
+    prompt = torch.tensor([[1, 2, 3]])
+    options = {"sample": {"do_sample": True, "seed": 0}, "penalty": {"repetition_penalty": 1.3},
+               "mask": {"attention_mask": torch.tensor([[0, 1, 1]])}, "batch": {}}[case]
+    if case == "batch":
+        prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert model.generate(prompt, max_new_tokens=4, **options).shape == (prompt.size(0), 7)
+    assert calls == []
+
+
+def test_a_head_whose_memory_moves_during_generation_is_refused_not_read():
+    """C holds the head's addresses: a weight moved into shared memory between two steps (here by
+    a streamer) must stop the step before C reads where it was."""
+    model = model_of("gpt2", "int8")
+
+    class MovesTheHead:
+        def __init__(self):
+            self.steps = 0
+
+        def put(self, tokens):
+            self.steps += 1
+            if self.steps == 3:
+                model.lm_head.native[0].share_memory_()
+
+        def end(self):
+            pass
+
+    with pytest.raises(decoder_module.NativeKernelError, match="lost its memory"):
+        model.generate(torch.tensor([[1, 2]]), max_new_tokens=6, streamer=MovesTheHead())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_final_norm_of_one_row_runs_natively_anything_else_through_pytorch(dtype):
+    layers = repo_module("models.layers")
+    norm = layers.LayerNorm(128).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_(1, 0.5)
+        norm.bias.normal_(0, 0.5)
+    step = layers.final_norm_step(norm)
+    assert isinstance(step, repo_module("models.native.norm").NativeNorm)
+    x = (torch.randn(1, 1, 128) * 3 + 1).to(dtype)
+    with torch.no_grad():
+        got, wanted = step(x), norm(x)
+        assert got.shape == x.shape and got.dtype == dtype
+        torch.testing.assert_close(got.float(), wanted.float(), rtol=0, atol=0.02 if dtype == torch.bfloat16 else 1e-5)
+        rows = torch.randn(3, 128).to(dtype)
+        assert torch.equal(step(rows), norm(rows))  # several rows: PyTorch's
+    x.requires_grad_(True)
+    assert step(x).grad_fn is not None  # a gradient to keep: PyTorch's
+    assert not isinstance(layers.final_norm_step(layers.LayerNorm(128, bias=False)),
+                          repo_module("models.native.norm").NativeNorm)

@@ -1,4 +1,4 @@
-"""Greedy decoding's choice, ``logits.argmax(-1)`` for one row, natively (block.c's ``argmax_row``):
+"""Greedy decoding's choice, ``logits.argmax(-1)`` for one row, natively (decoder.c's ``argmax_row``):
 PyTorch's reduction takes about 45 µs over GPT-2's 50257 logits, more after a step's weights have
 streamed through the caches; the C takes a few. It answers as ``torch.argmax`` does (the first of
 equal values, the first NaN where there is one), for float32 and bfloat16 logits alike (widening
@@ -16,7 +16,7 @@ from .products import ACTIVATIONS, _readable
 
 
 def _function():
-    """block.c's ``argmax_row`` from whichever build can be had, or None."""
+    """decoder.c's ``argmax_row`` from whichever build can be had, or None."""
     lib = library("narrow") or library("wide")
     if lib is None:
         return None

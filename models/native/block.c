@@ -11,36 +11,17 @@
  * functional code's does (models/kv_cache.py). Results agree with it up to float rounding
  * (the order of sums, exp and tanh to within a few units in the last place).
  *
- * decoder_step (at the end) runs the embeddings' sum and every block of a step in one call
- * (models/native/decoder.py); argmax_row is greedy decoding's choice (models/native/argmax.py).
+ * decoder.c runs the blocks of a whole step in one call.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <omp.h>
-#include "values.h"
+#include "block.h"
 
 /* From this many positions attention shares its heads among the threads: below, a fork and join
  * cost more than they save (measured on two cores, docs/performance.md). */
 #define ATTEND_THREADED 48
-
-typedef struct {  /* one product: fn(x, weight, scale, bias, y, in, out, group, act, threads) */
-    product_fn fn;
-    const void *weight;
-    const float *scale;
-    const void *bias;
-    int64_t in, out, group;
-} product;
-
-typedef struct {
-    product qkv, proj, up, down;  /* [C -> 3C], [C -> C], [C -> inner], [inner -> C] */
-    const void *norm1_weight, *norm1_bias, *norm2_weight, *norm2_bias;  /* [C] each, act dtype */
-    int64_t n_embd, n_head, inner;
-    float norm1_eps, norm2_eps, scale;
-    int pre_norm;    /* GPT-2's order (normalise, then attend or widen); else GPT's */
-    int activation;  /* 0: GELU, tanh approximation; 1: ReLU */
-    int act;
-} block;
 
 /* exp(a) to about one unit in the last place: a = n ln 2 + r, a polynomial for exp(r) (the
  * Cephes coefficients), times 2^n built in the exponent bits. Written to be vectorised: n is
@@ -63,11 +44,6 @@ static inline float exp_approx(float a) {
     return p * two_n;
 }
 
-/* The elementwise parts are each written once over act and inlined twice, with act 0 and with
- * act 1: with the dtype a constant, their loops vectorise. */
-#define INLINE static inline __attribute__((always_inline))
-#define FOR_EACH_ACT(call) do { if (act) call(1); else call(0); } while (0)
-
 INLINE void layer_norm_as(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n,
                           int act) {
     float sum = 0, squares = 0;
@@ -82,19 +58,18 @@ INLINE void layer_norm_as(const void *x, const void *weight, const void *bias, f
         store(y, i, (load(x, i, act) - mean) * inverse * load(weight, i, act) + load(bias, i, act), act);
 }
 
-static void layer_norm(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n,
-                       int act) {
+void layer_norm_row(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n,
+                    int act) {
 #define LAYER_NORM(a) layer_norm_as(x, weight, bias, eps, y, n, a)
     FOR_EACH_ACT(LAYER_NORM);
 }
 
-/* x = x + a, rounded to the activations' dtype. */
 INLINE void add_into_as(void *x, const void *a, int64_t n, int act) {
     #pragma omp simd
     for (int64_t i = 0; i < n; i++) store(x, i, load(x, i, act) + load(a, i, act), act);
 }
 
-static void add_into(void *x, const void *a, int64_t n, int act) {
+void add_into_row(void *x, const void *a, int64_t n, int act) {
 #define ADD_INTO(k) add_into_as(x, a, n, k)
     FOR_EACH_ACT(ADD_INTO);
 }
@@ -200,13 +175,7 @@ static int attend(const block *b, const void *qkv, const float *keys, const floa
     return 0;
 }
 
-static int run(const product *p, const void *x, void *y, int act, int threads) {
-    return p->fn(x, p->weight, p->scale, p->bias, y, p->in, p->out, p->group, act, threads);
-}
-
-/* The block on x_in [C] into x_out [C] (act dtype; they may be the same), writing the token's key
- * and value at `position` of the layer's cache (keys, values: [H, capacity, D] float32; the caller
- * checks position < capacity). Returns 0, -1 when out of memory, or a product's failure. */
+/* block.h says what it computes. */
 int block_step(const block *b, const void *x_in, void *x_out, float *keys, float *values, int64_t capacity,
                int64_t position, int threads) {
     int act = b->act, size = act ? 2 : 4;
@@ -217,76 +186,25 @@ int block_step(const block *b, const void *x_in, void *x_out, float *keys, float
     void *out = scratch + 5 * C * size, *u = scratch + 6 * C * size;
     if (x_out != x_in) memcpy(x_out, x_in, (size_t)(C * size));
     const void *normed = x_out;  /* GPT-2 normalises before attending; GPT after */
-    if (b->pre_norm) { layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
-    int status = run(&b->qkv, normed, qkv, act, threads);
+    if (b->pre_norm) { layer_norm_row(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
+    int status = run_product(&b->qkv, normed, qkv, act, threads);
     if (status == 0) write_key_value(qkv, keys, values, C, D, capacity, position, act);
     if (status == 0) status = attend(b, qkv, keys, values, capacity, position, attended, threads);
-    if (status == 0) status = run(&b->proj, attended, out, act, threads);
+    if (status == 0) status = run_product(&b->proj, attended, out, act, threads);
     if (status == 0) {
-        add_into(x_out, out, C, act);
-        if (b->pre_norm) layer_norm(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, h, C, act);
-        else layer_norm(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, x_out, C, act);
-        status = run(&b->up, b->pre_norm ? h : x_out, u, act, threads);
+        add_into_row(x_out, out, C, act);
+        if (b->pre_norm) layer_norm_row(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, h, C, act);
+        else layer_norm_row(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, x_out, C, act);
+        status = run_product(&b->up, b->pre_norm ? h : x_out, u, act, threads);
     }
     if (status == 0) {
         activate(u, b->inner, b->activation, act);
-        status = run(&b->down, u, out, act, threads);
+        status = run_product(&b->down, u, out, act, threads);
     }
     if (status == 0) {
-        add_into(x_out, out, C, act);
-        if (!b->pre_norm) layer_norm(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, x_out, C, act);
+        add_into_row(x_out, out, C, act);
+        if (!b->pre_norm) layer_norm_row(x_out, b->norm2_weight, b->norm2_bias, b->norm2_eps, x_out, C, act);
     }
     free(scratch);
     return status;
-}
-
-typedef struct {  /* the body of a decoder for one token: its embeddings and blocks */
-    const void *tokens, *positions;  /* [vocabulary, C], [positions, C], act dtype */
-    const block *blocks;             /* n_layer of them */
-    float *const *keys, *const *values;  /* each layer's cache, [H, capacity, D] float32 */
-    int64_t n_layer, capacity;
-} decoder;
-
-/* Token `token` at `position` through the embeddings (their sum, rounded to the activations'
- * dtype as PyTorch's addition rounds) and every block, into x [C]: the last hidden state before
- * any final norm. The caller checks the token, the position and the capacity. Returns as
- * block_step does. */
-int decoder_step(const decoder *d, int64_t token, int64_t position, void *x, int threads) {
-    int act = d->blocks[0].act, size = act ? 2 : 4;
-    int64_t C = d->blocks[0].n_embd;
-    memcpy(x, (const char *)d->tokens + token * C * size, (size_t)(C * size));
-    add_into(x, (const char *)d->positions + position * C * size, C, act);
-    int status = 0;
-    for (int64_t l = 0; status == 0 && l < d->n_layer; l++)
-        status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, threads);
-    return status;
-}
-
-/* The index of the largest of v[0..n) (act dtype, n >= 1): the first of equal ones, or the first
- * NaN where there is one, as torch.argmax answers. One vectorised pass for the largest value,
- * one for where it is; infinities and NaNs take a plain scan. */
-INLINE int64_t argmax_as(const void *v, int64_t n, int act) {
-    float most = -INFINITY, poison = 0;
-    #pragma omp simd reduction(max:most) reduction(+:poison)
-    for (int64_t i = 0; i < n; i++) {
-        float a = load(v, i, act);
-        most = a > most ? a : most;
-        poison += a * 0.0f;  /* NaN if any value is NaN or infinite */
-    }
-    if (poison == 0) {
-        for (int64_t i = 0; i < n; i++)
-            if (load(v, i, act) == most) return i;
-    }
-    int64_t at = 0;
-    float best = load(v, 0, act);
-    for (int64_t i = 0; i < n; i++) {
-        float a = load(v, i, act);
-        if (a != a) return i;
-        if (a > best) { best = a; at = i; }
-    }
-    return at;
-}
-
-int64_t argmax_row(const void *v, int64_t n, int act) {
-    return act ? argmax_as(v, n, 1) : argmax_as(v, n, 0);
 }

@@ -1,4 +1,4 @@
-"""Compiling the native kernels (``decode.c``, ``block.c``) on the user's machine, once, and loading them.
+"""Compiling the native kernels (``decode.c``, ``block.c``, ``decoder.c``) on the user's machine, once, and loading them.
 
 The kernels are compiled with ``-march=native`` by the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) the first time they are wanted, into ``<torch hub dir>/gpt_hub/native``
@@ -45,8 +45,8 @@ from ...download.cache import default_cache_dir
 logger = logging.getLogger(__name__)
 
 FOLDER = Path(__file__).parent
-SOURCES = ("decode.c", "block.c")  # compiled together into one library
-HEADERS = ("values.h",)
+SOURCES = ("decode.c", "block.c", "decoder.c")  # compiled together into one library
+HEADERS = ("values.h", "block.h")
 # -fno-sanitize=all: a $CC of "gcc -fsanitize=address" would build a library whose sanitizer
 # runtime aborts the process that loads it. -fno-trapping-math: without it GCC keeps loops with a
 # float comparison in a select (block.c's exp, a clamp) scalar on AVX2; no value changes, only

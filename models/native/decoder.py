@@ -1,5 +1,6 @@
-"""The embeddings and every block for one new token in one native call (block.c's
-``decoder_step``), for ``generate``'s batch-1 decoding steps.
+"""The embeddings and every block for one new token in one native call (decoder.c's
+``decoder_step``), for ``generate``'s batch-1 decoding steps; for its greedy steps, also the
+final norm, the head and the choice of the next token (``greedy_step``).
 
 A native block step (block.py) leaves a few microseconds of Python around each block: its
 checks and its call. They run just after the block's weights have streamed through the caches,
@@ -7,7 +8,10 @@ so they find their code and data cold, and cost several times what they cost war
 embeddings' two lookups and their sum. ``decoder_step`` runs the sum and the blocks in one call,
 with one check of all the memory they read. It computes what the blocks' own steps compute, bit
 for bit (the embeddings' sum rounds as PyTorch's does), so ``generate`` and the modules' forward
-keep giving the same logits; the final norm and the head run as before.
+keep giving the same logits. A greedy step goes on in C with the final norm (the function
+every bound final norm of one row runs, norm.py), the head's one-row product (the kernel its
+bound product runs, where that is a native one) and the argmax of the logits (argmax.py's), so
+it chooses what the logits of the other steps would choose.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import InvalidArgumentError
-from .block import BlockStep, NativeBlock, _Block, _memory, check_memory, check_position
+from .block import BlockStep, NativeBlock, _Block, _memory, _Product, check_memory, check_position
 from .build import library
-from .products import NativeKernelError
+from .norm import NativeNorm
+from .products import NativeKernelError, NativeProduct, _pointer
 
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 
@@ -32,15 +37,23 @@ class _Decoder(ctypes.Structure):
                 ("capacity", _SIZE)]
 
 
-def _function(variant: str):
-    """block.c's ``decoder_step`` of a build, or None."""
+class _Greedy(ctypes.Structure):
+    _fields_ = [("body", ctypes.POINTER(_Decoder)), ("norm", _POINTER), ("norm_weight", _POINTER),
+                ("norm_bias", _POINTER), ("norm_eps", ctypes.c_float), ("head", _Product)]
+
+
+def _function(variant: str, name: str = "decoder_step"):
+    """decoder.c's ``decoder_step`` (or ``greedy_step``) of a build, or None."""
     lib = library(variant)
     if lib is None:
         return None
-    fn = lib.decoder_step
-    if fn.argtypes is None:  # decoder, token, position, x, threads
+    fn = getattr(lib, name)
+    if fn.argtypes is None and name == "decoder_step":  # decoder, token, position, x, threads
         fn.argtypes = [ctypes.POINTER(_Decoder), _SIZE, _SIZE, _POINTER, ctypes.c_int]
         fn.restype = ctypes.c_int
+    elif fn.argtypes is None:  # greedy, token, position, x, logits, threads
+        fn.argtypes = [ctypes.POINTER(_Greedy), _SIZE, _SIZE, _POINTER, _POINTER, ctypes.c_int]
+        fn.restype = ctypes.c_int64
     return fn
 
 
@@ -51,6 +64,7 @@ class NativeDecoder:
     def __init__(self, fn, embeddings: tuple[nn.Embedding, nn.Embedding], tokens: Tensor, positions: Tensor,
                  blocks: list[NativeBlock]):
         self.fn, self.blocks, self.dtype, self.n_embd = fn, blocks, blocks[0].dtype, blocks[0].n_embd
+        self.variant = blocks[0].variant
         self._embeddings, self._tables = embeddings, (tokens, positions)
         self._weights = [_memory(t) for t in self._tables] + [m for block in blocks for m in block._memory]
         self._structs = (_Block * len(blocks))(*(block._block for block in blocks))  # copies, as C reads them
@@ -80,9 +94,9 @@ class NativeDecoder:
         self._caches = [layer.keys_values for layer in layers]
         return True
 
-    def run(self, input_ids: Tensor, cache) -> Tensor:
-        """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` at the cache's
-        next position through the body; the cache's length grows by one."""
+    def checked(self, input_ids: Tensor, cache) -> tuple[int, int]:
+        """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` and the
+        cache's next position, each checked, and the memory C will read."""
         check_memory((*self._weights, *self._cache_memory), "decoder")
         token, position, capacity = int(input_ids), cache.length, self._decoder.capacity
         vocabulary, positions = self._tables[0].size(0), self._tables[1].size(0)
@@ -91,6 +105,12 @@ class NativeDecoder:
         check_position(position, capacity)
         if position >= positions:  # as the modules say it (models/decoder.py)
             raise InvalidArgumentError(f"{position} past plus 1 new positions exceed n_positions={positions}")
+        return token, position
+
+    def run(self, input_ids: Tensor, cache) -> Tensor:
+        """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` at the cache's
+        next position through the body; the cache's length grows by one."""
+        token, position = self.checked(input_ids, cache)
         x = torch.empty(1, self.n_embd, dtype=self.dtype)  # [1, C]
         status = self.fn(ctypes.byref(self._decoder), token, position, x.data_ptr(), torch.get_num_threads())
         if status != 0:
@@ -134,10 +154,77 @@ class BodyStep:
         self._make, self._native, self._made = make, None, False
 
     def __call__(self, input_ids: Tensor, cache) -> Tensor | None:
-        if input_ids.shape != (1, 1) or not hasattr(cache, "layers") or torch.is_grad_enabled():
-            return None  # a gradient is generate's never, and C keeps none
+        native = self.native() if _one_token(input_ids, cache) else None
+        if native is None or not native.takes(cache):
+            return None
+        return native.run(input_ids, cache)
+
+    def native(self) -> NativeDecoder | None:
+        """The native decoder step (made on the first ask), or None where there is none."""
         if not self._made:
             self._native, self._made = self._make(), True
-        if self._native is None or not self._native.takes(cache):
+        return self._native
+
+
+def _one_token(input_ids: Tensor, cache) -> bool:
+    """Whether this is a step C can take: one token of one sequence over a preallocated cache, and
+    no gradient (generate's never; C keeps none)."""
+    return input_ids.shape == (1, 1) and hasattr(cache, "layers") and not torch.is_grad_enabled()
+
+
+class GreedyStep:
+    """``(input_ids, cache) -> the next token [1] or None``: ``body``'s native decoder step, the
+    final norm (a NativeNorm, or None for a body without one) and ``head`` in one native call
+    (``NativeGreedy``, made on the first such call), for one token of one sequence; None where it
+    cannot run (the caller then takes the logits' way, which chooses the same)."""
+
+    def __init__(self, body: BodyStep, norm: NativeNorm | None, head: NativeProduct):
+        self._body, self._norm, self._head, self._native, self._made = body, norm, head, None, False
+
+    def __call__(self, input_ids: Tensor, cache) -> Tensor | None:
+        decoder = self._body.native() if _one_token(input_ids, cache) else None
+        if decoder is None or not decoder.takes(cache):
             return None
-        return self._native.run(input_ids, cache)
+        if not self._made:
+            self._native, self._made = native_greedy(decoder, self._norm, self._head), True
+        return None if self._native is None else self._native.run(input_ids, cache)
+
+
+class NativeGreedy:
+    """decoder.c's greedy step: ``decoder``'s body, then ``norm`` (None for a body without a final
+    norm) and ``head``'s one-row product; ``run(input_ids, cache)`` is the next token ``[1]``."""
+
+    def __init__(self, fn, decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct):
+        self.fn, self.decoder = fn, decoder
+        operands = head.held()  # [weight, scales, bias], checked
+        norm_operands = norm.operands if norm is not None else (None, None)
+        self._memory = [_memory(t) for t in operands if t is not None] + (norm.memory if norm is not None else [])
+        self._held = (operands, norm_operands)
+        self._greedy = _Greedy(ctypes.pointer(decoder._decoder), norm.function if norm is not None else None,
+                               *map(_pointer, norm_operands), norm.eps if norm is not None else 0.0,
+                               _Product(head.function, *map(_pointer, operands), head.in_features, head.out_features,
+                                        head.group))
+        self._x = torch.empty(decoder.n_embd, dtype=decoder.dtype)  # [C], C's scratch
+        self._logits = torch.empty(head.out_features, dtype=decoder.dtype)  # [V], C's scratch
+
+    def run(self, input_ids: Tensor, cache) -> Tensor:
+        """``decoder.takes`` having accepted ``cache``: the token after ``input_ids`` ``[1, 1]``,
+        the cache's length grown by one."""
+        token, position = self.decoder.checked(input_ids, cache)
+        check_memory(self._memory, "greedy step")
+        chosen = self.fn(ctypes.byref(self._greedy), token, position, self._x.data_ptr(), self._logits.data_ptr(),
+                         torch.get_num_threads())
+        if chosen < 0:
+            raise NativeKernelError(f"a native greedy step could not allocate its scratch memory ({chosen})")
+        cache.length += 1
+        return torch.tensor([chosen])
+
+
+def native_greedy(decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct) -> NativeGreedy | None:
+    """The greedy step of ``decoder``'s body, ``norm`` and ``head``; None where their widths or
+    dtypes disagree or the build has none."""
+    if (head.in_features != decoder.n_embd or head.dtype != decoder.dtype
+            or (norm is not None and (norm.width != decoder.n_embd or norm.dtype != decoder.dtype))):
+        return None
+    fn = _function(decoder.variant, "greedy_step")
+    return None if fn is None else NativeGreedy(fn, decoder, norm, head)
