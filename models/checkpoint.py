@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..download import atomic_path
-from .pages import release_pages, copy_in_huge_pages, empty_in_huge_pages
+from .pages import HUGE_PAGES, copy_in_huge_pages, empty_in_huge_pages, release_pages
 from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -33,6 +33,8 @@ _SAFETENSORS_DTYPES = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 _CONVERT_BYTES = 16 * 1024 * 1024  # source bytes converted between page releases
+# Buffers that old checkpoints carry and today's code derives (the causal mask, -1e4): never read.
+LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias", "position_ids")
 _FIX = "The file is damaged or incomplete; if it was downloaded, load again with force_download=True."
 
 
@@ -86,7 +88,8 @@ def _opened(path: str) -> Iterator:
 
 def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """The file's tensors, copied out of a private map of it into memory of 2 MB pages where large
-    (models/pages.py), floating-point ones converted to ``dtype`` if given.
+    (models/pages.py), floating-point ones converted to ``dtype`` if given (``_into_huge_pages``
+    says which stay mapped).
 
     They are copied a few megabytes at a time, and the map's pages read so far are given back
     after each piece, so the peak stays near one copy of the weights, not two.
@@ -99,10 +102,20 @@ def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) 
 
 def _into_huge_pages(tensors: dict[str, Tensor], dtype: torch.dtype | None, mapped: bool) -> dict[str, Tensor]:
     """Each tensor copied into memory of 2 MB pages where large, floating-point ones converted to
-    ``dtype`` if given; the pages of a ``mapped`` source given back as they are copied."""
+    ``dtype`` if given; the pages of a ``mapped`` source given back as they are copied. Tensors
+    that share memory (a tied embedding in a ``torch.save`` file) are copied once. Left as they
+    are: ``LEGACY_BUFFERS`` (the model derives them), and where the system gives no huge pages
+    (models/pages.py), tensors that need no conversion (a map's then stay mapped: no copy, and
+    processes that load one file share its pages)."""
+    copies: dict[tuple, Tensor] = {}
     for name, source in tensors.items():
-        convert = dtype is not None and source.is_floating_point()
-        tensors[name] = _copy(source, dtype if convert else source.dtype, mapped)
+        target = dtype if dtype is not None and source.is_floating_point() else source.dtype
+        if name.endswith(LEGACY_BUFFERS) or (target == source.dtype and not HUGE_PAGES):
+            continue
+        key = (source.data_ptr(), source.shape, source.stride(), target)
+        if key not in copies:
+            copies[key] = _copy(source, target, mapped)
+        tensors[name] = copies[key]
     return tensors
 
 

@@ -4,6 +4,7 @@ blocks; GPT-2 ends with a LayerNorm, GPT does not."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -202,13 +203,20 @@ class BoundBody:
         cache.length += length
         return norm(x)[:, -1]  # [B, C]: every row normalised, as the modules' forward does (one row: natively)
 
-    def greedy(self, head: NativeProduct | None) -> GreedyStep | None:
+    def greedy(self, head: Callable[[], NativeProduct | None]) -> GreedyStep | None:
         """``(input_ids, cache) -> the next token [1] or None``: the body, its final norm, the head
-        (the native product a bound head runs for one row, None where it runs another) and the
-        argmax, in one native call; None where the final norm is not native."""
-        if head is None or not (self.final_norm is None or isinstance(self.final_norm, NativeNorm)):
+        (``head()``, asked on the first step: the native product a bound head runs for one row, None
+        where it runs another) and the argmax, in one native call; None where the final norm is
+        not native."""
+        if not (self.final_norm is None or isinstance(self.final_norm, NativeNorm)):
             return None
         return GreedyStep(self.native, self.final_norm, head)
+
+
+def bindable_head(head: nn.Module) -> bool:
+    """Whether a language-model head can be bound: exactly one of this library's product layers
+    (a plain ``nn.Linear`` put in its place has no ``bind``), and ``bindable``."""
+    return type(head) in (Linear, QuantizedLinear) and bindable(head)
 
 
 def bindable(model: nn.Module, also: tuple[type, ...] = ()) -> bool:

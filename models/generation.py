@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import generation_args as checks
-from .decoder import bindable
+from .decoder import bindable_head
 from .kv_cache import StaticKVCache
 from .sampling import next_tokens
 
@@ -101,11 +101,11 @@ def step_functions(model) -> tuple[Callable[[Tensor, StaticKVCache, Tensor | Non
     body, head = model.transformer, model.lm_head
     plain_model = not (model.training or model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model))
     bound_body = None
-    if plain_model and type(body) is type(model).base_model_class and bindable(head):
+    if plain_model and type(body) is type(model).base_model_class and bindable_head(head):
         bound_body = body.bind()
     if bound_body is None:
         return partial(_module_logits, model), None
-    return partial(_bound_logits, body=bound_body, head=head.bind()), bound_body.greedy(head.native_route())
+    return partial(_bound_logits, body=bound_body, head=head.bind()), bound_body.greedy(head.native_route)
 
 
 def _bound_logits(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, body, head) -> Tensor:

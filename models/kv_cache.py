@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidArgumentError
-from .pages import empty_in_huge_pages
 
 
 class LayerCache:
@@ -37,9 +36,7 @@ class StaticKVCache:
     def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu"):
         shape = (n_layer, 2, batch, n_head, capacity, head_dim)
-        on_cpu = torch.device(device).type == "cpu"  # read whole at each step, as the weights are: 2 MB pages
-        self.keys_values = (empty_in_huge_pages(shape, dtype) if on_cpu
-                            else torch.empty(shape, dtype=dtype, device=device))  # [L, 2, B, H, S_max, D]
+        self.keys_values = torch.empty(shape, dtype=dtype, device=device)  # [L, 2, B, H, S_max, D]
         self.capacity = capacity
         self.length = 0
         self.layers = [LayerCache(self, i) for i in range(n_layer)]

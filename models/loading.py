@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..download import resolve_file
 from ..errors import InvalidArgumentError
-from .checkpoint import WEIGHTS_NAMES, CheckpointError, load_weights
+from .checkpoint import LEGACY_BUFFERS, WEIGHTS_NAMES, CheckpointError, load_weights
 from .config_base import CONFIG_NAME, PretrainedConfig
 from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
@@ -24,8 +24,6 @@ from .quantize import quantize_model, read_quantization_config
 
 logger = logging.getLogger(__name__)
 
-# Buffers that old checkpoints carry and today's code derives (the causal mask, -1e4).
-_LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias", "position_ids")
 
 
 def on_meta(cls, config: PretrainedConfig) -> nn.Module:
@@ -119,7 +117,7 @@ def _match_keys(model: nn.Module, state_dict: dict[str, Tensor], source: str) ->
                 matched[candidate] = tensor
                 break
         else:
-            if not key.endswith(_LEGACY_BUFFERS):
+            if not key.endswith(LEGACY_BUFFERS):
                 unexpected.append(key)
     if not matched:
         raise CheckpointError(f"{source}: none of its {len(state_dict)} weights belong to {type(model).__name__}")

@@ -3,8 +3,8 @@ were read and will not be read again.
 
 Decoding streams every weight from memory at each token. Through 4 KB pages that is a TLB miss
 every 4 KB, each a page-table walk (under virtualisation, a walk of two tables); through 2 MB
-pages, one per 2 MB. ``empty_in_huge_pages`` gives a large weight (and the key/value cache) a
-private anonymous map of its own, advised into transparent huge pages (``MADV_HUGEPAGE``; the
+pages, one per 2 MB. ``empty_in_huge_pages`` gives a large weight a private anonymous map of its
+own, advised into transparent huge pages (``MADV_HUGEPAGE``; the
 kernel falls back to 4 KB pages where it has no 2 MB ones free, and where the system turned them
 off). Measured on a 2-core AMD EPYC virtual machine, GPT-2 small decodes 3-18% faster with its
 weights so (docs/performance.md).
@@ -28,7 +28,20 @@ from torch import Tensor
 
 _MADV_DONTNEED = 4  # Linux
 HUGE_PAGE = 2 * 1024 * 1024  # x86-64's transparent huge page
-_HUGE_PAGES = sys.platform.startswith("linux") and hasattr(mmap, "MADV_HUGEPAGE")
+
+
+def _huge_pages_on() -> bool:
+    """Whether this system gives transparent huge pages to a map that asks (Linux, not ``never``)."""
+    if not (sys.platform.startswith("linux") and hasattr(mmap, "MADV_HUGEPAGE")):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            return "[never]" not in f.read()
+    except OSError:  # a kernel built without them
+        return False
+
+
+HUGE_PAGES = _huge_pages_on()
 _libc = None
 if sys.platform.startswith("linux"):
     try:
@@ -52,13 +65,13 @@ def release_pages(mapped: Tensor) -> None:
 
 
 def empty_in_huge_pages(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> Tensor:
-    """An uninitialised CPU tensor for memory that decoding reads whole at every step (a weight,
-    the key/value cache). One of at least 2 MB starts a map of its own, on a 2 MB boundary, its
+    """An uninitialised CPU tensor for a weight, which decoding reads whole at every step. One of
+    at least 2 MB starts a map of its own, on a 2 MB boundary, its
     whole 2 MB pages advised into huge pages (the tail, if any, in 4 KB pages: advising it would
     round it up to 2 MB of memory); its storage is exactly its bytes and holds the map.
-    ``torch.empty`` where huge pages cannot be asked for, or no map can be had."""
+    ``torch.empty`` where the system gives no huge pages (``HUGE_PAGES``), or no map can be had."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if not _HUGE_PAGES or nbytes < HUGE_PAGE:
+    if not HUGE_PAGES or nbytes < HUGE_PAGE:
         return torch.empty(shape, dtype=dtype)
     try:
         region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -74,5 +87,7 @@ def empty_in_huge_pages(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype)
 
 def copy_in_huge_pages(source: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """A contiguous copy of ``source`` (converted to ``dtype``, if given) in ``empty_in_huge_pages``'s
-    memory."""
+    memory; a copy on its own device for a source that is not on the CPU."""
+    if not source.is_cpu:
+        return source.to(dtype=dtype or source.dtype, memory_format=torch.contiguous_format, copy=True)
     return empty_in_huge_pages(source.shape, dtype or source.dtype).copy_(source)

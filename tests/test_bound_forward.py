@@ -194,3 +194,17 @@ def test_a_renormalising_embedding_is_bound_with_its_max_norm():
     assert bound_step(model) is not None and bound_step(reference) is None
     assert torch.equal(model.generate(ids, max_new_tokens=6), reference.generate(ids, max_new_tokens=6))
     assert torch.equal(model.transformer.wte.weight, reference.transformer.wte.weight)  # renormalised alike
+
+
+def test_a_plain_linear_head_put_in_place_runs_the_modules():
+    """A head replaced by ``torch.nn.Linear`` (which has no ``bind``) made generate raise
+    AttributeError."""
+    model = build("gpt2")
+    model.lm_head = nn.Linear(model.config.n_embd, model.config.vocab_size, bias=False)
+    model.eval()
+    assert bound_step(model) is None
+    ids = torch.randint(0, TINY["vocab_size"], (1, 5))
+    out = model.generate(ids, max_new_tokens=4)
+    with torch.no_grad():
+        logits = model(out[:, :-1]).logits
+    assert torch.equal(out[0, 5:], logits[0, 4:].argmax(-1))

@@ -226,6 +226,7 @@ PEAK_RSS = textwrap.dedent("""
         f.write("5")  # reset the peak (VmHWM) to the current size
     before = status("VmRSS")
     model = models.GPT2LMHeadModel.from_pretrained(sys.argv[2], torch_dtype=getattr(torch, sys.argv[3]))
+    assert model.lm_head.weight is model.transformer.wte.weight
     with torch.no_grad():
         for p in model.parameters():
             p.max()  # touch every weight
@@ -235,9 +236,23 @@ PEAK_RSS = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_peak_memory_is_one_copy_of_the_weights(tmp_path, dtype):
+@pytest.mark.parametrize("layout", ["save_pretrained", "torch.save", "legacy buffers"])
+def test_peak_memory_is_one_copy_of_the_weights(tmp_path, dtype, layout):
+    """Also for a ``torch.save`` state dict, whose tied embedding is one storage under two names (it
+    was copied twice), and for a checkpoint carrying the causal-mask buffers old ones have (copied,
+    then dropped)."""
     config = models.GPT2Config(vocab_size=50257, n_positions=256, n_embd=512, n_layer=6, n_head=8)
-    models.GPT2LMHeadModel.from_config(config).save_pretrained(tmp_path)  # ~120 MB in float32
+    model = models.GPT2LMHeadModel.from_config(config)  # ~120 MB in float32, 103 MB of it the embedding
+    if layout == "torch.save":
+        config.save_pretrained(tmp_path)
+        torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    elif layout == "legacy buffers":
+        config.save_pretrained(tmp_path)
+        state = {name: t.contiguous() for name, t in model.state_dict().items() if name != "lm_head.weight"}
+        state.update({f"transformer.h.{i}.attn.bias": torch.ones(1, 1, 2048, 2048) for i in range(6)})  # 96 MB
+        require("safetensors.torch").save_file(state, tmp_path / "model.safetensors")
+    else:
+        model.save_pretrained(tmp_path)
     script = tmp_path / "peak.py"
     script.write_text(PEAK_RSS)
     result = subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path), dtype],

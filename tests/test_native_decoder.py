@@ -201,25 +201,39 @@ def test_other_choices_take_the_logits_way(monkeypatch, case):
     assert calls == []
 
 
-def test_a_head_whose_memory_moves_during_generation_is_refused_not_read():
-    """C holds the head's addresses: a weight moved into shared memory between two steps (here by
-    a streamer) must stop the step before C reads where it was."""
-    model = model_of("gpt2", "int8")
+@pytest.mark.parametrize("change", ["moved", "replaced"])
+def test_a_head_changed_during_generation_is_read_where_it_is_now(monkeypatch, change):
+    """C held the head's addresses from the first step: after a move into shared memory (C would
+    read freed memory) or ``weight.data = ...`` on an untied head between two steps (here by a
+    streamer), the greedy steps must give way to the head's own product, which reads it anew."""
 
-    class MovesTheHead:
-        def __init__(self):
-            self.steps = 0
+    def generate(greedy: bool):
+        model = model_of("gpt2", "int8" if change == "moved" else "float32")
+        if change == "replaced":
+            model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())  # untied
 
-        def put(self, tokens):
-            self.steps += 1
-            if self.steps == 3:
-                model.lm_head.native[0].share_memory_()
+        class ChangesTheHead:
+            steps = 0
 
-        def end(self):
-            pass
+            def put(self, tokens):
+                self.steps += 1
+                if self.steps == 3 and change == "moved":
+                    model.lm_head.native[0].share_memory_()
+                elif self.steps == 3:
+                    model.lm_head.weight.data = torch.randn_like(model.lm_head.weight)
 
-    with pytest.raises(decoder_module.NativeKernelError, match="lost its memory"):
-        model.generate(torch.tensor([[1, 2]]), max_new_tokens=6, streamer=MovesTheHead())
+            def end(self):
+                pass
+
+        with monkeypatch.context() as patch:
+            if not greedy:
+                patch.setattr(decoder_module.GreedyStep, "__call__", lambda self, ids, cache: None)
+            calls = count_runs(patch, decoder_module.NativeGreedy)
+            out = model.generate(torch.tensor([[1, 2]]), max_new_tokens=8, streamer=ChangesTheHead())
+        return out, len(calls)
+
+    (fused, runs), (by_logits, _) = generate(True), generate(False)
+    assert runs == 7 and torch.equal(fused, by_logits)  # each greedy step ran, then gave way after the change
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,9 +1,7 @@
 """Weights in memory of 2 MB pages (models/pages.py): each large one in a map of its own, advised
-into transparent huge pages, whichever way it was made (loaded, converted, quantized, packed),
-and the key/value cache too."""
+into transparent huge pages, whichever way it was made (loaded, converted, quantized, packed)."""
 
 import gc
-import os
 import sys
 
 import pytest
@@ -16,8 +14,8 @@ HUGE = pages.HUGE_PAGE
 
 if not sys.platform.startswith("linux"):
     pytest.skip("huge pages are asked for on Linux only", allow_module_level=True)
-if not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"):
-    pytest.skip("this kernel has no transparent huge pages", allow_module_level=True)
+if not pages.HUGE_PAGES:
+    pytest.skip("this system gives no transparent huge pages (none built in, or turned off)", allow_module_level=True)
 
 # Weights of at least 2 MB in float32 and bfloat16 alike, in a model of two blocks.
 CONFIG = dict(vocab_size=1400, n_positions=32, n_embd=768, n_layer=2, n_head=12)
@@ -104,7 +102,18 @@ def test_the_transposed_copy_for_the_rows_kernel_is_in_huge_pages(narrow):
     torch.testing.assert_close(product(x).float(), (x.float() @ weight.float()), rtol=2e-2, atol=2e-2)
 
 
-def test_the_key_value_cache_is_in_huge_pages():
-    model = models.GPT2LMHeadModel.from_config(models.GPT2Config(**{**CONFIG, "n_positions": 1024}))
-    cache = repo_module("models.kv_cache").StaticKVCache.for_model(model, 1, 1024)  # 2 x 2 x 3 MB
-    assert advised(cache.keys_values.data_ptr())
+def test_a_copy_of_a_tensor_elsewhere_stays_on_its_device():
+    """Loading a state dict on another device converted it onto the CPU: a model split across two."""
+    copy = pages.copy_in_huge_pages(torch.empty(1024, 1024, device="meta"), torch.bfloat16)
+    assert copy.device.type == "meta" and copy.dtype == torch.bfloat16
+
+
+def test_without_huge_pages_weights_that_need_no_conversion_stay_mapped(tmp_path, monkeypatch):
+    """Copying them would gain nothing there, cost the copy, and lose the page cache's sharing."""
+    monkeypatch.setattr(pages, "HUGE_PAGES", False)
+    monkeypatch.setattr(repo_module("models.checkpoint"), "HUGE_PAGES", False)
+    models.GPT2LMHeadModel.from_config(models.GPT2Config(**CONFIG)).save_pretrained(tmp_path)
+    mapped = models.GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert all(not p.untyped_storage().resizable() and not advised(p.data_ptr()) for p in mapped.parameters())
+    converted = models.GPT2LMHeadModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    assert all(p.untyped_storage().resizable() for p in converted.parameters())  # torch.empty's

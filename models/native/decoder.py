@@ -58,7 +58,7 @@ def _function(variant: str, name: str = "decoder_step"):
 
 
 class NativeDecoder:
-    """block.c's decoder step over these embedding tables and native blocks, their operands held;
+    """decoder.c's decoder step over these embedding tables and native blocks, their operands held;
     ``run(input_ids, cache)`` is the last hidden state ``[1, C]`` before any final norm."""
 
     def __init__(self, fn, embeddings: tuple[nn.Embedding, nn.Embedding], tokens: Tensor, positions: Tensor,
@@ -174,11 +174,12 @@ def _one_token(input_ids: Tensor, cache) -> bool:
 
 class GreedyStep:
     """``(input_ids, cache) -> the next token [1] or None``: ``body``'s native decoder step, the
-    final norm (a NativeNorm, or None for a body without one) and ``head`` in one native call
+    final norm (a NativeNorm, or None for a body without one) and the head's product (``head()``
+    gives it: the native product its bound form runs for one row, or None) in one native call
     (``NativeGreedy``, made on the first such call), for one token of one sequence; None where it
     cannot run (the caller then takes the logits' way, which chooses the same)."""
 
-    def __init__(self, body: BodyStep, norm: NativeNorm | None, head: NativeProduct):
+    def __init__(self, body: BodyStep, norm: NativeNorm | None, head: Callable[[], NativeProduct | None]):
         self._body, self._norm, self._head, self._native, self._made = body, norm, head, None, False
 
     def __call__(self, input_ids: Tensor, cache) -> Tensor | None:
@@ -186,19 +187,23 @@ class GreedyStep:
         if decoder is None or not decoder.takes(cache):
             return None
         if not self._made:
-            self._native, self._made = native_greedy(decoder, self._norm, self._head), True
+            head = self._head()
+            self._native, self._made = None if head is None else native_greedy(decoder, self._norm, head), True
         return None if self._native is None else self._native.run(input_ids, cache)
 
 
 class NativeGreedy:
     """decoder.c's greedy step: ``decoder``'s body, then ``norm`` (None for a body without a final
-    norm) and ``head``'s one-row product; ``run(input_ids, cache)`` is the next token ``[1]``."""
+    norm) and ``head``'s one-row product; ``run(input_ids, cache)`` is the next token ``[1]``, or
+    None where the head's operands are no longer the ones taken (``weight.data = ...`` or a move
+    since: the head's own product then reads the new ones)."""
 
     def __init__(self, fn, decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct):
-        self.fn, self.decoder = fn, decoder
+        self.fn, self.decoder, self._head = fn, decoder, head
         operands = head.held()  # [weight, scales, bias], checked
         norm_operands = norm.operands if norm is not None else (None, None)
-        self._memory = [_memory(t) for t in operands if t is not None] + (norm.memory if norm is not None else [])
+        self._pointers = [_pointer(t) for t in operands]  # compared with the head's own before each call
+        self._memory = norm.memory if norm is not None else []
         self._held = (operands, norm_operands)
         self._greedy = _Greedy(ctypes.pointer(decoder._decoder), norm.function if norm is not None else None,
                                *map(_pointer, norm_operands), norm.eps if norm is not None else 0.0,
@@ -207,9 +212,11 @@ class NativeGreedy:
         self._x = torch.empty(decoder.n_embd, dtype=decoder.dtype)  # [C], C's scratch
         self._logits = torch.empty(head.out_features, dtype=decoder.dtype)  # [V], C's scratch
 
-    def run(self, input_ids: Tensor, cache) -> Tensor:
+    def run(self, input_ids: Tensor, cache) -> Tensor | None:
         """``decoder.takes`` having accepted ``cache``: the token after ``input_ids`` ``[1, 1]``,
-        the cache's length grown by one."""
+        the cache's length grown by one; None (nothing done) where the head's operands moved."""
+        if [_pointer(t) for t in self._head.held()] != self._pointers:
+            return None
         token, position = self.decoder.checked(input_ids, cache)
         check_memory(self._memory, "greedy step")
         chosen = self.fn(ctypes.byref(self._greedy), token, position, self._x.data_ptr(), self._logits.data_ptr(),
