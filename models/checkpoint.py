@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..download import atomic_path
-from .pages import HUGE_PAGES, copy_in_huge_pages, empty_in_huge_pages, release_pages
+from . import pages
+from .pages import copy_in_huge_pages, empty_in_huge_pages, release_pages
 from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -110,9 +111,9 @@ def _into_huge_pages(tensors: dict[str, Tensor], dtype: torch.dtype | None, mapp
     copies: dict[tuple, Tensor] = {}
     for name, source in tensors.items():
         target = dtype if dtype is not None and source.is_floating_point() else source.dtype
-        if name.endswith(LEGACY_BUFFERS) or (target == source.dtype and not HUGE_PAGES):
+        if name.endswith(LEGACY_BUFFERS) or (target == source.dtype and not pages.HUGE_PAGES):
             continue
-        key = (source.data_ptr(), source.shape, source.stride(), target)
+        key = (source.data_ptr(), source.dtype, source.shape, source.stride(), target)
         if key not in copies:
             copies[key] = _copy(source, target, mapped)
         tensors[name] = copies[key]

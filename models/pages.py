@@ -4,10 +4,10 @@ were read and will not be read again.
 Decoding streams every weight from memory at each token. Through 4 KB pages that is a TLB miss
 every 4 KB, each a page-table walk (under virtualisation, a walk of two tables); through 2 MB
 pages, one per 2 MB. ``empty_in_huge_pages`` gives a large weight a private anonymous map of its
-own, advised into transparent huge pages (``MADV_HUGEPAGE``; the
-kernel falls back to 4 KB pages where it has no 2 MB ones free, and where the system turned them
-off). Measured on a 2-core AMD EPYC virtual machine, GPT-2 small decodes 3-18% faster with its
-weights so (docs/performance.md).
+own, advised into transparent huge pages (``MADV_HUGEPAGE``; the kernel falls back to 4 KB pages
+where it has no 2 MB ones free). Where the system gives none (not Linux, or turned off:
+``HUGE_PAGES``), weights get ``torch.empty``'s memory. Measured on a 2-core AMD EPYC virtual
+machine, GPT-2 small decodes 3-18% faster with its weights so (docs/performance.md).
 
 Converting a mapped checkpoint to another dtype reads every page of the map once; without this,
 those pages stay resident until the map is closed, and the peak is the file plus the converted

@@ -225,15 +225,20 @@ def test_a_head_changed_during_generation_is_read_where_it_is_now(monkeypatch, c
             def end(self):
                 pass
 
+        answers = []
+        real = decoder_module.NativeGreedy.run
         with monkeypatch.context() as patch:
             if not greedy:
                 patch.setattr(decoder_module.GreedyStep, "__call__", lambda self, ids, cache: None)
-            calls = count_runs(patch, decoder_module.NativeGreedy)
+            patch.setattr(decoder_module.NativeGreedy, "run", lambda self, ids, c: answers.append(real(self, ids, c))
+                          or answers[-1])
             out = model.generate(torch.tensor([[1, 2]]), max_new_tokens=8, streamer=ChangesTheHead())
-        return out, len(calls)
+        return out, answers
 
-    (fused, runs), (by_logits, _) = generate(True), generate(False)
-    assert runs == 7 and torch.equal(fused, by_logits)  # each greedy step ran, then gave way after the change
+    (fused, answers), (by_logits, _) = generate(True), generate(False)
+    assert torch.equal(fused, by_logits)
+    # the step after the prompt's ran in C; after the change (at the second new token) each gave way
+    assert answers[0] is not None and answers[1:] == [None] * 6
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -256,3 +261,11 @@ def test_a_final_norm_of_one_row_runs_natively_anything_else_through_pytorch(dty
     assert step(x).grad_fn is not None  # a gradient to keep: PyTorch's
     assert not isinstance(layers.final_norm_step(layers.LayerNorm(128, bias=False)),
                           repo_module("models.native.norm").NativeNorm)
+
+
+def test_sampling_never_asks_for_the_heads_route(monkeypatch):
+    """The head's route is asked for on a greedy step's first call only: a sampling run must not
+    time the head's candidates for a step it will never take."""
+    model = model_of("gpt2", "float32")
+    monkeypatch.setattr(type(model.lm_head), "native_route", lambda self: pytest.fail("the head's route was asked for"))
+    assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=3, do_sample=True, seed=0).shape == (1, 5)

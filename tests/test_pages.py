@@ -2,7 +2,6 @@
 into transparent huge pages, whichever way it was made (loaded, converted, quantized, packed)."""
 
 import gc
-import sys
 
 import pytest
 import torch
@@ -12,10 +11,8 @@ pages = repo_module("models.pages")
 kernels = repo_module("models.kernels")
 HUGE = pages.HUGE_PAGE
 
-if not sys.platform.startswith("linux"):
-    pytest.skip("huge pages are asked for on Linux only", allow_module_level=True)
-if not pages.HUGE_PAGES:
-    pytest.skip("this system gives no transparent huge pages (none built in, or turned off)", allow_module_level=True)
+needs_huge_pages = pytest.mark.skipif(not pages.HUGE_PAGES, reason="this system gives no transparent huge pages "
+                                      "(not Linux, none built in, or turned off)")
 
 # Weights of at least 2 MB in float32 and bfloat16 alike, in a model of two blocks.
 CONFIG = dict(vocab_size=1400, n_positions=32, n_embd=768, n_layer=2, n_head=12)
@@ -42,6 +39,7 @@ def large(tensors) -> list[torch.Tensor]:
     return found
 
 
+@needs_huge_pages
 def test_a_large_weight_starts_a_map_of_its_own_whose_whole_2mb_pages_are_advised():
     weight = pages.empty_in_huge_pages((1280, 1024), torch.float32)  # 5 MB: two whole 2 MB pages and a tail
     start = weight.data_ptr()
@@ -56,6 +54,7 @@ def test_a_small_weight_is_plain_memory():
     assert small.untyped_storage().resizable()  # torch.empty's own
 
 
+@needs_huge_pages
 def test_a_copy_holds_the_values_and_its_map_lives_as_long_as_any_view():
     source = torch.randn(3, 1024, 768)
     copy = pages.copy_in_huge_pages(source.transpose(1, 2), torch.bfloat16)
@@ -68,6 +67,7 @@ def test_a_copy_holds_the_values_and_its_map_lives_as_long_as_any_view():
     assert torch.equal(view, expected)
 
 
+@needs_huge_pages
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("saved_as", ["safetensors", "pytorch"])
 def test_loaded_weights_are_in_huge_pages(tmp_path, dtype, saved_as):
@@ -85,6 +85,7 @@ def test_loaded_weights_are_in_huge_pages(tmp_path, dtype, saved_as):
         assert torch.equal(a.to(dtype), b), name
 
 
+@needs_huge_pages
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_quantized_values_the_kernels_read_are_in_huge_pages(scheme, narrow):
     layer = repo_module("models.quantize").QuantizedLinear.of(torch.randn(3072, 1536), None, scheme, 32)
@@ -93,6 +94,7 @@ def test_quantized_values_the_kernels_read_are_in_huge_pages(scheme, narrow):
         assert advised(value.data_ptr())
 
 
+@needs_huge_pages
 def test_the_transposed_copy_for_the_rows_kernel_is_in_huge_pages(narrow):
     weight = torch.randn(768, 3072).to(torch.bfloat16)  # [in, out], as Conv1D stores it
     product = kernels._candidate(f"{narrow}-rows", weight, None, True)
@@ -111,9 +113,8 @@ def test_a_copy_of_a_tensor_elsewhere_stays_on_its_device():
 def test_without_huge_pages_weights_that_need_no_conversion_stay_mapped(tmp_path, monkeypatch):
     """Copying them would gain nothing there, cost the copy, and lose the page cache's sharing."""
     monkeypatch.setattr(pages, "HUGE_PAGES", False)
-    monkeypatch.setattr(repo_module("models.checkpoint"), "HUGE_PAGES", False)
     models.GPT2LMHeadModel.from_config(models.GPT2Config(**CONFIG)).save_pretrained(tmp_path)
     mapped = models.GPT2LMHeadModel.from_pretrained(tmp_path)
-    assert all(not p.untyped_storage().resizable() and not advised(p.data_ptr()) for p in mapped.parameters())
+    assert all(not p.untyped_storage().resizable() for p in mapped.parameters())  # the file's map
     converted = models.GPT2LMHeadModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
     assert all(p.untyped_storage().resizable() for p in converted.parameters())  # torch.empty's
