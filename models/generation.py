@@ -20,6 +20,10 @@ from .decoder import bindable_head
 from .kv_cache import StaticKVCache
 from .sampling import next_tokens
 
+# Greedy steps with nothing to do between them (no streamer, no eos) run this many at a time in one
+# native call: the Python between two steps costs about 0.3 ms, cold after each step's weights.
+GREEDY_RUN = 16
+
 
 @torch.no_grad()
 def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int = 20,
@@ -65,16 +69,20 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if streamer is not None:
         streamer.put(input_ids)
 
+    run = GREEDY_RUN if streamer is None and stop is None else 1  # greedy steps per native call
     step_input, length = input_ids, prompt
-    for position in range(prompt, total):
-        token = None if greedy is None else greedy(step_input, cache)  # one native call, where it can
-        if token is None:
+    while length < total:
+        chosen = None if greedy is None else greedy(step_input, cache, min(run, total - length))  # [n], batch 1
+        if chosen is None:
             logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
-            token = next_tokens(logits, tokens[:, :length], choose, generator)
+            chosen = next_tokens(logits, tokens[:, :length], choose, generator)[:, None]  # [B, 1]
+        else:
+            chosen = chosen[None]  # [1, n]
         if stop is not None:  # rows already finished get padding
-            token = torch.where(finished, torch.full_like(token, pad), token)
-        tokens[:, position] = token
-        length = position + 1
+            chosen = torch.where(finished[:, None], torch.full_like(chosen, pad), chosen)
+        token = chosen[:, -1]  # [B]; with a streamer or eos, every step is one token
+        tokens[:, length:length + chosen.size(1)] = chosen
+        length += chosen.size(1)
         if streamer is not None:
             streamer.put(token)
         if stop is not None:

@@ -54,7 +54,7 @@ def test_greedy_generation_uses_it_and_chooses_the_same_tokens(monkeypatch):
     monkeypatch.setattr(sampling, "native_argmax", lambda logits: calls.append(1) or real(logits))
     fused = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=12)
     assert len(calls) == 1  # the prompt's step: the others choose inside their one native call (decoder.c)
-    monkeypatch.setattr(repo_module("models.native.decoder").GreedyStep, "__call__", lambda self, ids, cache: None)
+    monkeypatch.setattr(repo_module("models.native.decoder").GreedyStep, "__call__", lambda self, ids, cache, steps=1: None)
     native = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=12)
     assert len(calls) == 13 and torch.equal(native, fused)
     monkeypatch.setattr(sampling, "native_argmax", lambda logits: None)

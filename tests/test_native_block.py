@@ -100,10 +100,11 @@ def test_generate_runs_the_native_body_and_the_modules_give_its_logits(monkeypat
     model = model_of(family, kind)
     calls = []
     real = decoder_module.NativeGreedy.run
-    monkeypatch.setattr(decoder_module.NativeGreedy, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
+    monkeypatch.setattr(decoder_module.NativeGreedy, "run",
+                        lambda self, ids, c, steps: calls.append(steps) or real(self, ids, c, steps))
     prompt = torch.tensor([[5, 9, 11]])
     out = model.generate(prompt, max_new_tokens=6)
-    assert len(calls) == 5  # the new tokens after the first
+    assert calls == [5]  # the new tokens after the first, in one call
     with torch.no_grad():  # the modules' forward, one token at a time over a cache, runs the same blocks
         cache = kv_cache.StaticKVCache.for_model(model, 1, out.size(1))
         model(out[:, :3], past=cache)

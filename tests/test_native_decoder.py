@@ -29,10 +29,10 @@ def body_step(model):
 
 
 def count_runs(monkeypatch, of=decoder_module.NativeDecoder) -> list:
-    """The calls of ``of.run`` (the body's step, or the greedy step's) from now on."""
+    """The calls of ``of.run`` (the body's step, or greedy steps) from now on: each call's steps."""
     calls = []
     real = of.run
-    monkeypatch.setattr(of, "run", lambda self, ids, c: calls.append(1) or real(self, ids, c))
+    monkeypatch.setattr(of, "run", lambda self, ids, c, *steps: calls.append(*steps or [1]) or real(self, ids, c, *steps))
     return calls
 
 
@@ -172,7 +172,7 @@ def test_greedy_steps_are_one_native_call_and_choose_the_modules_tokens(monkeypa
     model = model_of("gpt2", kind)
     calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
     out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8)
-    assert len(calls) == 7  # every step after the prompt's
+    assert calls == [7]  # every step after the prompt's, in one native call (nothing to do between them)
     assert torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), 8))
 
 
@@ -229,9 +229,9 @@ def test_a_head_changed_during_generation_is_read_where_it_is_now(monkeypatch, c
         real = decoder_module.NativeGreedy.run
         with monkeypatch.context() as patch:
             if not greedy:
-                patch.setattr(decoder_module.GreedyStep, "__call__", lambda self, ids, cache: None)
-            patch.setattr(decoder_module.NativeGreedy, "run", lambda self, ids, c: answers.append(real(self, ids, c))
-                          or answers[-1])
+                patch.setattr(decoder_module.GreedyStep, "__call__", lambda self, ids, cache, steps=1: None)
+            patch.setattr(decoder_module.NativeGreedy, "run", lambda self, ids, c, steps: answers.append(
+                real(self, ids, c, steps)) or answers[-1])
             out = model.generate(torch.tensor([[1, 2]]), max_new_tokens=8, streamer=ChangesTheHead())
         return out, answers
 
@@ -269,3 +269,40 @@ def test_sampling_never_asks_for_the_heads_route(monkeypatch):
     model = model_of("gpt2", "float32")
     monkeypatch.setattr(type(model.lm_head), "native_route", lambda self: pytest.fail("the head's route was asked for"))
     assert model.generate(torch.tensor([[1, 2]]), max_new_tokens=3, do_sample=True, seed=0).shape == (1, 5)
+
+
+@pytest.mark.parametrize("between", ["streamer", "eos"])
+def test_with_something_to_do_between_tokens_each_greedy_call_is_one_step(monkeypatch, between):
+    model = model_of("gpt2", "float32")
+    calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
+    seen = []
+
+    class Streamer:
+        def put(self, tokens):
+            seen.append(tokens)
+
+        def end(self):
+            pass
+
+    options = {"streamer": Streamer()} if between == "streamer" else {"eos_token_id": 63}  # (63: never chosen here)
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=6, **options)
+    assert calls == [1] * 5 and torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), 6))
+    if between == "streamer":
+        assert len(seen) == 7 and torch.equal(torch.cat(seen[1:]), out[0, 3:])  # the prompt, then each token
+
+
+def test_a_greedy_run_is_checked_for_all_its_positions_before_any_step():
+    model = model_of("gpt2", "float32", n_positions=8)
+    body, native = body_step(model)
+    greedy = body.greedy(model.lm_head.native_route)
+    with torch.no_grad():
+        cache = kv_cache.StaticKVCache.for_model(model, 1, 6)
+        with pytest.raises(errors.InvalidArgumentError, match="holds 6 positions; 7 were asked for"):
+            greedy(torch.tensor([[1]]), cache, 7)
+        cache = kv_cache.StaticKVCache.for_model(model, 1, 20)
+        with pytest.raises(errors.InvalidArgumentError, match="0 past plus 9 new positions exceed n_positions=8"):
+            greedy(torch.tensor([[1]]), cache, 9)
+        with pytest.raises(errors.InvalidArgumentError, match="at least one step, got 0"):
+            greedy(torch.tensor([[1]]), cache, 0)
+        assert cache.length == 0
+        assert greedy(torch.tensor([[1]]), cache, 8).shape == (8,) and cache.length == 8

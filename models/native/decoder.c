@@ -71,14 +71,21 @@ typedef struct {  /* a greedy step: the body, the final norm (norm NULL: none, a
     product head;  /* [C -> V]: the head's one-row product, as Python's would run it */
 } greedy;
 
-/* decoder_step, then the final norm of x [C] in place and the head into logits [V] (act dtype):
- * returns the next token, argmax_row's answer over them (>= 0), or a negative status. */
-int64_t greedy_step(const greedy *g, int64_t token, int64_t position, void *x, void *logits, int threads) {
+/* n greedy steps from `token` at `position`: each decoder_step, then the final norm of x [C] in
+ * place, the head into logits [V] (act dtype) and argmax_row's answer over them, the next token,
+ * written to chosen[i] and fed to the next step. The caller checks the token and that positions
+ * position .. position + n - 1 fit. Returns 0, or a negative status (chosen then holds the steps
+ * made before it). */
+int64_t greedy_steps(const greedy *g, int64_t token, int64_t position, int64_t n, int64_t *chosen, void *x,
+                     void *logits, int threads) {
     const block *first = &g->body->blocks[0];
     int act = first->act;
-    int status = decoder_step(g->body, token, position, x, threads);
-    if (status == 0 && g->norm) g->norm(x, g->norm_weight, g->norm_bias, g->norm_eps, x, first->n_embd, act);
-    if (status == 0) status = run_product(&g->head, x, logits, act, threads);
-    if (status != 0) return status < 0 ? status : -status;
-    return argmax_row(logits, g->head.out, act);
+    for (int64_t i = 0; i < n; i++) {
+        int status = decoder_step(g->body, token, position + i, x, threads);
+        if (status == 0 && g->norm) g->norm(x, g->norm_weight, g->norm_bias, g->norm_eps, x, first->n_embd, act);
+        if (status == 0) status = run_product(&g->head, x, logits, act, threads);
+        if (status != 0) return status < 0 ? status : -status;
+        chosen[i] = token = argmax_row(logits, g->head.out, act);
+    }
+    return 0;
 }

@@ -1,6 +1,7 @@
 """The embeddings and every block for one new token in one native call (decoder.c's
 ``decoder_step``), for ``generate``'s batch-1 decoding steps; for its greedy steps, also the
-final norm, the head and the choice of the next token (``greedy_step``).
+final norm, the head and the choice of the next token, for one step or a run of them
+(``greedy_steps``).
 
 A native block step (block.py) leaves a few microseconds of Python around each block: its
 checks and its call. They run just after the block's weights have streamed through the caches,
@@ -43,7 +44,7 @@ class _Greedy(ctypes.Structure):
 
 
 def _function(variant: str, name: str = "decoder_step"):
-    """decoder.c's ``decoder_step`` (or ``greedy_step``) of a build, or None."""
+    """decoder.c's ``decoder_step`` (or ``greedy_steps``) of a build, or None."""
     lib = library(variant)
     if lib is None:
         return None
@@ -51,8 +52,8 @@ def _function(variant: str, name: str = "decoder_step"):
     if fn.argtypes is None and name == "decoder_step":  # decoder, token, position, x, threads
         fn.argtypes = [ctypes.POINTER(_Decoder), _SIZE, _SIZE, _POINTER, ctypes.c_int]
         fn.restype = ctypes.c_int
-    elif fn.argtypes is None:  # greedy, token, position, x, logits, threads
-        fn.argtypes = [ctypes.POINTER(_Greedy), _SIZE, _SIZE, _POINTER, _POINTER, ctypes.c_int]
+    elif fn.argtypes is None:  # greedy, token, position, n, chosen, x, logits, threads
+        fn.argtypes = [ctypes.POINTER(_Greedy), _SIZE, _SIZE, _SIZE, _POINTER, _POINTER, _POINTER, ctypes.c_int]
         fn.restype = ctypes.c_int64
     return fn
 
@@ -94,17 +95,19 @@ class NativeDecoder:
         self._caches = [layer.keys_values for layer in layers]
         return True
 
-    def checked(self, input_ids: Tensor, cache) -> tuple[int, int]:
+    def checked(self, input_ids: Tensor, cache, steps: int = 1) -> tuple[int, int]:
         """``takes`` having accepted ``cache``: the token of ``input_ids`` ``[1, 1]`` and the
-        cache's next position, each checked, and the memory C will read."""
+        cache's next position, each checked (for ``steps`` steps from there), and the memory C
+        will read."""
         check_memory((*self._weights, *self._cache_memory), "decoder")
         token, position, capacity = int(input_ids), cache.length, self._decoder.capacity
         vocabulary, positions = self._tables[0].size(0), self._tables[1].size(0)
         if not 0 <= token < vocabulary:
             raise InvalidArgumentError(f"token id {token} is outside the vocabulary of {vocabulary}")
         check_position(position, capacity)
-        if position >= positions:  # as the modules say it (models/decoder.py)
-            raise InvalidArgumentError(f"{position} past plus 1 new positions exceed n_positions={positions}")
+        check_position(position + steps - 1, capacity)
+        if position + steps > positions:  # as the modules say it (models/decoder.py)
+            raise InvalidArgumentError(f"{position} past plus {steps} new positions exceed n_positions={positions}")
         return token, position
 
     def run(self, input_ids: Tensor, cache) -> Tensor:
@@ -182,21 +185,21 @@ class GreedyStep:
     def __init__(self, body: BodyStep, norm: NativeNorm | None, head: Callable[[], NativeProduct | None]):
         self._body, self._norm, self._head, self._native, self._made = body, norm, head, None, False
 
-    def __call__(self, input_ids: Tensor, cache) -> Tensor | None:
+    def __call__(self, input_ids: Tensor, cache, steps: int = 1) -> Tensor | None:
         decoder = self._body.native() if _one_token(input_ids, cache) else None
         if decoder is None or not decoder.takes(cache):
             return None
         if not self._made:
             head = self._head()
             self._native, self._made = None if head is None else native_greedy(decoder, self._norm, head), True
-        return None if self._native is None else self._native.run(input_ids, cache)
+        return None if self._native is None else self._native.run(input_ids, cache, steps)
 
 
 class NativeGreedy:
-    """decoder.c's greedy step: ``decoder``'s body, then ``norm`` (None for a body without a final
-    norm) and ``head``'s one-row product; ``run(input_ids, cache)`` is the next token ``[1]``, or
-    None where the head's operands are no longer the ones taken (``weight.data = ...`` or a move
-    since: the head's own product then reads the new ones)."""
+    """decoder.c's greedy steps: ``decoder``'s body, then ``norm`` (None for a body without a final
+    norm) and ``head``'s one-row product; ``run(input_ids, cache, steps)`` is the next ``steps``
+    tokens ``[steps]``, or None where the head's operands are no longer the ones taken
+    (``weight.data = ...`` or a move since: the head's own product then reads the new ones)."""
 
     def __init__(self, fn, decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct):
         self.fn, self.decoder, self._head = fn, decoder, head
@@ -212,19 +215,23 @@ class NativeGreedy:
         self._x = torch.empty(decoder.n_embd, dtype=decoder.dtype)  # [C], C's scratch
         self._logits = torch.empty(head.out_features, dtype=decoder.dtype)  # [V], C's scratch
 
-    def run(self, input_ids: Tensor, cache) -> Tensor | None:
-        """``decoder.takes`` having accepted ``cache``: the token after ``input_ids`` ``[1, 1]``,
-        the cache's length grown by one; None (nothing done) where the head's operands moved."""
+    def run(self, input_ids: Tensor, cache, steps: int = 1) -> Tensor | None:
+        """``decoder.takes`` having accepted ``cache``: the ``steps`` tokens after ``input_ids``
+        ``[1, 1]``, each chosen from the one before, the cache's length grown by ``steps``; None
+        (nothing done) where the head's operands moved."""
+        if steps < 1:
+            raise InvalidArgumentError(f"a greedy run takes at least one step, got {steps}")
         if [_pointer(t) for t in self._head.held()] != self._pointers:
             return None
-        token, position = self.decoder.checked(input_ids, cache)
+        token, position = self.decoder.checked(input_ids, cache, steps)
         check_memory(self._memory, "greedy step")
-        chosen = self.fn(ctypes.byref(self._greedy), token, position, self._x.data_ptr(), self._logits.data_ptr(),
-                         torch.get_num_threads())
-        if chosen < 0:
-            raise NativeKernelError(f"a native greedy step could not allocate its scratch memory ({chosen})")
-        cache.length += 1
-        return torch.tensor([chosen])
+        chosen = torch.empty(steps, dtype=torch.int64)
+        status = self.fn(ctypes.byref(self._greedy), token, position, steps, chosen.data_ptr(), self._x.data_ptr(),
+                         self._logits.data_ptr(), torch.get_num_threads())
+        if status != 0:
+            raise NativeKernelError(f"a native greedy step could not allocate its scratch memory ({status})")
+        cache.length += steps
+        return chosen
 
 
 def native_greedy(decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct) -> NativeGreedy | None:
@@ -233,5 +240,5 @@ def native_greedy(decoder: NativeDecoder, norm: NativeNorm | None, head: NativeP
     if (head.in_features != decoder.n_embd or head.dtype != decoder.dtype
             or (norm is not None and (norm.width != decoder.n_embd or norm.dtype != decoder.dtype))):
         return None
-    fn = _function(decoder.variant, "greedy_step")
+    fn = _function(decoder.variant, "greedy_steps")
     return None if fn is None else NativeGreedy(fn, decoder, norm, head)
