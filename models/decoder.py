@@ -204,10 +204,10 @@ class BoundBody:
         return norm(x)[:, -1]  # [B, C]: every row normalised, as the modules' forward does (one row: natively)
 
     def greedy(self, head: Callable[[], NativeProduct | None]) -> GreedyStep | None:
-        """``(input_ids, cache) -> the next token [1] or None``: the body, its final norm, the head
-        (``head()``, asked on the first step: the native product a bound head runs for one row, None
-        where it runs another) and the argmax, in one native call; None where the final norm is
-        not native."""
+        """``(input_ids, cache, steps=1) -> the next steps tokens [steps] or None``: the body, its
+        final norm, the head (``head()``, asked on the first step: the native product a bound head
+        runs for one row, None where it runs another) and the argmax, ``steps`` times in one native
+        call; None where the final norm is not native."""
         if not (self.final_norm is None or isinstance(self.final_norm, NativeNorm)):
             return None
         return GreedyStep(self.native, self.final_norm, head)

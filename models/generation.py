@@ -103,9 +103,9 @@ def step_function(model) -> Callable[[Tensor, StaticKVCache, Tensor | None], Ten
 
 
 def step_functions(model) -> tuple[Callable[[Tensor, StaticKVCache, Tensor | None], Tensor], Callable | None]:
-    """``step_function``'s step and, where the model is bound, its greedy step: ``(input_ids,
-    cache) -> the next token [1] or None``, the step and the argmax of its logits in one native
-    call, choosing what they would (native/decoder.py); None where there is none."""
+    """``step_function``'s step and, where the model is bound, its greedy steps: ``(input_ids,
+    cache, steps) -> the next steps tokens [steps] or None``, steps and the argmax of their logits
+    in one native call, choosing what they would (native/decoder.py); None where there are none."""
     body, head = model.transformer, model.lm_head
     plain_model = not (model.training or model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model))
     bound_body = None

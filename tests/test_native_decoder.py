@@ -168,12 +168,13 @@ def greedy_by_modules(model, prompt: torch.Tensor, new: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "int8"])
-def test_greedy_steps_are_one_native_call_and_choose_the_modules_tokens(monkeypatch, kind):
+@pytest.mark.parametrize("new", [8, 20])
+def test_greedy_steps_are_one_native_call_and_choose_the_modules_tokens(monkeypatch, kind, new):
     model = model_of("gpt2", kind)
     calls = count_runs(monkeypatch, decoder_module.NativeGreedy)
-    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=8)
-    assert calls == [7]  # every step after the prompt's, in one native call (nothing to do between them)
-    assert torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), 8))
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=new)
+    assert calls == {8: [7], 20: [16, 3]}[new]  # the steps after the prompt's, 16 a call (nothing between them)
+    assert torch.equal(out, greedy_by_modules(model, torch.tensor([[1, 2, 3]]), new))
 
 
 def test_a_head_that_runs_pytorchs_kernel_leaves_the_choice_to_the_logits(monkeypatch):
@@ -297,12 +298,34 @@ def test_a_greedy_run_is_checked_for_all_its_positions_before_any_step():
     greedy = body.greedy(model.lm_head.native_route)
     with torch.no_grad():
         cache = kv_cache.StaticKVCache.for_model(model, 1, 6)
+        cache.keys_values.fill_(7)  # C writes each step's keys and values: none must have been
         with pytest.raises(errors.InvalidArgumentError, match="holds 6 positions; 7 were asked for"):
             greedy(torch.tensor([[1]]), cache, 7)
+        assert (cache.keys_values == 7).all()
         cache = kv_cache.StaticKVCache.for_model(model, 1, 20)
+        cache.keys_values.fill_(7)
         with pytest.raises(errors.InvalidArgumentError, match="0 past plus 9 new positions exceed n_positions=8"):
             greedy(torch.tensor([[1]]), cache, 9)
         with pytest.raises(errors.InvalidArgumentError, match="at least one step, got 0"):
             greedy(torch.tensor([[1]]), cache, 0)
-        assert cache.length == 0
+        assert cache.length == 0 and (cache.keys_values == 7).all()
         assert greedy(torch.tensor([[1]]), cache, 8).shape == (8,) and cache.length == 8
+
+
+def test_a_head_choosing_among_more_tokens_than_the_embedding_has_takes_no_greedy_run():
+    """C feeds each step's choice to the next unchecked: a head of more outputs than the token
+    table has rows (an untied head, or a smaller table set since) could have it read past the
+    table. Python checks each token it is given instead."""
+    model = model_of("gpt2", "float32")
+    width, vocabulary = model.config.n_embd, model.config.vocab_size
+    body, native = body_step(model)
+    with torch.no_grad():
+        cache = kv_cache.StaticKVCache.for_model(model, 1, 4)
+        assert native(torch.tensor([[1]]), cache) is not None  # the decoder, made
+        layers = repo_module("models.layers")
+        for outputs, made in ((vocabulary, True), (vocabulary + 8, False)):
+            head = layers.Linear(width, outputs, bias=False)
+            head.eval()
+            product = head.native_route()
+            assert product is not None
+            assert (decoder_module.native_greedy(native._native, body.final_norm, product) is not None) == made

@@ -176,11 +176,12 @@ def _one_token(input_ids: Tensor, cache) -> bool:
 
 
 class GreedyStep:
-    """``(input_ids, cache) -> the next token [1] or None``: ``body``'s native decoder step, the
-    final norm (a NativeNorm, or None for a body without one) and the head's product (``head()``
-    gives it: the native product its bound form runs for one row, or None) in one native call
-    (``NativeGreedy``, made on the first such call), for one token of one sequence; None where it
-    cannot run (the caller then takes the logits' way, which chooses the same)."""
+    """``(input_ids, cache, steps=1) -> the next steps tokens [steps] or None``: ``body``'s native
+    decoder step, the final norm (a NativeNorm, or None for a body without one) and the head's
+    product (``head()`` gives it: the native product its bound form runs for one row, or None),
+    ``steps`` times in one native call (``NativeGreedy``, made on the first such call), from one
+    token of one sequence; None where it cannot run (the caller then takes the logits' way, which
+    chooses the same)."""
 
     def __init__(self, body: BodyStep, norm: NativeNorm | None, head: Callable[[], NativeProduct | None]):
         self._body, self._norm, self._head, self._native, self._made = body, norm, head, None, False
@@ -229,15 +230,18 @@ class NativeGreedy:
         status = self.fn(ctypes.byref(self._greedy), token, position, steps, chosen.data_ptr(), self._x.data_ptr(),
                          self._logits.data_ptr(), torch.get_num_threads())
         if status != 0:
-            raise NativeKernelError(f"a native greedy step could not allocate its scratch memory ({status})")
+            raise NativeKernelError(f"a native greedy run of {steps} steps from position {position} failed: a "
+                                    f"kernel could not allocate its scratch memory ({status})")
         cache.length += steps
         return chosen
 
 
 def native_greedy(decoder: NativeDecoder, norm: NativeNorm | None, head: NativeProduct) -> NativeGreedy | None:
-    """The greedy step of ``decoder``'s body, ``norm`` and ``head``; None where their widths or
-    dtypes disagree or the build has none."""
+    """The greedy steps of ``decoder``'s body, ``norm`` and ``head``; None where their widths or
+    dtypes disagree, the head chooses among more tokens than the embedding has (C feeds each
+    choice to the next step unchecked), or the build has none."""
     if (head.in_features != decoder.n_embd or head.dtype != decoder.dtype
+            or head.out_features > decoder._tables[0].size(0)
             or (norm is not None and (norm.width != decoder.n_embd or norm.dtype != decoder.dtype))):
         return None
     fn = _function(decoder.variant, "greedy_steps")
