@@ -187,7 +187,8 @@ class BoundBody:
     blocks; and ``greedy(head)``, a greedy step that ends with the head."""
 
     def __init__(self, tokens, positions, blocks: list, final_norm, native: BodyStep):
-        self.tokens, self.positions, self.blocks, self.final_norm, self.native = tokens, positions, blocks, final_norm, native
+        self.tokens, self.positions, self.blocks = tokens, positions, blocks
+        self.final_norm, self.native = final_norm, native
 
     def __call__(self, input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None) -> Tensor:
         norm = self.final_norm or (lambda x: x)

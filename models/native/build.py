@@ -1,4 +1,4 @@
-"""Compiling the native kernels (``decode.c``, ``block.c``, ``decoder.c``) on the user's machine, once, and loading them.
+"""Compiling the native kernels (``decode.c``, ``block.c``, ``decoder.c``) on the user's machine once, and loading them.
 
 The kernels are compiled with ``-march=native`` by the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) the first time they are wanted, into ``<torch hub dir>/gpt_hub/native``
