@@ -11,13 +11,13 @@ import ctypes
 import torch
 from torch import Tensor
 
-from .build import library
+from .build import either_library
 from .products import ACTIVATIONS, _readable
 
 
 def _function():
     """decoder.c's ``argmax_row`` from whichever build can be had, or None."""
-    lib = library("narrow") or library("wide")
+    lib = either_library()
     if lib is None:
         return None
     fn = lib.argmax_row

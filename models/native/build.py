@@ -222,6 +222,12 @@ def load(flags: tuple[str, ...], folder: Path | None = None) -> ctypes.CDLL:
         return _compile(cc, flags, path)
 
 
+def either_library() -> ctypes.CDLL | None:
+    """The ``narrow`` build, else the ``wide`` one: for a function every caller must take from the
+    same build (norm.py's final norm rounds per build), or that answers alike from either."""
+    return library("narrow") or library("wide")
+
+
 def library(variant: str) -> ctypes.CDLL | None:
     """The ``wide`` or ``narrow`` build for this process, or None where it cannot be had."""
     flags = BASE_FLAGS + VARIANTS[variant]

@@ -43,18 +43,22 @@ class _Greedy(ctypes.Structure):
                 ("norm_bias", _POINTER), ("norm_eps", ctypes.c_float), ("head", _Product)]
 
 
+_SIGNATURES = {  # decoder.c's functions: argument types, result type
+    "decoder_step": ([ctypes.POINTER(_Decoder), _SIZE, _SIZE, _POINTER, ctypes.c_int],  # decoder, token, position,
+                     ctypes.c_int),  # x, threads
+    "greedy_steps": ([ctypes.POINTER(_Greedy), _SIZE, _SIZE, _SIZE, _POINTER, _POINTER, _POINTER, ctypes.c_int],
+                     ctypes.c_int64),  # greedy, token, position, n, chosen, x, logits, threads
+}
+
+
 def _function(variant: str, name: str = "decoder_step"):
     """decoder.c's ``decoder_step`` (or ``greedy_steps``) of a build, or None."""
     lib = library(variant)
     if lib is None:
         return None
     fn = getattr(lib, name)
-    if fn.argtypes is None and name == "decoder_step":  # decoder, token, position, x, threads
-        fn.argtypes = [ctypes.POINTER(_Decoder), _SIZE, _SIZE, _POINTER, ctypes.c_int]
-        fn.restype = ctypes.c_int
-    elif fn.argtypes is None:  # greedy, token, position, n, chosen, x, logits, threads
-        fn.argtypes = [ctypes.POINTER(_Greedy), _SIZE, _SIZE, _SIZE, _POINTER, _POINTER, _POINTER, ctypes.c_int]
-        fn.restype = ctypes.c_int64
+    if fn.argtypes is None:
+        fn.argtypes, fn.restype = _SIGNATURES[name]
     return fn
 
 

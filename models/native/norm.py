@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .block import _memory, _vector, check_memory
-from .build import library
+from .build import either_library
 from .products import ACTIVATIONS, _readable
 
 _POINTER = ctypes.c_void_p
@@ -21,7 +21,7 @@ _POINTER = ctypes.c_void_p
 
 def _function():
     """``layer_norm_row`` of the one build every final norm takes, or None."""
-    lib = library("narrow") or library("wide")
+    lib = either_library()
     if lib is None:
         return None
     fn = lib.layer_norm_row
