@@ -4,6 +4,7 @@ no process-wide setting of torch change and no function of another module replac
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -32,7 +33,12 @@ def snapshot() -> dict:
 
 
 class Sampler(threading.Thread):
-    """Reads ``snapshot()`` over and over until stopped; keeps every reading that differs."""
+    """Reads ``snapshot()`` over and over until stopped; keeps every reading that differs.
+
+    It yields the GIL after each reading: a thread that spins holding it leaves the library's
+    thread waiting for the switch interval after every call that released it (the suite's two
+    slowest tests took 77 s instead of 4), and yielding loses nothing: it reads whenever the
+    library's thread lets go of the GIL, as it did before."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -45,6 +51,7 @@ class Sampler(threading.Thread):
         while not self.stopping.is_set():
             now = snapshot()
             self.readings += 1
+            time.sleep(0)  # yield the GIL
             if now != self.expected:
                 self.changes.append({k: v for k, v in now.items() if v != self.expected[k]})
 
