@@ -81,18 +81,36 @@ def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor]
     model = on_meta(cls, config)
     if quantized is not None:
         quantize_model(model, *quantized, dtype=dtype)
-    expected = model.state_dict()
+    expected = model.state_dict(keep_vars=True)  # a tied weight is one object under both names
     weights = _match_keys(model, state_dict, source)
     for name, tensor in weights.items():
-        want = expected[name]
-        if tensor.shape != want.shape:
-            raise _shape_error(source, name, model.base_model_prefix + ".", tensor, want, origin)
-        if tensor.is_floating_point() and tensor.dtype != dtype:
-            weights[name] = copy_in_huge_pages(tensor, dtype)
-    model.load_state_dict(weights, strict=False, assign=True)
+        if tensor.shape != expected[name].shape:
+            raise _shape_error(source, name, model.base_model_prefix + ".", tensor, expected[name], origin)
+    model.load_state_dict(_owned(weights, expected, dtype), strict=False, assign=True)
     model.tie_weights()
     _initialise_missing(model, dtype, source)
     return model.eval()
+
+
+def _owned(weights: dict[str, Tensor], expected: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    """``weights`` as the model will hold them: floating-point ones in ``dtype``, and in memory of
+    their own wherever the model keeps two weights apart that the checkpoint stores as one (a
+    ``torch.save`` of a tied model loaded with ``tie_word_embeddings=False``: sharing memory,
+    training the head would move the embedding too). One stored tensor is converted once, however
+    many names it has."""
+    holders: dict[tuple, Tensor] = {}  # a stored tensor -> the model's weight that holds it
+    converted: dict[tuple, Tensor] = {}
+    for name, tensor in weights.items():
+        target = dtype if tensor.is_floating_point() else tensor.dtype
+        address = tensor.untyped_storage().data_ptr()
+        stored = (str(tensor.device), address, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if address and holders.setdefault(stored[:2], expected[name]) is not expected[name]:
+            weights[name] = copy_in_huge_pages(tensor, target)
+        elif target != tensor.dtype:
+            if (stored, target) not in converted:
+                converted[stored, target] = copy_in_huge_pages(tensor, target)
+            weights[name] = converted[stored, target]
+    return weights
 
 
 def _shape_error(source: str, name: str, prefix: str, tensor: Tensor, want: Tensor,

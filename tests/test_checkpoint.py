@@ -259,3 +259,39 @@ def test_peak_memory_is_one_copy_of_the_weights(tmp_path, dtype, layout):
                             capture_output=True, text=True, check=True)
     weights, grown = map(int, result.stdout.split())
     assert 0.9 * weights <= grown <= 1.1 * weights + 16 * 2**20, (grown / 2**20, weights / 2**20)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_a_tied_checkpoint_loaded_untied_gives_the_head_memory_of_its_own(tmp_path, dtype):
+    """A ``torch.save`` of a tied model stores the embedding once under two names; loaded with
+    ``tie_word_embeddings=False`` the two weights started equal but shared memory, so a training
+    step on the head moved the embedding too."""
+    config = models.GPT2Config(**TINY)
+    torch.save(models.GPT2LMHeadModel.from_config(config).state_dict(), tmp_path / "tied.bin")
+    untied = models.GPT2LMHeadModel.from_pretrained(tmp_path / "tied.bin", config=config.replace(tie_word_embeddings=False),
+                                                    torch_dtype=dtype)
+    head, embedding = untied.lm_head.weight, untied.transformer.wte.weight
+    assert head.dtype == embedding.dtype == (dtype or torch.float32)
+    assert torch.equal(head, embedding) and head.data_ptr() != embedding.data_ptr()
+    before = embedding.detach().clone()
+    untied.train()
+    untied(tokens(1, 5), labels=tokens(1, 5)).loss.backward()
+    torch.optim.SGD([head], lr=1.0).step()
+    assert torch.equal(embedding, before) and not torch.equal(head, before)
+    tied = models.GPT2LMHeadModel.from_pretrained(tmp_path / "tied.bin", config=config, torch_dtype=dtype)
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+
+
+def test_a_state_dict_converts_each_stored_tensor_once(monkeypatch):
+    """A tied embedding given twice in a state dict (one tensor, two names) is converted to
+    ``torch_dtype`` once, not once per name."""
+    loading = repo_module("models.loading")
+    conversions = []
+    copy = loading.copy_in_huge_pages
+    monkeypatch.setattr(loading, "copy_in_huge_pages", lambda t, dtype: conversions.append(tuple(t.shape)) or copy(t, dtype))
+    state = models.GPT2LMHeadModel.from_config(models.GPT2Config(**TINY)).state_dict()
+    assert state["lm_head.weight"].data_ptr() == state["transformer.wte.weight"].data_ptr()
+    model = models.GPT2LMHeadModel.from_pretrained(None, config=models.GPT2Config(**TINY), state_dict=state,
+                                                   torch_dtype=torch.bfloat16)
+    assert model.lm_head.weight is model.transformer.wte.weight and model.lm_head.weight.dtype == torch.bfloat16
+    assert len(conversions) == len({t.data_ptr() for t in state.values() if t.is_floating_point()}), conversions
