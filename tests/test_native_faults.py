@@ -228,6 +228,34 @@ def test_two_processes_building_at_once(tmp_path):
     assert len(names) == 1 and names[0].startswith("decode-") and names[0].endswith(".so")
 
 
+def test_functions_of_another_library_with_the_kernels_names_are_not_called(tmp_path, monkeypatch):
+    """A library loaded with RTLD_GLOBAL before the kernels that exports a function of the same
+    name (``layer_norm_row``, ``block_step``...) took the calls between the kernels' own files:
+    the process ran the other library's function (here: abort)."""
+    need_compiler()
+    from test_native_block import model_of
+    monkeypatch.setenv("GPT_HUB_KERNEL", "narrow")  # the native decoder, here and in the child
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    expected = model_of("gpt2", "float32").generate(torch.tensor([[1, 2, 3]]), max_new_tokens=20)[0].tolist()
+    names = ("layer_norm_row", "add_into_row", "block_step", "decoder_step", "argmax_row", "greedy_steps")
+    (tmp_path / "other.c").write_text("#include <stdlib.h>\n" + "".join(f"void {n}(void) {{ abort(); }}\n"
+                                                                      for n in names))
+    subprocess.run(["gcc", "-shared", "-fPIC", str(tmp_path / "other.c"), "-o", str(tmp_path / "other.so")], check=True)
+    result = isolated(f"""
+        import ctypes
+        ctypes.CDLL({str(tmp_path / "other.so")!r}, mode=ctypes.RTLD_GLOBAL)
+        from test_native_block import model_of
+        decoder = repo_module("models.native.decoder")
+        runs, run = [], decoder.NativeGreedy.run  # greedy steps in C: greedy_steps, decoder_step, block_step...
+        decoder.NativeGreedy.run = lambda self, *args: runs.append(1) or run(self, *args)
+        out = model_of("gpt2", "float32").generate(torch.tensor([[1, 2, 3]]), max_new_tokens=20)
+        assert runs, "the native greedy steps were not used"
+        print(out[0].tolist())
+        """)
+    assert_survived(result)
+    assert result.stdout.strip() == str(expected)
+
+
 def test_the_cache_folder_a_file_or_a_path_with_spaces(fresh, monkeypatch, tmp_path, caplog):
     """(Held before too.) A folder that is a file: no build, logged; spaces in the path: fine."""
     need_compiler()

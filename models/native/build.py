@@ -50,9 +50,11 @@ HEADERS = ("values.h", "block.h")
 # -fno-sanitize=all: a $CC of "gcc -fsanitize=address" would build a library whose sanitizer
 # runtime aborts the process that loads it. -fno-trapping-math: without it GCC keeps loops with a
 # float comparison in a select (block.c's exp, a clamp) scalar on AVX2; no value changes, only
-# floating-point exception flags, which nothing here reads.
+# floating-point exception flags, which nothing here reads. -Wl,-Bsymbolic: the files' calls to
+# each other's functions (block_step, layer_norm_row...) bind to these, not to a function of the same
+# name that a library loaded earlier with RTLD_GLOBAL exports.
 BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11", "-fno-sanitize=all",
-              "-fno-trapping-math")
+              "-fno-trapping-math", "-Wl,-Bsymbolic")
 VARIANTS = {"wide": (), "narrow": ("-mno-avx512f",)}
 COMPILE_TIMEOUT_S = 180
 VERSION_TIMEOUT_S = 30
