@@ -35,8 +35,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     all), ``[batch * num_return_sequences, length]``. Rows stop at any of ``eos_token_id`` (one id
     or a list) and are then padded with ``pad_token_id``. ``streamer`` gets each step's tokens
     (``put``) and ``end()``, as Hugging Face's streamers do (see tokenizers/streaming.py)."""
-    vocab_size = model.get_input_embeddings().num_embeddings
-    input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size)
+    table = model.get_input_embeddings()
+    vocab_size = table.num_embeddings
+    input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size, table.weight.device)
     new = checks.new_tokens(max_length, max_new_tokens, input_ids.size(1), model.config.n_positions)
     eos = checks.token_ids("eos_token_id", eos_token_id, vocab_size)
     if pad_token_id is not None:

@@ -23,11 +23,15 @@ class Sampling:
     repetition_penalty: float
 
 
-def prompt(input_ids, attention_mask, vocab_size: int) -> tuple[Tensor, Tensor]:
+def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """``input_ids`` as ``[batch, length]`` int64 (a single row may be 1-D) and its mask (all ones
-    when not given), both checked."""
+    when not given), both checked, and on ``device`` (the model's)."""
     if not isinstance(input_ids, Tensor):
         raise ArgumentTypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+    for name, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        if isinstance(tensor, Tensor) and tensor.device != device:
+            raise InvalidArgumentError(f"{name} is on {tensor.device} and the model on {device}: pass "
+                                       f"{name}.to(model.device)")
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.dim() != 2 or not input_ids.numel():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -58,6 +58,19 @@ def derived(weight: Tensor, kind: str, make: Callable[[], Tensor]) -> Tensor | N
             weakref.finalize(weight, _copies.pop, key, None)
         _copies[key] = (copy, weakref.ref(weight), state)
     return copy
+
+
+def drop_stale(weights: Iterable[Tensor]) -> None:
+    """Drop the copies of ``weights`` that no longer match them: ``model.to('cuda')`` or
+    ``model.half()`` keep each Parameter and give it other memory, and its copy would otherwise
+    hold host memory for as long as the weight lives."""
+    by_id = {id(weight): weight for weight in weights}
+    with _lock:
+        for key, (_, ref, state) in list(_copies.items()):
+            weight = by_id.get(key[0])
+            if weight is not None and ref() is weight and (weight.is_inference() or
+                                                           (weight.data_ptr(), weight._version) != state):
+                del _copies[key]
 
 
 def packed(out_in: Tensor, weight: Tensor) -> Tensor | None:

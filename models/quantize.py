@@ -80,6 +80,20 @@ class QuantizedLinear(nn.Module):
         # float32 scales; int4 has its own copy of the values, in blocks. None without a build.
         self.native: tuple[Tensor, Tensor] | None = None
 
+    def _apply(self, fn, recurse: bool = True):
+        self.check_conversion(fn)
+        return super()._apply(fn, recurse)
+
+    def check_conversion(self, fn) -> None:
+        """Raise if ``fn`` (what ``to``, ``half()``, ``cuda()``... apply to each tensor) would take
+        the layer off the CPU or change its activations' dtype: its kernels are the CPU's, and its
+        values and scales are attributes that ``to`` does not convert."""
+        probe = fn(torch.empty(0, dtype=self.dtype))
+        if probe.device.type != "cpu" or probe.dtype != self.dtype:
+            raise InvalidArgumentError(f"a quantized model runs on the CPU with {self.dtype} activations and cannot "
+                                       f"be converted to {probe.dtype} on {probe.device}; load the float checkpoint "
+                                       f"to convert it (and quantize it after, on the CPU)")
+
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor | None, scheme: str, group_size: int) -> QuantizedLinear:
         """The quantized layer of a float ``weight`` ``[out, in]``."""

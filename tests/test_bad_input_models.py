@@ -76,6 +76,17 @@ def test_prompts_of_the_wrong_shape_are_named(gpt2, prompt, message):
     raises((ValueError, TypeError), message, gpt2.generate, prompt, max_new_tokens=2)
 
 
+@pytest.mark.parametrize("where", ["input_ids", "attention_mask"])
+def test_a_prompt_on_another_device_than_the_model_is_named(gpt2, where):
+    ids, mask = IDS, torch.ones_like(IDS)
+    if where == "input_ids":
+        ids = ids.to("meta")
+    else:
+        mask = mask.to("meta")
+    raises(ValueError, f"{where} is on meta and the model on cpu", gpt2.generate, ids, attention_mask=mask,
+           max_new_tokens=2)
+
+
 def test_a_tiny_temperature_samples_the_best_token(gpt2):
     greedy = gpt2.generate(IDS, max_new_tokens=5)
     assert torch.equal(gpt2.generate(IDS, max_new_tokens=5, do_sample=True, temperature=1e-45, seed=0), greedy)

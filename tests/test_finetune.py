@@ -170,6 +170,29 @@ def test_two_processes_with_gloo_equal_one_process_with_the_global_batch(data, t
     assert abs(history[-1]["eval_loss"] - metrics(one)[-1]["eval_loss"]) < 1e-4
 
 
+def test_evaluation_sums_are_made_on_the_batchs_device(data):
+    """Each batch's counts (tokens, examples) were made on the CPU beside losses on the model's
+    device: on a GPU, adding up the evaluation failed at its first batch."""
+    from types import SimpleNamespace
+    tasks = repo_module("training.tasks")
+    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(data["base"])
+    model = models.GPT2DoubleHeadsModel.from_pretrained(data["base"])
+    root = data["root"]
+    made = [tasks.language_modelling(model, tokenizer, [str(root / "train.txt")], [str(root / "eval.txt")], 16),
+            tasks.multiple_choice(model, tokenizer, str(root / "train.jsonl"), str(root / "eval.jsonl"), 32)]
+
+    def engine(**inputs):  # what the model gives, on the inputs' device (a GPU's stand-in: meta)
+        ids = inputs["input_ids"]
+        return SimpleNamespace(logits=torch.zeros(*ids.shape, len(tokenizer), device=ids.device),
+                               mc_logits=torch.zeros(ids.shape[:-1], device=ids.device),
+                               mc_loss=torch.zeros((), device=ids.device), loss=torch.zeros((), device=ids.device))
+
+    for task in made:
+        batch = next(iter(torch.utils.data.DataLoader(task.eval, batch_size=2)))
+        sums = task.score(engine, {name: t.to("meta") for name, t in batch.items()})
+        assert {name: t.device.type for name, t in sums.items()} == dict.fromkeys(sums, "meta")
+
+
 def test_ranks_that_differ_are_caught(monkeypatch):
     ranks = loop.Ranks(rank=1, world=2)
     model = torch.nn.Linear(2, 2)

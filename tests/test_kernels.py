@@ -219,3 +219,16 @@ def test_bfloat16_routes_can_be_switched_off(monkeypatch, calls):
         y, row = linear_out_in(x, weight), linear_out_in(x[:1], weight)
     assert calls == {"onednn": 0, "bmm": 0}
     assert torch.equal(y, F.linear(x, weight)) and torch.equal(row, F.linear(x[:1], weight))
+
+
+def test_copies_of_weights_moved_or_converted_are_dropped(calls):
+    """``model.to('cuda')`` or ``model.half()`` keeps each Parameter and gives it other memory:
+    the bfloat16 copies made for the CPU kernels stayed, holding host memory while the model lived."""
+    model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16)
+    model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3)
+    held = lambda: [kind for p in model.parameters() for kind in copies_of(id(p))]  # noqa: E731
+    assert held()
+    model.bfloat16()  # nothing moves: the copies still match
+    assert held()
+    model.half()
+    assert held() == []

@@ -264,6 +264,15 @@ def test_a_final_norm_of_one_row_runs_natively_anything_else_through_pytorch(dty
                           repo_module("models.native.norm").NativeNorm)
 
 
+def test_a_final_norm_off_the_cpu_asks_for_no_build(monkeypatch):
+    """A model on a GPU bound its final norm by asking for the native build first: its first
+    generate compiled C kernels (up to minutes, into the cache) that it could never run."""
+    layers, norm_module = repo_module("models.layers"), repo_module("models.native.norm")
+    monkeypatch.setattr(norm_module, "either_library", lambda: pytest.fail("a build was asked for"))
+    norm = layers.LayerNorm(128, device="meta")
+    assert not isinstance(layers.final_norm_step(norm), norm_module.NativeNorm)
+
+
 def test_sampling_never_asks_for_the_heads_route(monkeypatch):
     """The head's route is asked for on a greedy step's first call only: a sampling run must not
     time the head's candidates for a step it will never take."""

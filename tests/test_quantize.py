@@ -207,3 +207,21 @@ def test_the_command_line_generates_with_quantize(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "hubconf.py"), "score", "--model", str(checkpoint), "f.txt",
                           "--quantize", "int3"], capture_output=True, text=True, cwd=REPO.parent)
     assert bad.returncode == 2 and "--quantize" in bad.stderr
+
+
+@pytest.mark.parametrize("convert", ["float", "half", "bfloat16", "meta"])
+def test_a_quantized_model_refuses_conversions_whole(convert):
+    """``to``, ``half()``, ``cuda()``... moved the float parameters and left the quantized values
+    and scales (attributes) as they were: generate then failed inside a kernel. Now refused before
+    anything moves, naming why."""
+    model = build("gpt2", torch.bfloat16 if convert == "float" else torch.float32).quantize("int8")
+    before = {name: (t.dtype, t.device) for name, t in model.state_dict().items()}
+    ids = torch.tensor([[1, 2, 3]])
+    expected = model.generate(ids, max_new_tokens=4)
+    with pytest.raises(errors.InvalidArgumentError, match="quantized model runs on the CPU"):
+        model.to("meta") if convert == "meta" else getattr(model, convert)()
+    with pytest.raises(errors.InvalidArgumentError, match="quantized model runs on the CPU"):
+        model.lm_head.to("meta") if convert == "meta" else getattr(model.lm_head, convert)()
+    assert {name: (t.dtype, t.device) for name, t in model.state_dict().items()} == before
+    assert torch.equal(model.generate(ids, max_new_tokens=4), expected)
+    model.cpu().share_memory()  # what changes nothing is taken

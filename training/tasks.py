@@ -28,7 +28,7 @@ def language_modelling(model: nn.Module, tokenizer, train_files: list[str], eval
         ids = batch["input_ids"]
         logits = engine(input_ids=ids, use_cache=False).logits[:, :-1].float()  # [B, T-1, V]
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="sum")
-        return {"nll": nll, "tokens": torch.tensor(ids[:, 1:].numel())}
+        return {"nll": nll, "tokens": torch.tensor(ids[:, 1:].numel(), device=ids.device)}
 
     def summarise(sums):
         mean = sums["nll"] / sums["tokens"]
@@ -66,7 +66,7 @@ def multiple_choice(model: nn.Module, tokenizer, train_file: str, eval_file: str
     def score(engine, batch):
         out = forward(engine, batch)
         predicted = out.mc_logits.argmax(-1)  # [B]
-        count = torch.tensor(batch["mc_labels"].numel())
+        count = torch.tensor(batch["mc_labels"].numel(), device=predicted.device)
         return {"correct": (predicted == batch["mc_labels"]).sum(), "examples": count,
                 "mc_loss": out.mc_loss.float() * count}
 

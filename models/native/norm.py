@@ -66,7 +66,7 @@ def native_norm(norm: nn.LayerNorm, python):
         return python
     width, dtype = norm.normalized_shape[0], weight.dtype
     vectors = _vector(weight, width, dtype), _vector(norm.bias, width, dtype)
-    fn = _function()
-    if fn is None or any(v is None for v in vectors):
+    if any(v is None for v in vectors):  # checked first: a model on a GPU compiles nothing
         return python
-    return NativeNorm(fn, python, *vectors, float(norm.eps))
+    fn = _function()
+    return python if fn is None else NativeNorm(fn, python, *vectors, float(norm.eps))
