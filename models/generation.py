@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -62,8 +63,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if not bool(attention_mask.all()):
         mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
         mask[:, :prompt] = attention_mask
-    cache = StaticKVCache.for_model(model, batch, total)
-    last_logits, greedy = step_functions(model)
+    last_logits, greedy, native_decoding = step_functions(model)
+    # batch-1 steps in C read keys as they are: half the bytes in bfloat16 (models/kv_cache.py)
+    cache = StaticKVCache.for_model(model, batch, total, compact=batch == 1 and mask is None and native_decoding())
     if choose.do_sample or choose.repetition_penalty != 1.0 or mask is not None:
         greedy = None  # its choice is the logits' argmax, nothing else
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
@@ -103,18 +105,25 @@ def step_function(model) -> Callable[[Tensor, StaticKVCache, Tensor | None], Ten
     return step_functions(model)[0]
 
 
-def step_functions(model) -> tuple[Callable[[Tensor, StaticKVCache, Tensor | None], Tensor], Callable | None]:
-    """``step_function``'s step and, where the model is bound, its greedy steps: ``(input_ids,
-    cache, steps) -> the next steps tokens [steps] or None``, steps and the argmax of their logits
-    in one native call, choosing what they would (native/decoder.py); None where there are none."""
+class Steps(NamedTuple):
+    logits: Callable[[Tensor, StaticKVCache, Tensor | None], Tensor]  # step_function's step
+    greedy: Callable | None  # (input_ids, cache, steps) -> the next steps tokens [steps] or None
+    native_decoding: Callable[[], bool]  # whether one token of one row will step in C
+
+
+def step_functions(model) -> Steps:
+    """``step_function``'s step; where the model is bound, its greedy steps: steps and the argmax
+    of their logits in one native call, choosing what they would (native/decoder.py), None where
+    there are none; and whether its steps of one token of one row run natively."""
     body, head = model.transformer, model.lm_head
     plain_model = not (model.training or model._forward_hooks or model._forward_pre_hooks or "forward" in vars(model))
     bound_body = None
     if plain_model and type(body) is type(model).base_model_class and bindable_head(head):
         bound_body = body.bind()
     if bound_body is None:
-        return partial(_module_logits, model), None
-    return partial(_bound_logits, body=bound_body, head=head.bind()), bound_body.greedy(head.native_route)
+        return Steps(partial(_module_logits, model), None, lambda: False)
+    return Steps(partial(_bound_logits, body=bound_body, head=head.bind()), bound_body.greedy(head.native_route),
+                 lambda: bound_body.native.native() is not None)
 
 
 def _bound_logits(input_ids: Tensor, cache: StaticKVCache, attention_mask: Tensor | None, *, body, head) -> Tensor:

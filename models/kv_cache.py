@@ -29,6 +29,8 @@ class LayerCache:
             raise InvalidArgumentError(f"the cache holds {self.cache.capacity} positions; {end} were asked for")
         self.keys_values.narrow(3, start, end - start).copy_(keys_values)
         filled = self.keys_values.narrow(3, 0, end)  # [2, B, H, S, D]
+        if self.cache.widened:  # PyTorch's attention over them as over a float32 cache
+            filled = filled.float()
         return filled[0], filled[1]
 
 
@@ -37,18 +39,22 @@ class StaticKVCache:
                  dtype: torch.dtype, device: torch.device | str = "cpu"):
         shape = (n_layer, 2, batch, n_head, capacity, head_dim)
         self.keys_values = torch.empty(shape, dtype=dtype, device=device)  # [L, 2, B, H, S_max, D]
+        self.widened = self.keys_values.is_cpu and dtype in (torch.bfloat16, torch.float16)  # see for_model
         self.capacity = capacity
         self.length = 0
         self.layers = [LayerCache(self, i) for i in range(n_layer)]
 
     @classmethod
-    def for_model(cls, model, batch: int, capacity: int) -> StaticKVCache:
+    def for_model(cls, model, batch: int, capacity: int, compact: bool = False) -> StaticKVCache:
         """A cache for ``model``'s layers. A half-precision model on CPU gets a float32 cache:
         PyTorch's CPU attention kernel runs faster over float32 keys than over bfloat16 ones, which
-        is worth converting each new key and query (docs/performance.md)."""
+        is worth converting each new key and query (docs/performance.md). ``compact`` keeps them
+        in the model's dtype, which holds them exactly in half the bytes, for steps that read
+        them as they are (the native decoder's, batch 1); PyTorch's attention reads such a cache
+        widened to float32 (``widened``), so that it computes what it would over a float32 one."""
         config = model.config
         dtype = model.dtype
-        if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        if model.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and not compact:
             dtype = torch.float32
         return cls(config.n_layer, batch, config.n_head, config.n_embd // config.n_head, capacity, dtype, model.device)
 

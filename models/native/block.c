@@ -7,8 +7,9 @@
  *
  * It rounds where the functional code rounds: with bfloat16 activations (act 1) every
  * intermediate that PyTorch would hold as a bfloat16 tensor is rounded to bfloat16 here too,
- * while sums are float32; attention runs in float32 over a float32 cache, as on CPU the
- * functional code's does (models/kv_cache.py). Results agree with it up to float rounding
+ * while sums are float32; attention runs in float32, as on CPU the functional code's does, over
+ * a cache of float32 or, for bfloat16 activations, of bfloat16, which holds their keys and values
+ * exactly in half the bytes (models/kv_cache.py). Results agree with it up to float rounding
  * (the order of sums, exp and tanh to within a few units in the last place).
  *
  * decoder.c runs the blocks of a whole step in one call.
@@ -91,42 +92,44 @@ static void activate(void *u, int64_t n, int activation, int act) {
 }
 
 /* The new key and value (in qkv after the query, act dtype) into the cache at `position`. */
-INLINE void write_key_value_as(const void *qkv, float *keys, float *values, int64_t C, int64_t D,
-                               int64_t capacity, int64_t position, int act) {
+INLINE void write_key_value_as(const void *qkv, void *keys, void *values, int64_t C, int64_t D, int64_t capacity,
+                               int64_t position, int act, int cache_act) {
     for (int64_t h = 0; h < C / D; h++) {
-        float *k = keys + (h * capacity + position) * D, *v = values + (h * capacity + position) * D;
+        int64_t at = (h * capacity + position) * D;
         #pragma omp simd
         for (int64_t d = 0; d < D; d++) {
-            k[d] = load(qkv, C + h * D + d, act);
-            v[d] = load(qkv, 2 * C + h * D + d, act);
+            store(keys, at + d, load(qkv, C + h * D + d, act), cache_act);
+            store(values, at + d, load(qkv, 2 * C + h * D + d, act), cache_act);
         }
     }
 }
 
-static void write_key_value(const void *qkv, float *keys, float *values, int64_t C, int64_t D, int64_t capacity,
-                            int64_t position, int act) {
-#define WRITE_KEY_VALUE(a) write_key_value_as(qkv, keys, values, C, D, capacity, position, a)
-    FOR_EACH_ACT(WRITE_KEY_VALUE);
+static void write_key_value(const void *qkv, void *keys, void *values, int64_t C, int64_t D, int64_t capacity,
+                            int64_t position, int act, int cache_act) {
+#define INTO_FLOAT32(a) write_key_value_as(qkv, keys, values, C, D, capacity, position, a, 0)
+#define INTO_BFLOAT16(a) write_key_value_as(qkv, keys, values, C, D, capacity, position, a, 1)
+    if (cache_act) FOR_EACH_ACT(INTO_BFLOAT16); else FOR_EACH_ACT(INTO_FLOAT32);
 }
 
-/* sum of a[d] * b[d], d < n */
-static inline float dot(const float *a, const float *b, int64_t n) {
+/* sum of a[d] * b[at + d], d < n; b of dtype cache_act */
+INLINE float dot_as(const float *a, const void *b, int64_t at, int64_t n, int cache_act) {
     vf sum = vzero();
     int64_t d = 0;
-    for (; d + VL <= n; d += VL) sum = vfma(load_f32(a + d), load_f32(b + d), sum);
+    for (; d + VL <= n; d += VL) sum = vfma(load_f32(a + d), load_as(b, at + d, cache_act), sum);
     float r = vsum(sum);
-    for (; d < n; d++) r += a[d] * b[d];
+    for (; d < n; d++) r += a[d] * load(b, at + d, cache_act);
     return r;
 }
 
 /* One head: softmax(q . k_j * scale) over j <= position, times the values; into y (act dtype).
- * q is float32 [D] (overwritten), scores room for position + 1 floats. */
-static void attend_head(const block *b, float *q, float *scores, const float *k, const float *v, int64_t D,
-                        int64_t position, void *y) {
+ * q is float32 [D] (overwritten), scores room for position + 1 floats; the head's keys and values
+ * start at element `at` of the layer's (dtype cache_act). */
+INLINE void attend_head_as(const block *b, float *q, float *scores, const void *k, const void *v, int64_t at,
+                           int64_t D, int64_t position, void *y, int cache_act) {
     int64_t S = position + 1;
     float most = -INFINITY, total = 0;
     for (int64_t j = 0; j < S; j++) {
-        scores[j] = dot(q, k + j * D, D) * b->scale;
+        scores[j] = dot_as(q, k, at + j * D, D, cache_act) * b->scale;
         most = scores[j] > most ? scores[j] : most;
     }
     #pragma omp simd reduction(+:total)
@@ -136,48 +139,49 @@ static void attend_head(const block *b, float *q, float *scores, const float *k,
         vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
         for (int64_t j = 0; j < S; j++) {
             vf p = vset(scores[j]);
-            const float *row = v + j * D + d;
-            s0 = vfma(p, load_f32(row), s0);
-            s1 = vfma(p, load_f32(row + VL), s1);
-            s2 = vfma(p, load_f32(row + 2 * VL), s2);
-            s3 = vfma(p, load_f32(row + 3 * VL), s3);
+            int64_t row = at + j * D + d;
+            s0 = vfma(p, load_as(v, row, cache_act), s0);
+            s1 = vfma(p, load_as(v, row + VL, cache_act), s1);
+            s2 = vfma(p, load_as(v, row + 2 * VL, cache_act), s2);
+            s3 = vfma(p, load_as(v, row + 3 * VL, cache_act), s3);
         }
         store_f32(q + d, s0); store_f32(q + d + VL, s1); store_f32(q + d + 2 * VL, s2); store_f32(q + d + 3 * VL, s3);
     }
     for (; d + VL <= D; d += VL) {
         vf sum = vzero();
-        for (int64_t j = 0; j < S; j++) sum = vfma(vset(scores[j]), load_f32(v + j * D + d), sum);
+        for (int64_t j = 0; j < S; j++) sum = vfma(vset(scores[j]), load_as(v, at + j * D + d, cache_act), sum);
         store_f32(q + d, sum);
     }
     for (; d < D; d++) {
         float sum = 0;
-        for (int64_t j = 0; j < S; j++) sum += scores[j] * v[j * D + d];
+        for (int64_t j = 0; j < S; j++) sum += scores[j] * load(v, at + j * D + d, cache_act);
         q[d] = sum;
     }
     for (d = 0; d < D; d++) store(y, d, q[d] / total, b->act);
 }
 
-/* Each head's query (in qkv, act dtype) over its keys and values 0..position, float32
- * [H, capacity, D]; the result, rounded to the activations' dtype, into y [C]. */
-static int attend(const block *b, const void *qkv, const float *keys, const float *values, int64_t capacity,
-                  int64_t position, void *y, int threads) {
+/* Each head's query (in qkv, act dtype) over its keys and values 0..position, [H, capacity, D]
+ * of dtype cache_act; the result, rounded to the activations' dtype, into y [C]. */
+static int attend(const block *b, const void *qkv, const void *keys, const void *values, int64_t capacity,
+                  int64_t position, void *y, int cache_act, int threads) {
     int64_t heads = b->n_head, D = b->n_embd / heads, S = position + 1;
     float *scratch = malloc((size_t)heads * (size_t)(S + D) * sizeof(float));
     if (!scratch) return -1;
     #pragma omp parallel for schedule(static) num_threads(S >= ATTEND_THREADED ? threads : 1)
     for (int64_t h = 0; h < heads; h++) {
         float *scores = scratch + h * (S + D), *q = scores + S;
+        void *out = (char *)y + h * D * (b->act ? 2 : 4);
         for (int64_t d = 0; d < D; d++) q[d] = load(qkv, h * D + d, b->act);
-        attend_head(b, q, scores, keys + h * capacity * D, values + h * capacity * D, D, position,
-                    (char *)y + h * D * (b->act ? 2 : 4));
+        if (cache_act) attend_head_as(b, q, scores, keys, values, h * capacity * D, D, position, out, 1);
+        else attend_head_as(b, q, scores, keys, values, h * capacity * D, D, position, out, 0);
     }
     free(scratch);
     return 0;
 }
 
 /* block.h says what it computes. */
-int block_step(const block *b, const void *x_in, void *x_out, float *keys, float *values, int64_t capacity,
-               int64_t position, int threads) {
+int block_step(const block *b, const void *x_in, void *x_out, void *keys, void *values, int64_t capacity,
+               int64_t position, int cache_act, int threads) {
     int act = b->act, size = act ? 2 : 4;
     int64_t C = b->n_embd, D = C / b->n_head;
     char *scratch = malloc((size_t)(6 * C + b->inner) * (size_t)size);
@@ -188,8 +192,8 @@ int block_step(const block *b, const void *x_in, void *x_out, float *keys, float
     const void *normed = x_out;  /* GPT-2 normalises before attending; GPT after */
     if (b->pre_norm) { layer_norm_row(x_out, b->norm1_weight, b->norm1_bias, b->norm1_eps, h, C, act); normed = h; }
     int status = run_product(&b->qkv, normed, qkv, act, threads);
-    if (status == 0) write_key_value(qkv, keys, values, C, D, capacity, position, act);
-    if (status == 0) status = attend(b, qkv, keys, values, capacity, position, attended, threads);
+    if (status == 0) write_key_value(qkv, keys, values, C, D, capacity, position, act, cache_act);
+    if (status == 0) status = attend(b, qkv, keys, values, capacity, position, attended, cache_act, threads);
     if (status == 0) status = run_product(&b->proj, attended, out, act, threads);
     if (status == 0) {
         add_into_row(x_out, out, C, act);

@@ -33,10 +33,12 @@ static inline int run_product(const product *p, const void *x, void *y, int act,
 }
 
 /* The block on x_in [C] into x_out [C] (act dtype; they may be the same), writing the token's key
- * and value at `position` of the layer's cache (keys, values: [H, capacity, D] float32; the caller
- * checks position < capacity). Returns 0, -1 when out of memory, or a product's failure. */
-int block_step(const block *b, const void *x_in, void *x_out, float *keys, float *values, int64_t capacity,
-               int64_t position, int threads);
+ * and value at `position` of the layer's cache (keys, values: [H, capacity, D], float32, or
+ * bfloat16 for bfloat16 activations, whose keys and values it holds exactly: cache_act 0 or 1, as
+ * act; the caller checks position < capacity). Returns 0, -1 when out of memory, or a product's
+ * failure. */
+int block_step(const block *b, const void *x_in, void *x_out, void *keys, void *values, int64_t capacity,
+               int64_t position, int cache_act, int threads);
 
 /* LayerNorm of x [n] into y [n] (act dtype; they may be the same): float32 sums, one rounding. */
 void layer_norm_row(const void *x, const void *weight, const void *bias, float eps, void *y, int64_t n, int act);

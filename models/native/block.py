@@ -48,8 +48,8 @@ def _function(variant: str):
     if lib is None:
         return None
     fn = lib.block_step
-    if fn.argtypes is None:  # block, x_in, x_out, keys, values, capacity, position, threads
-        fn.argtypes = [ctypes.POINTER(_Block)] + [_POINTER] * 4 + [_SIZE, _SIZE, ctypes.c_int]
+    if fn.argtypes is None:  # block, x_in, x_out, keys, values, capacity, position, cache_act, threads
+        fn.argtypes = [ctypes.POINTER(_Block)] + [_POINTER] * 4 + [_SIZE, _SIZE, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
     return fn
 
@@ -97,7 +97,7 @@ class NativeBlock:
         held = [t for operands in aliases for t in operands if t is not None] + [t for w, b, _ in norms for t in (w, b)]
         self._memory = [_memory(t) for t in held]  # checked before each call
         self._held = held
-        self._cache = None  # the layer cache last accepted by takes
+        self._cache, self.cache_act = None, 0  # the layer cache last accepted by takes, and its dtype for C
 
         def product(p: NativeProduct, operands: list[Tensor | None]) -> _Product:
             weight, scales, bias = map(_pointer, operands)
@@ -118,24 +118,25 @@ class NativeBlock:
         return self.takes_cache(layer_cache)
 
     def takes_cache(self, layer_cache) -> bool:
-        """Whether the layer's cache is one this block can write: float32, contiguous, on CPU, for
-        one sequence of its heads (``[2, 1, H, S_max, D]``). Checked once per cache; its memory is
-        checked on each call."""
+        """Whether the layer's cache is one this block can write: float32 or the activations' dtype
+        (which holds their keys and values exactly), contiguous, on CPU, for one sequence of its
+        heads (``[2, 1, H, S_max, D]``). Checked once per cache; its memory is checked on each call."""
         kv = layer_cache.keys_values  # [2, B, H, S_max, D]
         if kv is self._cache:
             return True
-        if (kv.dtype != torch.float32 or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
+        if (kv.dtype not in (torch.float32, self.dtype) or not kv.is_cpu or not kv.is_contiguous() or kv.dim() != 5
                 or tuple(kv.shape[:3]) != (2, 1, self.n_head) or kv.size(4) != self.n_embd // self.n_head):
             return False
-        self._cache, self._cache_memory = kv, _memory(kv)
-        self._keys, self._values, self._capacity = kv.data_ptr(), kv.data_ptr() + kv.stride(0) * 4, kv.size(3)
+        self._cache, self._cache_memory, self.cache_act = kv, _memory(kv), ACTIVATIONS[kv.dtype]
+        self._keys, self._values, self._capacity = kv.data_ptr(), kv[1].data_ptr(), kv.size(3)
         return True
 
     def __call__(self, x: Tensor, layer_cache) -> Tensor:
         """The block on ``x`` ``[..., C]`` at the next position of ``layer_cache``."""
         if not self.takes(x, layer_cache):
+            kinds = " or ".join(sorted({"float32", str(self.dtype).removeprefix("torch.")}))
             raise InvalidArgumentError(f"a native block takes one {self.dtype} CPU row of {self.n_embd} values with "
-                                       f"no gradient to keep and a contiguous float32 CPU cache [2, 1, {self.n_head}, "
+                                       f"no gradient to keep and a contiguous {kinds} CPU cache [2, 1, {self.n_head}, "
                                        f"S, {self.n_embd // self.n_head}]")
         return self.run(x, layer_cache)
 
@@ -147,7 +148,7 @@ class NativeBlock:
         x = x.contiguous()
         out = torch.empty_like(x)
         status = self.fn(ctypes.byref(self._block), x.data_ptr(), out.data_ptr(), self._keys, self._values, capacity,
-                         position, torch.get_num_threads())
+                         position, self.cache_act, torch.get_num_threads())
         if status != 0:
             raise NativeKernelError(f"a native block step could not allocate its scratch memory ({status})")
         return out

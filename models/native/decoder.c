@@ -13,8 +13,9 @@
 typedef struct {  /* the body of a decoder for one token: its embeddings and blocks */
     const void *tokens, *positions;  /* [vocabulary, C], [positions, C], act dtype */
     const block *blocks;             /* n_layer of them */
-    float *const *keys, *const *values;  /* each layer's cache, [H, capacity, D] float32 */
+    void *const *keys, *const *values;  /* each layer's cache, [H, capacity, D] of dtype cache_act */
     int64_t n_layer, capacity;
+    int cache_act;
 } decoder;
 
 /* Token `token` at `position` through the embeddings (their sum, rounded to the activations'
@@ -28,7 +29,8 @@ int decoder_step(const decoder *d, int64_t token, int64_t position, void *x, int
     add_into_row(x, (const char *)d->positions + position * C * size, C, act);
     int status = 0;
     for (int64_t l = 0; status == 0 && l < d->n_layer; l++)
-        status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, threads);
+        status = block_step(&d->blocks[l], x, x, d->keys[l], d->values[l], d->capacity, position, d->cache_act,
+                            threads);
     return status;
 }
 

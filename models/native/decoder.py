@@ -35,7 +35,7 @@ _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 class _Decoder(ctypes.Structure):
     _fields_ = [("tokens", _POINTER), ("positions", _POINTER), ("blocks", ctypes.POINTER(_Block)),
                 ("keys", ctypes.POINTER(_POINTER)), ("values", ctypes.POINTER(_POINTER)), ("n_layer", _SIZE),
-                ("capacity", _SIZE)]
+                ("capacity", _SIZE), ("cache_act", ctypes.c_int)]
 
 
 class _Greedy(ctypes.Structure):
@@ -73,7 +73,7 @@ class NativeDecoder:
         self._embeddings, self._tables = embeddings, (tokens, positions)
         self._weights = [_memory(t) for t in self._tables] + [m for block in blocks for m in block._memory]
         self._structs = (_Block * len(blocks))(*(block._block for block in blocks))  # copies, as C reads them
-        self._decoder = _Decoder(tokens.data_ptr(), positions.data_ptr(), self._structs, None, None, len(blocks), 0)
+        self._decoder = _Decoder(tokens.data_ptr(), positions.data_ptr(), self._structs, None, None, len(blocks), 0, 0)
         self._caches: list | None = None  # the layers' cache tensors last accepted by takes
 
     def takes(self, cache) -> bool:
@@ -89,12 +89,13 @@ class NativeDecoder:
             return True
         if len(layers) != len(self.blocks) or not all(b.takes_cache(layer) for b, layer in zip(self.blocks, layers)):
             return False
-        capacities = {block._capacity for block in self.blocks}
-        if len(capacities) != 1:
+        shapes = {(block._capacity, block.cache_act) for block in self.blocks}
+        if len(shapes) != 1:
             return False
         self._keys = (_POINTER * len(layers))(*(block._keys for block in self.blocks))
         self._values = (_POINTER * len(layers))(*(block._values for block in self.blocks))
-        self._decoder.keys, self._decoder.values, self._decoder.capacity = self._keys, self._values, capacities.pop()
+        self._decoder.keys, self._decoder.values = self._keys, self._values
+        self._decoder.capacity, self._decoder.cache_act = shapes.pop()
         self._cache_memory = list({b._cache_memory[1]: b._cache_memory for b in self.blocks}.values())  # by address
         self._caches = [layer.keys_values for layer in layers]
         return True

@@ -76,6 +76,11 @@ static inline vf load_i8(const int8_t *p) { return (float)*p; }
 static inline vf vmul(vf a, vf b) { return a * b; }
 #endif
 
+/* VL floats from p[i] on, p of dtype act (0: float32, 1: bfloat16), as float32. */
+static inline vf load_as(const void *p, int64_t i, int act) {
+    return act ? load_bf16((const bf16 *)p + i) : load_f32((const float *)p + i);
+}
+
 typedef int (*product_fn)(const void *x, const void *w, const float *scale, const void *bias, void *y,
                           int64_t in, int64_t out, int64_t group, int act, int threads);
 
