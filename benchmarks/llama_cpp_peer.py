@@ -98,10 +98,11 @@ def convert(checkpoint: Path) -> dict[str, Path]:
     return files
 
 
-def bench(model: Path, *, threads: int, new_tokens: int = 0, prompt: int = 0) -> float:
-    """Tokens per second of one ``llama-bench`` run: decode (``-n``) or prompt processing (``-p``)."""
+def bench(model: Path, *, threads: int, new_tokens: int = 0, prompt: int = 0, depth: int = 0) -> float:
+    """Tokens per second of one ``llama-bench`` run: decode (``-n``) or prompt processing (``-p``),
+    after ``depth`` tokens already in the cache (``-d``, not timed)."""
     command = [str(BIN / "llama-bench"), "-m", str(model), "-t", str(threads), "-r", "1", "-o", "json",
-               "-p", str(prompt), "-n", str(new_tokens)]
+               "-p", str(prompt), "-n", str(new_tokens)] + (["-d", str(depth)] if depth else [])
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return float(json.loads(result.stdout)[0]["avg_ts"])
 

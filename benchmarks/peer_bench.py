@@ -3,7 +3,7 @@ run: batch-1 decoding at float32, bfloat16, int8 (llama.cpp's q8_0) and int4 (q4
 1024 tokens, left-padded batch 8, and the fidelity of int8/int4 beside q8_0/q4_0's.
 
     python benchmarks/llama_cpp_peer.py build     # once: llama.cpp from the llama-cpp-python sdist
-    python benchmarks/peer_bench.py [--repeats 3] [--threads 2] [--only decode,prefill,batch,fidelity]
+    python benchmarks/peer_bench.py [--repeats 3] [--threads 2] [--only decode,prefill,batch,fidelity] [--depth 895]
 
 GPT-2 small with random weights of the real shapes (normal, std 0.02), written as a Hugging Face
 checkpoint and converted with llama.cpp's own converter. Speeds are medians of interleaved runs
@@ -50,27 +50,39 @@ def checkpoint(models, vocab: Path) -> Path:
     return folder
 
 
+def decode_rate(generate, prompt: torch.Tensor, n: int) -> float:
+    """Tokens per second of ``generate(prompt, new)``'s last ``n`` steps: after a prompt of more
+    than one token, its processing (timed alone, with one new token) is taken away."""
+    if prompt.size(1) == 1:
+        return n / seconds(lambda: generate(prompt, n))
+    return n / (seconds(lambda: generate(prompt, n + 1)) - seconds(lambda: generate(prompt, 1)))
+
+
 def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
-    n = args.new_tokens
-    print(f"\nbatch-1 decode, tokens/s: a 1-token prompt and {n} new tokens, greedy (llama-bench -p 0 -n {n})")
+    n, depth = args.new_tokens, args.depth
+    after = f"{depth} tokens already in the cache (llama-bench -p 0 -n {n} -d {depth})" if depth else \
+        f"a 1-token prompt (llama-bench -p 0 -n {n})"
+    print(f"\nbatch-1 decode, tokens/s: {n} new tokens, greedy, after {after}")
     print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
-    prompt = torch.tensor([[464]])
+    prompt = torch.randint(1, 50257, (1, depth), generator=torch.Generator().manual_seed(0)) if depth else \
+        torch.tensor([[464]])
     for name, model in ours.items():
-        model.generate(prompt, max_new_tokens=4)  # warm-up: kernels chosen, weights packed
+        model.generate(prompt[:, :1], max_new_tokens=4)  # warm-up: kernels chosen, weights packed
         if name in theirs:
-            theirs[name].generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False,
-                                  pad_token_id=0)
+            theirs[name].generate(prompt[:, :1], attention_mask=torch.ones_like(prompt[:, :1]), max_new_tokens=4,
+                                  do_sample=False, pad_token_id=0)
         results: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            results.setdefault("ours", []).append(n / seconds(lambda: model.generate(prompt, max_new_tokens=n)))
+            results.setdefault("ours", []).append(decode_rate(lambda p, k: model.generate(p, max_new_tokens=k),
+                                                              prompt, n))
             if name in theirs:
                 hf = theirs[name]
-                results.setdefault("hf", []).append(n / seconds(lambda: hf.generate(
-                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                    do_sample=False, pad_token_id=0)))
+                results.setdefault("hf", []).append(decode_rate(lambda p, k: hf.generate(
+                    p, attention_mask=torch.ones_like(p), max_new_tokens=k, min_new_tokens=k,
+                    do_sample=False, pad_token_id=0), prompt, n))
             if gguf:
                 results.setdefault("llama", []).append(
-                    llama_cpp_peer.bench(gguf[DTYPES[name][0]], threads=args.threads, new_tokens=n))
+                    llama_cpp_peer.bench(gguf[DTYPES[name][0]], threads=args.threads, new_tokens=n, depth=depth))
         if "llama" in results:
             print(row(f"{name} vs llama.cpp {DTYPES[name][0]}", results["ours"], results["llama"], "tokens/s"))
         if "hf" in results:
@@ -194,6 +206,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=0, help="decode after this many prompt tokens (default: one)")
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--only", default="decode,prefill,batch,fidelity")
     parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
