@@ -64,8 +64,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         mask = torch.ones((batch, total), dtype=attention_mask.dtype, device=input_ids.device)  # [B, S]
         mask[:, :prompt] = attention_mask
     last_logits, greedy, native_decoding = step_functions(model)
-    # batch-1 steps in C read keys as they are: half the bytes in bfloat16 (models/kv_cache.py)
-    cache = StaticKVCache.for_model(model, batch, total, compact=batch == 1 and mask is None and native_decoding())
+    # batch-1 steps in C read a bfloat16 model's keys as they are, in half the bytes (models/kv_cache.py)
+    compact = new > 1 and batch == 1 and mask is None and model.dtype == torch.bfloat16 and native_decoding()
+    cache = StaticKVCache.for_model(model, batch, total, compact=compact)
     if choose.do_sample or choose.repetition_penalty != 1.0 or mask is not None:
         greedy = None  # its choice is the logits' argmax, nothing else
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)

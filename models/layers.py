@@ -13,8 +13,25 @@ from torch import Tensor, nn
 
 from . import functional
 from .kernels import bind, linear, native_one_row, native_route
+from .packed_weights import drop_stale
 from .native.block import BlockStep, native_block
 from .native.norm import native_norm
+
+
+class ConvertedWhole(nn.Module):
+    """A module whose ``to``, ``half()``, ``cuda()``... is refused before anything in it converts
+    where a part cannot take it (a quantized layer's ``check_conversion``: models/quantize.py),
+    and which then drops the copies kept of its weights for CPU kernels that no longer match
+    them (models/packed_weights.py)."""
+
+    def _apply(self, fn, recurse: bool = True):
+        for part in self.modules() if recurse else ():
+            check = getattr(part, "check_conversion", None)
+            if check is not None:
+                check(fn)
+        result = super()._apply(fn, recurse)
+        drop_stale(self.parameters())
+        return result
 
 
 class Conv1D(nn.Module):
@@ -157,7 +174,7 @@ class CausalSelfAttention(nn.Module):
                        scale=self.scale, upcast=self.upcast)
 
 
-class Block(nn.Module):
+class Block(ConvertedWhole):
     """A transformer block: attention and feed-forward, each with its residual sum and
     LayerNorm. Families set ``pre_norm`` (GPT-2 normalises first, GPT last) and build the parts
     ``ln_1``, ``attn``, ``ln_2``, ``mlp`` in their checkpoints' order."""

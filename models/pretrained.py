@@ -14,14 +14,13 @@ from ..errors import ArgumentTypeError, InvalidArgumentError
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config_base import PretrainedConfig
 from .dtypes import resolve_dtype
-from .layers import Conv1D, Linear
+from .layers import Conv1D, ConvertedWhole, Linear
 from .loading import load_pretrained, materialize, on_meta
 from .memory import check_fits_in_memory
-from .packed_weights import drop_stale
 from .quantize import DEFAULT_GROUP_SIZE, QuantizedLinear, check_scheme, quantization_config, quantize_model
 
 
-class PreTrainedModel(nn.Module):
+class PreTrainedModel(ConvertedWhole):
     config_class: type[PretrainedConfig] = PretrainedConfig
     base_model_prefix = "transformer"
 
@@ -47,17 +46,6 @@ class PreTrainedModel(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
-    def _apply(self, fn, recurse: bool = True):
-        """``to``, ``half()``, ``cuda()``...: refused whole, before anything moves, where a
-        quantized layer cannot take them; then the copies kept of the weights for CPU kernels
-        (models/packed_weights.py) that no longer match them are dropped."""
-        for module in self.modules() if recurse else ():
-            if isinstance(module, QuantizedLinear):
-                module.check_conversion(fn)
-        result = super()._apply(fn, recurse)
-        drop_stale(self.parameters())
-        return result
 
     def get_input_embeddings(self) -> nn.Embedding:
         return getattr(self, self.base_model_prefix).get_input_embeddings()

@@ -230,5 +230,8 @@ def test_copies_of_weights_moved_or_converted_are_dropped(calls):
     assert held()
     model.bfloat16()  # nothing moves: the copies still match
     assert held()
+    block = model.transformer.h[0]
+    block.half()
+    assert not [kind for p in block.parameters() for kind in copies_of(id(p))] and held()
     model.half()
     assert held() == []

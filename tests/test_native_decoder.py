@@ -385,3 +385,17 @@ def test_pytorchs_attention_reads_a_bfloat16_cache_as_a_float32_one():
             logits.append(torch.cat([model(ids[:, i:i + 3], past_key_values=cache).logits for i in range(0, 12, 3)], 1))
         assert cache.keys_values.dtype == (torch.bfloat16 if compact else torch.float32)
     assert torch.equal(*logits)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_generation_without_steps_makes_no_native_decoder(monkeypatch, dtype):
+    """Choosing the cache asked for the native decoder of every batch-1 generate: one that makes a
+    single token (the prompt's) never steps, and on a new machine paid for a build and timings."""
+    made = []
+    real = decoder_module.NativeDecoder.__init__
+    monkeypatch.setattr(decoder_module.NativeDecoder, "__init__", lambda self, *a: made.append(1) or real(self, *a))
+    model = model_of("gpt2", dtype)
+    model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=1)
+    assert made == []
+    model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)
+    assert made == [1]
