@@ -1,6 +1,7 @@
 """Ours against llama.cpp and Hugging Face transformers on the same weights, side by side in one
-run: batch-1 decoding at float32, bfloat16, int8 (llama.cpp's q8_0) and int4 (q4_0), prefill of
-1024 tokens, left-padded batch 8, and the fidelity of int8/int4 beside q8_0/q4_0's.
+run: batch-1 decoding at float32, bfloat16, int8 (llama.cpp's q8_0) and int4 (q4_0), the last two
+also over bfloat16 activations, prefill of 1024 tokens, left-padded batch 8, and the fidelity of
+int8/int4 beside q8_0/q4_0's.
 
     python benchmarks/llama_cpp_peer.py build     # once: llama.cpp from the llama-cpp-python sdist
     python benchmarks/peer_bench.py [--repeats 3] [--threads 2] [--only decode,prefill,batch,fidelity] [--depth 895]
@@ -27,7 +28,10 @@ from repository import REPO, machine, repo_module, scratch_dir
 import llama_cpp_peer
 
 DTYPES = {"float32": ("f32", dict(torch_dtype=torch.float32)), "bfloat16": ("bf16", dict(torch_dtype=torch.bfloat16)),
-          "int8": ("q8_0", dict(quantize="int8")), "int4 g32": ("q4_0", dict(quantize="int4"))}
+          "int8": ("q8_0", dict(quantize="int8")), "int4 g32": ("q4_0", dict(quantize="int4")),
+          # the same weights quantized over bfloat16 activations (and so a bfloat16 cache)
+          "int8 over bf16": ("q8_0", dict(quantize="int8", torch_dtype=torch.bfloat16)),
+          "int4 g32 over bf16": ("q4_0", dict(quantize="int4", torch_dtype=torch.bfloat16))}
 CORPUS = REPO.parent / "shared" / "data" / "corpus" / "03_wiki_news.txt"
 
 
@@ -173,7 +177,7 @@ def fidelity(ours: dict, gguf: dict, args, tokenizer) -> None:
     print(f"{'':22} {'mean KLD':>10} {'max KLD':>10} {'same top':>9} {'max |dlogit|':>13} {'mean |dlogit|':>14} "
           f"{'greedy agree':>13}")
     want_greedy = reference(greedy).logits.argmax(-1)
-    for name in ("int8", "int4 g32"):
+    for name in [name for name in ours if name.startswith("int")]:
         got = one_row_logits(ours[name], ids)  # decoding's kernels: one row at a time
         kld = kld_rows(want, got)
         same = (got.argmax(-1) == want.argmax(-1)).float().mean() * 100
