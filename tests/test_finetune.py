@@ -193,6 +193,25 @@ def test_evaluation_sums_are_made_on_the_batchs_device(data):
         assert {name: t.device.type for name, t in sums.items()} == dict.fromkeys(sums, "meta")
 
 
+def test_one_process_trains_where_the_model_is(data, tmp_path, monkeypatch):
+    """Without ``ranks``, train moved a model on a GPU to the CPU (and trained there, slowly)."""
+    class Moved(Exception):
+        pass
+
+    model = models.GPT2LMHeadModel.from_pretrained(data["base"]).to("meta")  # a GPU's stand-in
+    tokenizer = repo_module("tokenizers").GPT2Tokenizer.from_pretrained(data["base"])
+    task = repo_module("training.tasks").language_modelling(model, tokenizer, [str(data["root"] / "train.txt")],
+                                                            None, 16)
+
+    def to(device):
+        raise Moved(device)
+
+    monkeypatch.setattr(model, "to", to)
+    with pytest.raises(Moved) as moved:
+        training.loop.train(model, task, training.loop.Options(output_dir=str(tmp_path)))
+    assert torch.device(moved.value.args[0]).type == "meta"
+
+
 def test_ranks_that_differ_are_caught(monkeypatch):
     ranks = loop.Ranks(rank=1, world=2)
     model = torch.nn.Linear(2, 2)

@@ -105,8 +105,9 @@ def train(model: nn.Module, task: Task, options: Options, ranks: Ranks | None = 
           resume: str | Path | None = None) -> list[dict]:
     """Fine-tune ``model`` in place; returns one record per evaluation (also written, by rank 0,
     to ``output_dir/metrics.jsonl``). ``resume`` is a checkpoint folder this function wrote; the
-    model must already hold that checkpoint's weights."""
-    ranks = ranks or Ranks()
+    model must already hold that checkpoint's weights. Without ``ranks``, one process on the
+    model's own device."""
+    ranks = ranks or Ranks(device=next(model.parameters()).device)
     _check(options, ranks)
     torch.manual_seed(options.seed + ranks.rank)  # ranks drop out different units
     model.to(ranks.device)
