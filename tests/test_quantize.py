@@ -38,7 +38,7 @@ def dequantized(layer) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("scheme, group_size", [("int8", 32), ("int4", 32), ("int4", 128)])
-@pytest.mark.parametrize("rows", [1, 8])
+@pytest.mark.parametrize("rows", [1, 8, 64])  # 3, 24 and 192 rows: int8 from 16 on widened (quantize.py)
 @pytest.mark.parametrize("shape", [(256, 48), (128, 96)])  # [in, out]; 96 and 48 pad to the int4 kernel's 16s
 def test_products_equal_the_dequantized_reference_within_the_quantization_error(scheme, group_size, rows, shape):
     torch.manual_seed(0)
