@@ -41,6 +41,9 @@ _INT4_ROWS = 16  # the int4 kernel packs output rows in multiples of this
 # widened (exactly) and is scaled after: 2-3x faster there than PyTorch's int8 kernel, which reads
 # better for fewer rows (docs/performance.md).
 _WIDENED_INT8_ROWS = 16
+# int4's values are widened from the native kernel's tiles in Python, a few ms a block: from this
+# many rows that pays (1.7x PyTorch's int4 kernel at 1024 rows).
+_WIDENED_INT4_ROWS = 256
 
 
 class QuantizedUseError(GPTHubError, RuntimeError):
@@ -58,11 +61,13 @@ def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | Non
 
 
 def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: int, bias: Tensor | None,
-                  out_features: int) -> Tensor:
+                  out_features: int, tiles: tuple[Tensor, Tensor] | None = None) -> Tensor:
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]
-    y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
-    if y.size(-1) != out_features:
-        y = y[:, :out_features]
+    if tiles is not None and flat.size(0) >= _WIDENED_INT4_ROWS:
+        y = nn.functional.linear(flat, native.int4_widened(*tiles, out_features, group_size)).to(x.dtype)
+    else:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
+        y = y[:, :out_features]  # [rows, out]: the kernel's rows are padded to 16s
     return (y if bias is None else y + bias).reshape(*x.shape[:-1], out_features)
 
 
@@ -175,7 +180,7 @@ class QuantizedLinear(nn.Module):
             return partial(_int8_product, qweight=self.qweight, scales=self.scales, bias=self.bias,
                            out_features=self.out_features)
         return partial(_int4_product, packed=self.qweight, scales_zeros=self.scales, group_size=self.group_size,
-                       bias=self.bias, out_features=self.out_features)
+                       bias=self.bias, out_features=self.out_features, tiles=self.native)
 
     def _candidate(self, name: str):
         """One named product for one row: ``torch``, or a native build (``wide``, ``narrow``);

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY, TINY_GPT, hubconf, models, need_shared_data, repo_module
+from conftest import REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_shared_data, repo_module
 from test_process_state import Sampler
 
 quantize = repo_module("models.quantize")
@@ -38,7 +38,7 @@ def dequantized(layer) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("scheme, group_size", [("int8", 32), ("int4", 32), ("int4", 128)])
-@pytest.mark.parametrize("rows", [1, 8, 64])  # 3, 24 and 192 rows: int8 from 16 on widened (quantize.py)
+@pytest.mark.parametrize("rows", [1, 8, 100])  # 3, 24, 300 rows: int8 from 16, int4 from 256 widened (quantize.py)
 @pytest.mark.parametrize("shape", [(256, 48), (128, 96)])  # [in, out]; 96 and 48 pad to the int4 kernel's 16s
 def test_products_equal_the_dequantized_reference_within_the_quantization_error(scheme, group_size, rows, shape):
     torch.manual_seed(0)
@@ -61,6 +61,17 @@ def test_products_equal_the_dequantized_reference_within_the_quantization_error(
     assert ((error <= step / 2 + 1e-6) | ((q == 7) & (error <= step * (1 + 2 ** -5)))).all()
     if scheme == "int4":  # every group's largest magnitude is exactly -8 steps
         assert (q.view(q.size(0), -1, group_size) == -8).any(-1).all()
+
+
+@pytest.mark.parametrize("group_size", [32, 128])
+def test_int4_widened_from_the_native_tiles_is_each_value_times_its_scale(group_size):
+    """What many rows' bfloat16 product reads: the tiles' values times their scales, rounded once."""
+    need_compiler()
+    torch.manual_seed(0)
+    layer = quantize.QuantizedLinear.of(torch.randn(40, 256) * 0.02, None, "int4", group_size)  # 40: tiles of 16 padded
+    q, scales = layer.values()
+    widened = repo_module("models.native.products").int4_widened(*layer.native, 40, group_size)
+    assert torch.equal(widened, (q.float() * scales.float().repeat_interleave(group_size, 1)).bfloat16())
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt"])

@@ -200,3 +200,14 @@ def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     groups = scales.size(1)
     padded = F.pad(scales.to(torch.bfloat16), (0, 0, 0, pad))  # [tiles * 16, groups]
     return chunks, padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
+
+
+def int4_widened(chunks: Tensor, scales: Tensor, out_features: int, group: int) -> Tensor:
+    """``int4_tiles``' values times their scales, ``[out, in]`` in bfloat16 (each rounded once):
+    the weight a bfloat16 product of many rows reads (models/quantize.py)."""
+    tiles, n_in = chunks.size(0), chunks.size(1) // 8
+    packed = chunks.view(tiles, n_in // 32, 4, TILE, 4)  # [tile, block, chunk, row, byte]
+    halves = torch.stack((packed & 15, packed >> 4), 3)  # [tile, block, chunk, low/high, row, byte]
+    q = halves.permute(0, 4, 1, 3, 2, 5).reshape(tiles * TILE, n_in)  # [tile * row, block * half * chunk * byte]
+    per_row = scales.view(tiles, -1, TILE).transpose(1, 2).reshape(tiles * TILE, -1)  # [rows, groups]
+    return ((q.to(torch.bfloat16) - 8) * per_row.repeat_interleave(group, 1))[:out_features]
