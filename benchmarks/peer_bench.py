@@ -102,20 +102,23 @@ def prefill(ours: dict, theirs: dict, gguf: dict, args) -> None:
           "against Hugging Face, the last position's (logits_to_keep=1) against llama.cpp (llama-bench -p 1024 -n 0)")
     print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
     x = torch.randint(0, 50257, (1, 1024))
-    for name in ("float32", "bfloat16"):
-        model, hf = ours[name], theirs[name]
+    for name, model in ours.items():  # quantized: against llama.cpp only (Hugging Face has no such kernel)
+        hf = theirs.get(name)
         with torch.no_grad():
             model(x[:, :64])
-            hf(x[:, :64])
+            if hf is not None:
+                hf(x[:, :64])
             results: dict[str, list[float]] = {}
             for _ in range(args.repeats):
-                results.setdefault("all", []).append(1024 / seconds(lambda: model(x, use_cache=False)))
-                results.setdefault("hf", []).append(1024 / seconds(lambda: hf(x, use_cache=False)))
+                if hf is not None:
+                    results.setdefault("all", []).append(1024 / seconds(lambda: model(x, use_cache=False)))
+                    results.setdefault("hf", []).append(1024 / seconds(lambda: hf(x, use_cache=False)))
                 results.setdefault("last", []).append(1024 / seconds(lambda: model(x, use_cache=False, logits_to_keep=1)))
                 if gguf:
                     results.setdefault("llama", []).append(
                         llama_cpp_peer.bench(gguf[DTYPES[name][0]], threads=args.threads, prompt=1024))
-        print(row(f"{name}, all logits vs Hugging Face", results["all"], results["hf"], "tokens/s"))
+        if hf is not None:
+            print(row(f"{name}, all logits vs Hugging Face", results["all"], results["hf"], "tokens/s"))
         if "llama" in results:
             print(row(f"{name}, last logits vs llama.cpp", results["last"], results["llama"], "tokens/s"))
 
