@@ -44,6 +44,18 @@ _WIDENED_INT8_ROWS = 16
 # int4's values are widened from the native kernel's tiles in Python, a few ms a block: from this
 # many rows that pays (1.7x PyTorch's int4 kernel at 1024 rows).
 _WIDENED_INT4_ROWS = 256
+_WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
+
+
+def _widened_product(flat: Tensor, out_features: int, widen) -> Tensor:
+    """``flat @ W.T`` ``[rows, out]`` through one bfloat16 product per ``_WIDENED_AT_ONCE`` output
+    rows of W, ``widen(start, end)`` giving those rows ``[end - start, in]``: the copy is that big
+    at most (GPT-2 XL's head whole would be 160 MB)."""
+    y = torch.empty(flat.size(0), out_features, dtype=flat.dtype)
+    for start in range(0, out_features, _WIDENED_AT_ONCE):
+        end = min(start + _WIDENED_AT_ONCE, out_features)
+        y[:, start:end] = nn.functional.linear(flat, widen(start, end))
+    return y
 
 
 class QuantizedUseError(GPTHubError, RuntimeError):
@@ -54,7 +66,8 @@ def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | Non
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]: the kernels take 2-D,
     # contiguous inputs
     if flat.size(0) >= _WIDENED_INT8_ROWS:
-        y = nn.functional.linear(flat, qweight.to(SCALE_DTYPE)).float().mul_(scales).to(x.dtype)  # [rows, out]
+        y = _widened_product(flat, out_features, lambda start, end: qweight[start:end].to(SCALE_DTYPE))
+        y = y.float().mul_(scales).to(x.dtype)  # [rows, out]
     else:
         y = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)  # [rows, out]
     return (y if bias is None else y.add_(bias)).view(*x.shape[:-1], out_features)
@@ -64,7 +77,13 @@ def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: i
                   out_features: int, tiles: tuple[Tensor, Tensor] | None = None) -> Tensor:
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]
     if tiles is not None and flat.size(0) >= _WIDENED_INT4_ROWS:
-        y = nn.functional.linear(flat, native.int4_widened(*tiles, out_features, group_size)).to(x.dtype)
+        values, scales = tiles  # in tiles of 16 output rows
+
+        def widen(start: int, end: int) -> Tensor:
+            tile = slice(start // 16, -(-end // 16))
+            return native.int4_widened(values[tile], scales[tile], end - start, group_size)
+
+        y = _widened_product(flat, out_features, widen).to(x.dtype)
     else:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
         y = y[:, :out_features]  # [rows, out]: the kernel's rows are padded to 16s

@@ -63,6 +63,23 @@ def test_products_equal_the_dequantized_reference_within_the_quantization_error(
         assert (q.view(q.size(0), -1, group_size) == -8).any(-1).all()
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_many_rows_widen_a_few_output_rows_at_a_time_and_give_the_whole_product(monkeypatch, scheme):
+    """The widened weight is made ``_WIDENED_AT_ONCE`` output rows at a time (a bounded copy):
+    16 here, so 40 outputs take three pieces, the last a part of a tile."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(40, 256) * 0.02, torch.randn(40) * 0.02
+    layer = quantize.QuantizedLinear.of(weight, bias, scheme, 32).eval()
+    x = torch.randn(300, 256)
+    with torch.no_grad():
+        whole = layer(x)
+        monkeypatch.setattr(quantize, "_WIDENED_AT_ONCE", 16)
+        pieces = layer(x)
+    reference = torch.nn.functional.linear(x.bfloat16().float(), dequantized(layer), bias)
+    torch.testing.assert_close(pieces, reference, rtol=1e-2, atol=1e-2 * reference.abs().max().item())
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("group_size", [32, 128])
 def test_int4_widened_from_the_native_tiles_is_each_value_times_its_scale(group_size):
     """What many rows' bfloat16 product reads: the tiles' values times their scales, rounded once."""
