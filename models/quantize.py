@@ -47,14 +47,16 @@ _WIDENED_INT4_ROWS = 256
 _WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
 
 
-def _widened_product(flat: Tensor, out_features: int, widen) -> Tensor:
-    """``flat @ W.T`` ``[rows, out]`` through one bfloat16 product per ``_WIDENED_AT_ONCE`` output
-    rows of W, ``widen(start, end)`` giving those rows ``[end - start, in]``: the copy is that big
-    at most (GPT-2 XL's head whole would be 160 MB)."""
-    y = torch.empty(flat.size(0), out_features, dtype=flat.dtype)
+def _widened_product(flat: Tensor, out_features: int, widen, dtype: torch.dtype, scales: Tensor | None = None) -> Tensor:
+    """``flat @ W.T`` ``[rows, out]`` in ``dtype``, through one bfloat16 product per
+    ``_WIDENED_AT_ONCE`` output rows of W, ``widen(start, end)`` giving those rows ``[end - start,
+    in]``, each piece times its ``scales`` (in float32) if given: the copies are a piece's at most
+    (GPT-2 XL's head widened whole would be 160 MB, a whole result in float32 twice its size)."""
+    y = torch.empty(flat.size(0), out_features, dtype=dtype)
     for start in range(0, out_features, _WIDENED_AT_ONCE):
         end = min(start + _WIDENED_AT_ONCE, out_features)
-        y[:, start:end] = nn.functional.linear(flat, widen(start, end))
+        piece = nn.functional.linear(flat, widen(start, end))  # [rows, end - start]
+        y[:, start:end] = piece if scales is None else piece.float().mul_(scales[start:end])
     return y
 
 
@@ -66,8 +68,8 @@ def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | Non
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]: the kernels take 2-D,
     # contiguous inputs
     if flat.size(0) >= _WIDENED_INT8_ROWS:
-        y = _widened_product(flat, out_features, lambda start, end: qweight[start:end].to(SCALE_DTYPE))
-        y = y.float().mul_(scales).to(x.dtype)  # [rows, out]
+        y = _widened_product(flat, out_features, lambda start, end: qweight[start:end].to(SCALE_DTYPE), x.dtype,
+                             scales)  # [rows, out]
     else:
         y = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)  # [rows, out]
     return (y if bias is None else y.add_(bias)).view(*x.shape[:-1], out_features)
@@ -83,7 +85,7 @@ def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: i
             tile = slice(start // 16, -(-end // 16))
             return native.int4_widened(values[tile], scales[tile], end - start, group_size)
 
-        y = _widened_product(flat, out_features, widen).to(x.dtype)
+        y = _widened_product(flat, out_features, widen, x.dtype)
     else:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
         y = y[:, :out_features]  # [rows, out]: the kernel's rows are padded to 16s

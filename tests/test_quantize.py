@@ -80,6 +80,40 @@ def test_many_rows_widen_a_few_output_rows_at_a_time_and_give_the_whole_product(
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
 
 
+WIDENED_PEAK = """
+import importlib, importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("hubconf", sys.argv[1] + "/hubconf.py")
+hub = importlib.util.module_from_spec(spec); spec.loader.exec_module(hub)
+quantize = importlib.import_module(hub._PACKAGE + ".models.quantize")
+
+def status(key):  # kB -> bytes
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+torch.manual_seed(0)
+layer = quantize.QuantizedLinear.of(torch.randn(50257, 768, dtype=torch.bfloat16) * 0.02, None, "int8", 32).eval()
+x = torch.randn(1024, 768, dtype=torch.bfloat16)
+with torch.no_grad():
+    layer(x[:16])  # warm-up: the kernels' own first allocations are not the product's
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current size
+    before = status("VmRSS")
+    y = layer(x)
+    print(y.nbytes, status("VmHWM") - before)
+"""
+
+
+def test_a_widened_product_of_many_rows_holds_little_beside_its_result(tmp_path):
+    """GPT-2's head over 1024 rows of bfloat16 activations (a 98 MB result): the scales were applied
+    to the whole result in float32, four times its memory at the peak."""
+    script = tmp_path / "peak.py"
+    script.write_text(WIDENED_PEAK)
+    result = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, check=True)
+    size, grown = map(int, result.stdout.split())
+    assert grown <= 1.5 * size + 32 * 2**20, (grown / 2**20, size / 2**20)
+
+
 @pytest.mark.parametrize("group_size", [32, 128])
 def test_int4_widened_from_the_native_tiles_is_each_value_times_its_scale(group_size):
     """What many rows' bfloat16 product reads: the tiles' values times their scales, rounded once."""
