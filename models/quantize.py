@@ -41,9 +41,9 @@ _INT4_ROWS = 16  # the int4 kernel packs output rows in multiples of this
 # widened (exactly) and is scaled after: 2-3x faster there than PyTorch's int8 kernel, which reads
 # better for fewer rows (docs/performance.md).
 _WIDENED_INT8_ROWS = 16
-# int4's values are widened from the native kernel's tiles in Python, a few ms a block: from this
-# many rows that pays (1.7x PyTorch's int4 kernel at 1024 rows).
-_WIDENED_INT4_ROWS = 256
+# int4's values are widened from the native kernel's tiles (decode.c, about 2 ms a GPT-2 block):
+# from this many rows that pays (2.5x PyTorch's int4 kernel at 1024 rows).
+_WIDENED_INT4_ROWS = 48
 _WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
 
 
@@ -79,11 +79,10 @@ def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: i
                   out_features: int, tiles: tuple[Tensor, Tensor] | None = None) -> Tensor:
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]
     if tiles is not None and flat.size(0) >= _WIDENED_INT4_ROWS:
-        values, scales = tiles  # in tiles of 16 output rows
+        values, scales = tiles
 
         def widen(start: int, end: int) -> Tensor:
-            tile = slice(start // 16, -(-end // 16))
-            return native.int4_widened(values[tile], scales[tile], end - start, group_size)
+            return native.int4_widened(values, scales, start, end - start, group_size)
 
         y = _widened_product(flat, out_features, widen, x.dtype)
     else:

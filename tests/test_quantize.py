@@ -38,7 +38,7 @@ def dequantized(layer) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("scheme, group_size", [("int8", 32), ("int4", 32), ("int4", 128)])
-@pytest.mark.parametrize("rows", [1, 8, 100])  # 3, 24, 300 rows: int8 from 16, int4 from 256 widened (quantize.py)
+@pytest.mark.parametrize("rows", [1, 8, 100])  # 3, 24, 300 rows: int8 from 16, int4 from 48 widened (quantize.py)
 @pytest.mark.parametrize("shape", [(256, 48), (128, 96)])  # [in, out]; 96 and 48 pad to the int4 kernel's 16s
 def test_products_equal_the_dequantized_reference_within_the_quantization_error(scheme, group_size, rows, shape):
     torch.manual_seed(0)
@@ -121,8 +121,13 @@ def test_int4_widened_from_the_native_tiles_is_each_value_times_its_scale(group_
     torch.manual_seed(0)
     layer = quantize.QuantizedLinear.of(torch.randn(40, 256) * 0.02, None, "int4", group_size)  # 40: tiles of 16 padded
     q, scales = layer.values()
-    widened = repo_module("models.native.products").int4_widened(*layer.native, 40, group_size)
-    assert torch.equal(widened, (q.float() * scales.float().repeat_interleave(group_size, 1)).bfloat16())
+    products = repo_module("models.native.products")
+    expected = (q.float() * scales.float().repeat_interleave(group_size, 1)).bfloat16()
+    assert torch.equal(products.int4_widened(*layer.native, 0, 40, group_size), expected)
+    assert torch.equal(products.int4_widened(*layer.native, 16, 24, group_size), expected[16:])  # a part, C's
+    for first, rows in ((8, 8), (32, 17), (-16, 8)):  # not on a tile, past the tiles' 48 rows, before them
+        with pytest.raises(errors.InvalidArgumentError, match="hold no rows"):
+            products.int4_widened(*layer.native, first, rows, group_size)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt"])

@@ -16,7 +16,8 @@
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
  * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its
- * scratch memory (nothing written).
+ * scratch memory (nothing written). Besides, int4_widen (at the end) gives int4's weight in
+ * bfloat16 for a product of many rows.
  */
 #include <math.h>
 #include <stdint.h>
@@ -352,4 +353,28 @@ int gemv_int4(const void *x, const void *weight, const float *scale, const void 
     free(copy);
     return 0;
 #endif
+}
+
+/* The int4 tiles' values times their scales, each rounded once to bfloat16: w [rows, in] for the
+ * output rows first .. first + rows - 1 (first a multiple of TILE; the caller checks that they lie
+ * in the tiles). What a product of many rows reads, as one bfloat16 product (models/quantize.py). */
+void int4_widen(const uint8_t *q, const bf16 *scale, bf16 *w, int64_t in, int64_t first, int64_t rows,
+                int64_t group, int threads) {
+    int64_t groups = in / group;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = first; o < first + rows; o++) {
+        int64_t t = o / TILE, r = o % TILE;
+        const uint8_t *tile = q + t * in * (TILE / 2);
+        bf16 *row = w + (o - first) * in;
+        for (int64_t b = 0; b < in / 32; b++) {
+            uint8_t bytes[16];  /* the block's 32 values of this row: input m low, 16 + m high */
+            for (int k = 0; k < 4; k++) memcpy(bytes + 4 * k, tile + b * 256 + k * 64 + r * 4, 4);
+            float s = from_bf16(scale[(t * groups + b * 32 / group) * TILE + r]);
+            #pragma omp simd
+            for (int m = 0; m < 16; m++) {
+                row[b * 32 + m] = to_bf16((float)((bytes[m] & 15) - 8) * s);
+                row[b * 32 + 16 + m] = to_bf16((float)((bytes[m] >> 4) - 8) * s);
+            }
+        }
+    }
 }

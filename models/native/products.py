@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ...errors import ArgumentTypeError, GPTHubError, InvalidArgumentError
 from ..pages import copy_in_huge_pages
-from .build import VARIANTS, library
+from .build import VARIANTS, either_library, library
 
 ACTIVATIONS = {torch.float32: 0, torch.bfloat16: 1}
 _POINTER, _SIZE, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -202,12 +202,25 @@ def int4_tiles(q: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     return chunks, padded.view(tiles, TILE, groups).transpose(1, 2).reshape(tiles, -1).contiguous()
 
 
-def int4_widened(chunks: Tensor, scales: Tensor, out_features: int, group: int) -> Tensor:
-    """``int4_tiles``' values times their scales, ``[out, in]`` in bfloat16 (each rounded once):
-    the weight a bfloat16 product of many rows reads (models/quantize.py)."""
-    tiles, n_in = chunks.size(0), chunks.size(1) // 8
-    packed = chunks.view(tiles, n_in // 32, 4, TILE, 4)  # [tile, block, chunk, row, byte]
-    halves = torch.stack((packed & 15, packed >> 4), 3)  # [tile, block, chunk, low/high, row, byte]
-    q = halves.permute(0, 4, 1, 3, 2, 5).reshape(tiles * TILE, n_in)  # [tile * row, block * half * chunk * byte]
-    per_row = scales.view(tiles, -1, TILE).transpose(1, 2).reshape(tiles * TILE, -1)  # [rows, groups]
-    return ((q.to(torch.bfloat16) - 8) * per_row.repeat_interleave(group, 1))[:out_features]
+def int4_widened(chunks: Tensor, scales: Tensor, first: int, rows: int, group: int) -> Tensor:
+    """Output rows ``first`` .. ``first + rows - 1`` (``first`` a multiple of 16) of ``int4_tiles``'
+    values times their scales, ``[rows, in]`` in bfloat16, each rounded once (decode.c's
+    ``int4_widen``, from either build): the weight a bfloat16 product of many rows reads
+    (models/quantize.py)."""
+    _check(chunks, (torch.uint8,))
+    in_features = chunks.size(1) // 8
+    if (chunks.size(1) % 8 or not int4_fits(in_features, group) or first % TILE or first < 0 or rows < 0
+            or first + rows > chunks.size(0) * TILE):
+        raise InvalidArgumentError(f"int4 tiles of {in_features} inputs in groups of {group} hold no rows "
+                                   f"{first}..{first + rows - 1} (of {chunks.size(0) * TILE})")
+    _check_scales(scales, chunks.size(0) * TILE * (in_features // group), "int4", torch.bfloat16)
+    lib = either_library()
+    if lib is None:
+        raise NativeKernelError("no native build: int4's tiles cannot be widened")
+    fn = lib.int4_widen
+    if fn.argtypes is None:  # q, scale, w, in, first, rows, group, threads
+        fn.argtypes, fn.restype = [_POINTER] * 3 + [_SIZE] * 4 + [_INT], None
+    widened = torch.empty(rows, in_features, dtype=torch.bfloat16)
+    fn(chunks.data_ptr(), scales.data_ptr(), widened.data_ptr(), in_features, first, rows, group,
+       torch.get_num_threads())
+    return widened
