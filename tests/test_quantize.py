@@ -114,7 +114,7 @@ def test_a_widened_product_of_many_rows_holds_little_beside_its_result(tmp_path)
     assert grown <= 1.5 * size + 32 * 2**20, (grown / 2**20, size / 2**20)
 
 
-@pytest.mark.parametrize("group_size", [32, 128])
+@pytest.mark.parametrize("group_size", [32, 64, 128, 256])
 def test_int4_widened_from_the_native_tiles_is_each_value_times_its_scale(group_size):
     """What many rows' bfloat16 product reads: the tiles' values times their scales, rounded once."""
     need_compiler()
