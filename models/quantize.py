@@ -1,6 +1,7 @@
 """Weight-only quantization for inference on CPU: int8 per output channel, or int4 in groups
 along the inner dimension, both symmetric, through PyTorch's own CPU kernels
-(``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``). The kernels take activations and
+(``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) for a few rows, and for many through
+one bfloat16 product over the weight widened (``_widened_product``). The kernels take activations and
 scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 70
 times slower: docs/performance.md), so the product runs in bfloat16 whatever the model's dtype,
 and its result comes back in the model's dtype (float32 or bfloat16). A single row (batch-1
@@ -272,7 +273,8 @@ class QuantizedLinear(nn.Module):
 
     def bind(self):
         """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here
-        (chosen on first use), several through PyTorch's kernel for the scheme (in bfloat16)."""
+        (chosen on first use), several through PyTorch's kernel for the scheme or, many, widened
+        (in bfloat16)."""
         many = self._torch_product()
         one = []
 
