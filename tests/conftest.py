@@ -8,7 +8,9 @@ import importlib
 import json
 import importlib.util
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -230,3 +232,33 @@ def narrow():
     if not repo_module("models.native.products").available("narrow"):
         pytest.fail("the narrow build did not load")
     return "narrow"
+
+
+_PEAK_PREAMBLE = textwrap.dedent("""
+    import importlib, importlib.util, sys, torch
+    spec = importlib.util.spec_from_file_location("hubconf", sys.argv[1] + "/hubconf.py")
+    hub = importlib.util.module_from_spec(spec); spec.loader.exec_module(hub)
+    package = hub._PACKAGE
+
+    def status(key):  # kB -> bytes
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+
+    def growth_from_here():  # the peak (VmHWM) reset to the current size; a function: how far it rose since
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status("VmRSS")
+        return lambda: status("VmHWM") - before
+""")
+
+
+def peak_script(folder: Path, body: str, *args: str) -> list[int]:
+    """``body`` run in a new Python after a preamble that imports this repository's package (its
+    name in ``package``) and defines ``growth_from_here()`` (Linux's peak resident memory); the
+    integers it prints."""
+    script = folder / "peak.py"
+    script.write_text(_PEAK_PREAMBLE + textwrap.dedent(body))
+    result = subprocess.run([sys.executable, str(script), str(REPO), *args], capture_output=True, text=True,
+                            check=True)
+    return [int(word) for word in result.stdout.split()]

@@ -3,13 +3,10 @@
 import json
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import require, REPO, TINY, make_hf_checkpoint, models, repo_module
+from conftest import require, TINY, make_hf_checkpoint, models, peak_script, repo_module
 
 transformers = require("transformers")
 checkpoint = repo_module("models.checkpoint")
@@ -205,34 +202,23 @@ def test_a_name_or_missing_path_is_a_clear_error(tmp_path, monkeypatch):
         models.GPT2LMHeadModel.from_pretrained(tmp_path, config=models.GPT2Config(**TINY))
 
 
-PEAK_RSS = textwrap.dedent("""
-    import importlib, importlib.util, sys, torch
-    spec = importlib.util.spec_from_file_location("hubconf", sys.argv[1] + "/hubconf.py")
-    hub = importlib.util.module_from_spec(spec); spec.loader.exec_module(hub)
-    models = importlib.import_module(hub._PACKAGE + ".models")
-
-    def status(key):  # kB -> bytes
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-
+PEAK_RSS = """
+    models = importlib.import_module(package + ".models")
     # Warm up: torch's first operations set up thread pools and kernels, which is not loading.
     tiny = models.GPT2Config(vocab_size=64, n_positions=8, n_embd=8, n_layer=1, n_head=2)
     models.GPT2LMHeadModel.from_config(tiny).save_pretrained(sys.argv[2] + "/tiny")
     with torch.no_grad():
         models.GPT2LMHeadModel.from_pretrained(sys.argv[2] + "/tiny", torch_dtype=getattr(torch, sys.argv[3]))(
             torch.tensor([[1, 2]])).logits.max()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current size
-    before = status("VmRSS")
+    growth = growth_from_here()
     model = models.GPT2LMHeadModel.from_pretrained(sys.argv[2], torch_dtype=getattr(torch, sys.argv[3]))
     assert model.lm_head.weight is model.transformer.wte.weight
     with torch.no_grad():
         for p in model.parameters():
             p.max()  # touch every weight
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    print(weights, status("VmHWM") - before)
-""")
+    print(weights, growth())
+"""
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -253,11 +239,7 @@ def test_peak_memory_is_one_copy_of_the_weights(tmp_path, dtype, layout):
         require("safetensors.torch").save_file(state, tmp_path / "model.safetensors")
     else:
         model.save_pretrained(tmp_path)
-    script = tmp_path / "peak.py"
-    script.write_text(PEAK_RSS)
-    result = subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path), dtype],
-                            capture_output=True, text=True, check=True)
-    weights, grown = map(int, result.stdout.split())
+    weights, grown = peak_script(tmp_path, PEAK_RSS, str(tmp_path), dtype)
     assert 0.9 * weights <= grown <= 1.1 * weights + 16 * 2**20, (grown / 2**20, weights / 2**20)
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_shared_data, repo_module
+from conftest import REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_shared_data, peak_script, repo_module
 from test_process_state import Sampler
 
 quantize = repo_module("models.quantize")
@@ -81,36 +81,22 @@ def test_many_rows_widen_a_few_output_rows_at_a_time_and_give_the_whole_product(
 
 
 WIDENED_PEAK = """
-import importlib, importlib.util, sys, torch
-spec = importlib.util.spec_from_file_location("hubconf", sys.argv[1] + "/hubconf.py")
-hub = importlib.util.module_from_spec(spec); spec.loader.exec_module(hub)
-quantize = importlib.import_module(hub._PACKAGE + ".models.quantize")
-
-def status(key):  # kB -> bytes
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-
-torch.manual_seed(0)
-layer = quantize.QuantizedLinear.of(torch.randn(50257, 768, dtype=torch.bfloat16) * 0.02, None, "int8", 32).eval()
-x = torch.randn(1024, 768, dtype=torch.bfloat16)
-with torch.no_grad():
-    layer(x[:16])  # warm-up: the kernels' own first allocations are not the product's
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current size
-    before = status("VmRSS")
-    y = layer(x)
-    print(y.nbytes, status("VmHWM") - before)
+    quantize = importlib.import_module(package + ".models.quantize")
+    torch.manual_seed(0)
+    layer = quantize.QuantizedLinear.of(torch.randn(50257, 768, dtype=torch.bfloat16) * 0.02, None, "int8", 32).eval()
+    x = torch.randn(1024, 768, dtype=torch.bfloat16)
+    with torch.no_grad():
+        layer(x[:16])  # warm-up: the kernels' own first allocations are not the product's
+        growth = growth_from_here()
+        y = layer(x)
+        print(y.nbytes, growth())
 """
 
 
 def test_a_widened_product_of_many_rows_holds_little_beside_its_result(tmp_path):
     """GPT-2's head over 1024 rows of bfloat16 activations (a 98 MB result): the scales were applied
     to the whole result in float32, four times its memory at the peak."""
-    script = tmp_path / "peak.py"
-    script.write_text(WIDENED_PEAK)
-    result = subprocess.run([sys.executable, str(script), str(REPO)], capture_output=True, text=True, check=True)
-    size, grown = map(int, result.stdout.split())
+    size, grown = peak_script(tmp_path, WIDENED_PEAK)
     assert grown <= 1.5 * size + 32 * 2**20, (grown / 2**20, size / 2**20)
 
 
