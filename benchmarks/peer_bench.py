@@ -5,12 +5,14 @@ int8/int4 beside q8_0/q4_0's.
 
     python benchmarks/llama_cpp_peer.py build     # once: llama.cpp from the llama-cpp-python sdist
     python benchmarks/peer_bench.py [--repeats 3] [--threads 2] [--only decode,prefill,batch,fidelity] [--depth 895]
+    python benchmarks/peer_bench.py --device cuda [--size gpt2-xl]   # on a GPU: against Hugging Face only
 
 GPT-2 small with random weights of the real shapes (normal, std 0.02), written as a Hugging Face
 checkpoint and converted with llama.cpp's own converter. Speeds are medians of interleaved runs
 (min-max), ratios the median of the runs made side by side. Without a llama.cpp build, its
 columns are left empty. Hugging Face has no weight-only int8/int4 CPU kernel of its own: batch 8
-compares our int8/int4 with its float32.
+compares our int8/int4 with its float32. On a GPU (``--device cuda``) only float32 and bfloat16 run
+(our quantized kernels are the CPU's), against Hugging Face on the same GPU.
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ CORPUS = REPO.parent / "shared" / "data" / "corpus" / "03_wiki_news.txt"
 
 
 def seconds(fn) -> float:
+    """Wall-clock seconds of ``fn()``, with the GPU's queued work finished at both ends."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -45,10 +51,10 @@ def llama_available() -> bool:
     return all((llama_cpp_peer.BIN / tool).exists() for tool in llama_cpp_peer.TOOLS)
 
 
-def checkpoint(models, vocab: Path) -> Path:
+def checkpoint(models, vocab: Path, size: str) -> Path:
     torch.manual_seed(0)
-    folder = scratch_dir() / "gpt2-random"
-    models.GPT2LMHeadModel.from_config(models.GPT2Config()).save_pretrained(folder)
+    folder = scratch_dir() / f"{size}-random"
+    models.GPT2LMHeadModel.from_config(models.GPT2Config.from_preset(size)).save_pretrained(folder)
     for name in ("vocab.json", "merges.txt"):
         (folder / name).write_bytes((vocab / name).read_bytes())
     return folder
@@ -68,8 +74,8 @@ def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
         f"a 1-token prompt (llama-bench -p 0 -n {n})"
     print(f"\nbatch-1 decode, tokens/s: {n} new tokens, greedy, after {after}")
     print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
-    prompt = torch.randint(1, 50257, (1, depth), generator=torch.Generator().manual_seed(0)) if depth else \
-        torch.tensor([[464]])
+    prompt = (torch.randint(1, 50257, (1, depth), generator=torch.Generator().manual_seed(0)) if depth else
+              torch.tensor([[464]])).to(args.device)
     for name, model in ours.items():
         model.generate(prompt[:, :1], max_new_tokens=4)  # warm-up: kernels chosen, weights packed
         if name in theirs:
@@ -101,7 +107,7 @@ def prefill(ours: dict, theirs: dict, gguf: dict, args) -> None:
     print("\nprefill of 1024 tokens, tokens/s: all logits (as a forward without logits_to_keep gives) "
           "against Hugging Face, the last position's (logits_to_keep=1) against llama.cpp (llama-bench -p 1024 -n 0)")
     print(f"{'':34} {'ours':>22} {'peer':>22} {'ratio (paired)':>20}")
-    x = torch.randint(0, 50257, (1, 1024))
+    x = torch.randint(0, 50257, (1, 1024)).to(args.device)
     for name, model in ours.items():  # quantized: against llama.cpp only (Hugging Face has no such kernel)
         hf = theirs.get(name)
         with torch.no_grad():
@@ -128,7 +134,7 @@ def batch(ours: dict, theirs: dict, args) -> None:
     print(f"\nbatch 8, left-padded (rows 2-8 lose 8 of 32 prompt tokens), {n} new tokens, tokens/s of all rows; "
           "int8 and int4 against Hugging Face's float32")
     print(f"{'':34} {'ours':>22} {'Hugging Face':>22} {'ratio (paired)':>20}")
-    prompt = torch.randint(0, 50257, (8, 32))
+    prompt = torch.randint(0, 50257, (8, 32)).to(args.device)
     mask = torch.ones_like(prompt)
     mask[1:, :8] = 0
     for name, model in ours.items():
@@ -216,24 +222,32 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=0, help="decode after this many prompt tokens (default: one)")
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--only", default="decode,prefill,batch,fidelity")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: float32 and bfloat16 against Hugging Face")
+    parser.add_argument("--size", default="gpt2", help="the architecture: gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # a benchmark's own process; the library never does this
     print(machine())
+    on_cpu = args.device == "cpu"
+    if not on_cpu:
+        print(f"device: {torch.cuda.get_device_name(args.device)}; our quantized models and llama.cpp run on the "
+              "CPU only: their rows are left out")
     import transformers
 
     transformers.logging.set_verbosity_error()
     models, tokenizers = repo_module("models"), repo_module("tokenizers")
-    folder = checkpoint(models, Path(args.vocab))
+    folder = checkpoint(models, Path(args.vocab), args.size)
     gguf = {}
-    if llama_available():
+    if on_cpu and llama_available():
         gguf = llama_cpp_peer.convert(folder)
         print(f"peer: {llama_cpp_peer.commit()}, {args.threads} threads")
     else:
         print("llama.cpp is not built (python benchmarks/llama_cpp_peer.py build): its columns are left out")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads")
-    ours = {name: models.GPT2LMHeadModel.from_pretrained(folder, **options) for name, (_, options) in DTYPES.items()}
-    theirs = {name: transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=getattr(torch, name)).eval()
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
+          f"{args.size}")
+    ours = {name: models.GPT2LMHeadModel.from_pretrained(folder, device_map=args.device, **options)
+            for name, (_, options) in DTYPES.items() if on_cpu or "quantize" not in options}
+    theirs = {name: transformers.GPT2LMHeadModel.from_pretrained(folder, dtype=getattr(torch, name)).eval().to(args.device)
               for name in ("float32", "bfloat16")}
     only = args.only.split(",")
     with torch.no_grad():
@@ -243,7 +257,7 @@ def main() -> None:
             prefill(ours, theirs, gguf, args)
         if "batch" in only:
             batch(ours, theirs, args)
-    if "fidelity" in only:
+    if "fidelity" in only and on_cpu:
         fidelity(ours, gguf, args, tokenizers.GPT2Tokenizer.from_pretrained(folder))
     chosen = repo_module("models.route_choice").chosen()
     print("\nkernels chosen for one row on this machine: " + "; ".join(

@@ -31,8 +31,8 @@ def run(args) -> None:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise UsageError("the prompt is empty")
-    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize)
-    input_ids = torch.tensor([tokenizer.encode(prompt)])
+    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize, device=args.device)
+    input_ids = torch.tensor([tokenizer.encode(prompt)], device=model.device)
     room = model.config.n_positions - input_ids.size(1)
     if room <= 0:
         raise UsageError(f"the prompt is {input_ids.size(1)} tokens; the model reads at most {model.config.n_positions}")

@@ -19,12 +19,16 @@ def family_of(model: str) -> str:
     return model_type
 
 
-def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str | None = None):
-    """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, and its tokenizer."""
+def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str | None = None,
+                device: str | None = None):
+    """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, on ``device``
+    (a ``device_map``), and its tokenizer."""
     from .. import models, tokenizers
+    from ..models.devices import resolve_device
 
+    resolve_device(device, quantize)  # a bad --device is named before any download
     family = FAMILIES[family_of(model)]
     model_class = getattr(models, family + HEADS[head])
     tokenizer_class = getattr(tokenizers, family + "Tokenizer")
-    loaded = model_class.from_pretrained(model, torch_dtype=dtype or "float32", quantize=quantize)
+    loaded = model_class.from_pretrained(model, torch_dtype=dtype or "float32", quantize=quantize, device_map=device)
     return loaded, tokenizer_class.from_pretrained(model)

@@ -25,8 +25,8 @@ def run(args) -> None:
         text = Path(args.file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
-    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize)
-    ids = torch.tensor(tokenizer.encode(text))
+    model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize, device=args.device)
+    ids = torch.tensor(tokenizer.encode(text), device=model.device)
     window = args.max_length if args.max_length is not None else model.config.n_positions
     stride = args.stride if args.stride is not None else window
     if not stride <= window <= model.config.n_positions:
@@ -42,7 +42,7 @@ def run(args) -> None:
             end = min(start + window, ids.numel())
             logits = model(ids[None, start:end], use_cache=False).logits[0, :-1].float()  # [T-1, V]
             targets = ids[start + 1:end]
-            fresh = torch.arange(start + 1, end) >= scored_until  # tokens no earlier window scored
+            fresh = torch.arange(start + 1, end, device=ids.device) >= scored_until  # tokens no earlier window scored
             losses = F.cross_entropy(logits, targets, reduction="none")
             total_nll += float(losses[fresh].sum())
             counted += int(fresh.sum())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..models.devices import resolve_device
+
 # How examples name the repository: the GitHub owner/name it is published under.
 HUB_REPO = "<owner>/<repo>"
 
@@ -27,6 +29,8 @@ LOADING_DOC = """
         state_dict: weights to use instead of the checkpoint's.
         quantize: ``"int8"`` or ``"int4"``: weight-only quantization of the projections and the
             LM head for CPU inference (``model.quantize(..., group_size=)`` for other int4 groups).
+        device_map: the device the model goes to: ``"cuda"``, ``"cuda:1"``, a GPU index, ``"cpu"``
+            (default) or ``"auto"`` (a GPU where there is one).
         **config_overrides: any config field, e.g. ``num_labels=3`` or ``summary_first_dropout=0.2``.
 """
 
@@ -89,20 +93,24 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
     def entry(pretrained_model_name_or_path: str | os.PathLike = default, *, pretrained: bool = True,
               torch_dtype: Any = None, revision: str | None = None, force_download: bool = False,
               cache_dir: str | os.PathLike | None = None, local_files_only: bool = False, config: Any = None,
-              state_dict: dict | None = None, quantize: str | None = None, **config_overrides: Any):
+              state_dict: dict | None = None, quantize: str | None = None, device_map: Any = None,
+              **config_overrides: Any):
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
         if pretrained:
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
-                                               torch_dtype=torch_dtype, quantize=quantize, **fetch, **config_overrides)
+                                               torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
+                                               **fetch, **config_overrides)
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
                                  config_overrides)
         elif config_overrides:
             config = config.replace(**config_overrides)
+        device = resolve_device(device_map, quantize)
         model = model_class.from_config(config, torch_dtype=torch_dtype)
         if state_dict is not None:
             model.load_state_dict(state_dict)
-        return model if quantize is None else model.quantize(quantize)
+        model = model if quantize is None else model.quantize(quantize)
+        return model if device is None else model.to(device)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = summary + "\n" + LOADING_DOC.format(default=default) + example(name, default, body)

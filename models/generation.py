@@ -47,6 +47,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     repeats = checks.integer("num_return_sequences", num_return_sequences, low=1)
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(checks.integer("seed", seed, low=0))
+    checks.generator(generator, input_ids.device)
     if repeats > 1:
         input_ids = input_ids.repeat_interleave(repeats, 0)
         attention_mask = attention_mask.repeat_interleave(repeats, 0)

@@ -58,6 +58,17 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> 
     return input_ids, attention_mask.long()
 
 
+def generator(value, device: torch.device) -> None:
+    """A ``torch.Generator`` on the model's device (sampling draws where the logits are), or None."""
+    if value is None:
+        return
+    if not isinstance(value, torch.Generator):
+        raise ArgumentTypeError(f"generator must be a torch.Generator, got {type(value).__name__}")
+    if value.device.type != device.type or (value.device.index or 0) != (device.index or 0):
+        raise InvalidArgumentError(f"generator is on {value.device} and the model on {device}: make it with "
+                                   f"torch.Generator(device=model.device)")
+
+
 def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int) -> int:
     """How many tokens to generate: ``max_new_tokens``, else what ``max_length`` leaves."""
     if max_new_tokens is not None:

@@ -13,6 +13,7 @@ from ..download import DOWNLOAD_OPTIONS, download_options
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config_base import PretrainedConfig
+from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .layers import Conv1D, ConvertedWhole, Linear
 from .loading import load_pretrained, materialize, on_meta
@@ -152,6 +153,7 @@ class PreTrainedModel(ConvertedWhole):
         torch_dtype: Any = None,
         dtype: Any = None,
         quantize: str | None = None,
+        device_map: Any = None,
         **kwargs: Any,
     ) -> PreTrainedModel:
         """Load a checkpoint: a directory with ``config.json`` and ``model.safetensors`` (or
@@ -163,17 +165,21 @@ class PreTrainedModel(ConvertedWhole):
         ``bfloat16``, ``float16`` or ``"auto"`` for the checkpoint's own), the download options
         (``cache_dir``, ``revision``, ``force_download``, ``local_files_only``, ``token``,
         ``progress``), ``quantize`` (``"int8"`` or ``"int4"``: see ``quantize``; a checkpoint saved
-        quantized loads quantized); every other keyword overrides a config field (``num_labels=3``).
+        quantized loads quantized), ``device_map`` (one device for the whole model: ``"cuda"``,
+        ``"cuda:1"``, a GPU index, ``"cpu"``, or ``"auto"``, a GPU where there is one); every other
+        keyword overrides a config field (``num_labels=3``).
         """
         if quantize is not None:
             check_scheme(quantize)
+        device = resolve_device(device_map, quantize)
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
                                          also=("config", "state_dict", "torch_dtype", "dtype", "quantize",
-                                               *DOWNLOAD_OPTIONS))
-        return load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
-                               dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options, overrides=kwargs,
-                               quantize=quantize)
+                                               "device_map", *DOWNLOAD_OPTIONS))
+        model = load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
+                                dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options,
+                                overrides=kwargs, quantize=quantize)
+        return model if device is None or device == model.device else model.to(device)
 
     def quantize(self, scheme: str, group_size: int = DEFAULT_GROUP_SIZE) -> PreTrainedModel:
         """Quantize the weights of every block projection and of the language-model head, in

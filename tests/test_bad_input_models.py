@@ -60,6 +60,7 @@ IDS = torch.tensor([[5, 6, 7, 8]])
     ({"eos_token_id": [3, 96]}, ValueError, r"eos_token_id must be in \[0, 95\]"),
     ({"num_return_sequences": 0}, ValueError, "num_return_sequences must be in"),
     ({"seed": "1"}, TypeError, "seed must be an int"),
+    ({"do_sample": True, "generator": 7}, TypeError, "generator must be a torch.Generator"),
 ])
 def test_bad_generate_arguments_are_named(gpt2, kwargs, kind, message):
     raises(kind, message, gpt2.generate, IDS, **{"max_new_tokens": 3, **kwargs})
@@ -168,6 +169,18 @@ def test_entrypoints_refuse_unknown_keywords(tmp_path):
     raises(TypeError, "'quantization'", hub.gpt2LMHeadModel, str(tmp_path), quantization="int8")
     raises(TypeError, "'load_in_8bit'", hub.gpt2Model, "gpt2", pretrained=False, load_in_8bit=True)
     raises(TypeError, "'n_layers'.*n_layer", hub.gpt2Config, "gpt2", n_layers=3)
+
+
+@pytest.mark.parametrize("kwargs, kind, message", [
+    ({"device_map": {"transformer.h.0": 0}}, ValueError, "a model here lives on one device"),
+    ({"device_map": "gpu"}, ValueError, "device_map='gpu' is not a device"),
+    ({"device_map": True}, TypeError, "device_map must be a device"),
+    ({"device_map": "cuda:99"}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) CUDA GPU"),
+    ({"device_map": 0, "quantize": "int8"}, ValueError, "quantize='int8' is for the CPU; device_map=0 asks for cuda:0"),
+])
+def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
+    raises(kind, message, models.GPT2LMHeadModel.from_pretrained, "no-such-owner/no-such-model", **kwargs)
+    raises(kind, message, repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel, "gpt2", pretrained=False, **kwargs)
 
 
 # -- checkpoint files ----------------------------------------------------------------------------------

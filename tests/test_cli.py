@@ -115,6 +115,9 @@ def test_other_usage_errors(tmp_path):
     one_line_error(run("example", "--model", "/nonexistent"), 2)
     one_line_error(run("frobnicate"), 2)
     one_line_error(run("generate", "--model", "gpt2"), 2)  # no --prompt
+    bad_device = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu")
+    one_line_error(bad_device, 1)
+    assert "device_map='gpu' is not a device" in bad_device.stderr
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ def test_generate_streams_the_greedy_continuation(checkpoint):
     assert result.stdout == prompt + tokenizer.decode(expected[0, ids.size(1):].tolist()) + "\n"
     piped = run("generate", "--model", str(checkpoint), "--prompt", "-", "--max-new-tokens", "8", input=prompt)
     assert piped.stdout == result.stdout
-    for greedy in (("--temperature", "0"), ("--temperature", "0", "--top-k", "5", "--seed", "1")):
+    for greedy in (("--temperature", "0"), ("--temperature", "0", "--top-k", "5", "--seed", "1"), ("--device", "cpu")):
         zero = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8", *greedy)
         assert zero.stdout == result.stdout, greedy
 
@@ -213,5 +216,7 @@ def test_score_prints_the_sliding_window_perplexity(checkpoint, tmp_path):
     assert f"({ids.size(1) - 1} tokens scored, window 1024, stride 1024)" in whole.stdout
     windows = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "16", "--stride", "8")
     assert f"({ids.size(1) - 1} tokens scored, window 16, stride 8)" in windows.stdout
+    auto = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--device", "auto")  # a GPU if any
+    assert auto.returncode == 0 and float(auto.stdout.split()[1]) == pytest.approx(expected, rel=1e-4), auto.stderr
     two = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "2")
     assert two.returncode == 0 and f"({ids.size(1) - 1} tokens scored, window 2, stride 2)" in two.stdout

@@ -36,7 +36,7 @@ def test_help_documents_each_entrypoint_with_an_example(hub_repo, entry):
 
 MODEL_ENTRYPOINTS = [name for name in ENTRYPOINTS if not name.endswith(("Tokenizer", "Config"))]
 LOADING = ("torch_dtype", "revision", "force_download", "cache_dir", "local_files_only", "config", "state_dict",
-           "pretrained", "quantize")
+           "pretrained", "quantize", "device_map")
 
 
 @pytest.mark.parametrize("entry", MODEL_ENTRYPOINTS)
@@ -50,7 +50,7 @@ def test_model_entrypoints_name_their_loading_options(entry, monkeypatch):
     monkeypatch.setattr(model_class, "from_pretrained", classmethod(lambda cls, name, **kw: seen.update(kw, name=name)))
     function("somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True, cache_dir="/cache", n_layer=3)
     assert seen == dict(name="somewhere", torch_dtype=torch.bfloat16, revision="v1", force_download=True,
-                        cache_dir="/cache", n_layer=3, config=None, state_dict=None, quantize=None)
+                        cache_dir="/cache", n_layer=3, config=None, state_dict=None, quantize=None, device_map=None)
 
 
 def test_load_a_local_checkpoint(hf_checkpoint):
@@ -67,6 +67,16 @@ def test_keywords_reach_the_config_and_the_loader(hf_checkpoint):
     assert model.dtype == torch.bfloat16
     logits = model(torch.tensor([[3, 4, 0], [5, 0, 0]])).logits
     assert logits.shape == (2, 5)
+
+
+def test_device_map_puts_the_model_on_one_device(hf_checkpoint):
+    gpu = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert models.GPT2LMHeadModel.from_pretrained(hf_checkpoint, device_map="cpu").device == torch.device("cpu")
+    model = torch.hub.load(str(REPO), "gpt2LMHeadModel", str(hf_checkpoint), source="local", device_map="auto")
+    assert {p.device for p in model.parameters()} == {gpu}
+    quantized = hubconf.gpt2LMHeadModel("gpt2", pretrained=False, n_layer=1, n_embd=64, n_head=2, vocab_size=128,
+                                        quantize="int8", device_map="auto")
+    assert quantized.device == torch.device("cpu") and quantized.quantization()["scheme"] == "int8"
 
 
 def test_random_weights_without_download():
