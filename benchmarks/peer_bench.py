@@ -222,7 +222,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=0, help="decode after this many prompt tokens (default: one)")
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--only", default="decode,prefill,batch,fidelity")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda: float32 and bfloat16 against Hugging Face")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: float32 and bfloat16 against Hugging Face on the GPU")
     parser.add_argument("--size", default="gpt2", help="the architecture: gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     parser.add_argument("--vocab", default=str(REPO.parent / "shared" / "data" / "gpt2"))
     args = parser.parse_args()
@@ -241,7 +242,7 @@ def main() -> None:
     if on_cpu and llama_available():
         gguf = llama_cpp_peer.convert(folder)
         print(f"peer: {llama_cpp_peer.commit()}, {args.threads} threads")
-    else:
+    elif on_cpu:
         print("llama.cpp is not built (python benchmarks/llama_cpp_peer.py build): its columns are left out")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
           f"{args.size}")

@@ -24,9 +24,14 @@ def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str |
     """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, on ``device``
     (a ``device_map``), and its tokenizer."""
     from .. import models, tokenizers
+    from ..errors import GPTHubError
     from ..models.devices import resolve_device
+    from .main import UsageError
 
-    resolve_device(device, quantize)  # a bad --device is named before any download
+    try:
+        resolve_device(device, quantize, name="--device")  # named before any download
+    except GPTHubError as error:
+        raise UsageError(str(error)) from None
     family = FAMILIES[family_of(model)]
     model_class = getattr(models, family + HEADS[head])
     tokenizer_class = getattr(tokenizers, family + "Tokenizer")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..models.devices import resolve_device
+from ..models.devices import place, resolve_device
+from ..models.quantized_values import check_scheme
 
 # How examples name the repository: the GitHub owner/name it is published under.
 HUB_REPO = "<owner>/<repo>"
@@ -96,6 +97,9 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
               state_dict: dict | None = None, quantize: str | None = None, device_map: Any = None,
               **config_overrides: Any):
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
+        if quantize is not None:
+            check_scheme(quantize)
+        device = resolve_device(device_map, quantize)  # before anything is fetched
         if pretrained:
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
@@ -105,12 +109,10 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
                                  config_overrides)
         elif config_overrides:
             config = config.replace(**config_overrides)
-        device = resolve_device(device_map, quantize)
         model = model_class.from_config(config, torch_dtype=torch_dtype)
         if state_dict is not None:
             model.load_state_dict(state_dict)
-        model = model if quantize is None else model.quantize(quantize)
-        return model if device is None else model.to(device)
+        return place(model if quantize is None else model.quantize(quantize), device, device_map)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = summary + "\n" + LOADING_DOC.format(default=default) + example(name, default, body)

@@ -13,7 +13,7 @@ from ..download import DOWNLOAD_OPTIONS, download_options
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config_base import PretrainedConfig
-from .devices import resolve_device
+from .devices import place, resolve_device
 from .dtypes import resolve_dtype
 from .layers import Conv1D, ConvertedWhole, Linear
 from .loading import load_pretrained, materialize, on_meta
@@ -179,7 +179,7 @@ class PreTrainedModel(ConvertedWhole):
         model = load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                 dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options,
                                 overrides=kwargs, quantize=quantize)
-        return model if device is None or device == model.device else model.to(device)
+        return place(model, device, device_map)
 
     def quantize(self, scheme: str, group_size: int = DEFAULT_GROUP_SIZE) -> PreTrainedModel:
         """Quantize the weights of every block projection and of the language-model head, in

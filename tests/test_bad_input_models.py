@@ -172,15 +172,20 @@ def test_entrypoints_refuse_unknown_keywords(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, kind, message", [
-    ({"device_map": {"transformer.h.0": 0}}, ValueError, "a model here lives on one device"),
+    ({"device_map": {"transformer.h.0": 0, "lm_head": "cpu"}}, ValueError, "places parts of the model on 2 devices"),
     ({"device_map": "gpu"}, ValueError, "device_map='gpu' is not a device"),
     ({"device_map": True}, TypeError, "device_map must be a device"),
-    ({"device_map": "cuda:99"}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) CUDA GPU"),
+    ({"device_map": "cuda:99"}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) cuda device"),
+    ({"device_map": {"": "cuda:99"}}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) cuda device"),
+    ({"device_map": "meta"}, ValueError, "device_map='meta' would load no weights"),
     ({"device_map": 0, "quantize": "int8"}, ValueError, "quantize='int8' is for the CPU; device_map=0 asks for cuda:0"),
+    ({"device_map": "cuda", "quantize": "int9"}, ValueError, "quantize must be one of 'int8', 'int4', got 'int9'"),
 ])
 def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
+    entry = repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel
     raises(kind, message, models.GPT2LMHeadModel.from_pretrained, "no-such-owner/no-such-model", **kwargs)
-    raises(kind, message, repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel, "gpt2", pretrained=False, **kwargs)
+    for pretrained in (True, False):
+        raises(kind, message, entry, "no-such-owner/no-such-model", pretrained=pretrained, **kwargs)
 
 
 # -- checkpoint files ----------------------------------------------------------------------------------

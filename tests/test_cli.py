@@ -116,8 +116,11 @@ def test_other_usage_errors(tmp_path):
     one_line_error(run("frobnicate"), 2)
     one_line_error(run("generate", "--model", "gpt2"), 2)  # no --prompt
     bad_device = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu")
-    one_line_error(bad_device, 1)
-    assert "device_map='gpu' is not a device" in bad_device.stderr
+    one_line_error(bad_device, 2)
+    assert "--device='gpu' is not a device" in bad_device.stderr
+    quantized = run("generate", "--model", "gpt2", "--prompt", "Hi", "--quantize", "int8", "--device", "cuda")
+    one_line_error(quantized, 2)
+    assert "quantize='int8' is for the CPU; --device='cuda' asks for cuda" in quantized.stderr
 
 
 # -- failures ------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_saving_from_the_gpu_and_loading_onto_it(tmp_path):
     model.save_pretrained(tmp_path / "saved")
     again = models.GPT2LMHeadModel.from_pretrained(tmp_path / "saved")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), on_cpu.state_dict().values()))
-    for where in ("cuda", 0, "cuda:0", "auto", GPU) if CUDA else (GPU,):
+    for where in ("cuda", 0, "cuda:0", "auto", GPU, {"": 0}) if CUDA else (GPU,):
         assert models.GPT2LMHeadModel.from_pretrained(tmp_path / "saved", device_map=where).device == GPU, where
     entry = torch.hub.load(str(REPO), "gpt2LMHeadModel", str(tmp_path / "saved"), source="local", device_map=GPU,
                            torch_dtype=torch.bfloat16)
@@ -162,6 +162,10 @@ def test_quantized_models_stay_on_the_cpu_and_say_so(tmp_path):
     with pytest.raises(ValueError, match="a quantized model runs on the CPU"):
         on_cpu.to(GPU)
     assert on_cpu.device == torch.device("cpu") and on_cpu.generate(ids(1, 3), max_new_tokens=3).shape == (1, 6)
+    on_cpu.save_pretrained(tmp_path / "int8")
+    assert models.GPT2LMHeadModel.from_pretrained(tmp_path / "int8", device_map="auto").device == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"the checkpoint is quantized \(int8\), which runs on the CPU"):
+        models.GPT2LMHeadModel.from_pretrained(tmp_path / "int8", device_map="cuda")
 
 
 def test_fine_tuning_on_the_gpu(tmp_path):

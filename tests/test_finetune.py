@@ -212,6 +212,24 @@ def test_one_process_trains_where_the_model_is(data, tmp_path, monkeypatch):
     assert torch.device(moved.value.args[0]).type == "meta"
 
 
+def test_the_random_state_saved_and_restored_is_the_models_gpus(monkeypatch, tmp_path):
+    """On a model's second GPU, the checkpoints kept the first GPU's random state (the current
+    device's), so dropout after a resume was not what an uninterrupted run gives."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": asked.append(device) or torch.zeros(8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": asked.append(device))
+    second = torch.device("cuda", 1)
+    assert loop._gather_rng_states(loop.Ranks(device=second))[0][1] is not None
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.save({"step": 3, "history": [], "epoch_loss": (0.0, 0), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": [(torch.get_rng_state(), torch.zeros(8))], "world": 1},
+               tmp_path / repo_module("training.state").STATE_NAME)
+    loop.restore(tmp_path, optimizer, scheduler, 0, 1, second)
+    assert asked == [second, second]
+
+
 def test_ranks_that_differ_are_caught(monkeypatch):
     ranks = loop.Ranks(rank=1, world=2)
     model = torch.nn.Linear(2, 2)

@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 import torch
-from conftest import REPO, TINY, hubconf, models
+from conftest import REPO, TINY, hubconf, models, repo_module
 
 GPT2_ENTRYPOINTS = ["gpt2Config", "gpt2DoubleHeadsModel", "gpt2ForQuestionAnswering", "gpt2ForSequenceClassification",
                     "gpt2ForTokenClassification", "gpt2LMHeadModel", "gpt2Model", "gpt2Tokenizer"]
@@ -77,6 +77,21 @@ def test_device_map_puts_the_model_on_one_device(hf_checkpoint):
     quantized = hubconf.gpt2LMHeadModel("gpt2", pretrained=False, n_layer=1, n_embd=64, n_head=2, vocab_size=128,
                                         quantize="int8", device_map="auto")
     assert quantized.device == torch.device("cpu") and quantized.quantization()["scheme"] == "int8"
+    whole = models.GPT2LMHeadModel.from_pretrained(hf_checkpoint, device_map={"": "cpu"})  # Hugging Face's idiom
+    assert whole.device == torch.device("cpu")
+
+
+def test_a_checkpoint_saved_quantized_stays_on_the_cpu_under_auto(tmp_path, monkeypatch):
+    """Whether a checkpoint is quantized shows only once it is read: "auto" then keeps it on the
+    CPU (it went to the GPU, and failed there), and a GPU asked for by name is refused, saying why."""
+    models.GPT2LMHeadModel(models.GPT2Config(**TINY)).quantize("int8").save_pretrained(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as resolving sees it
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path, device_map="auto")
+    assert loaded.device == torch.device("cpu") and loaded.quantization()["scheme"] == "int8"
+    with pytest.raises(ValueError, match=r"the checkpoint is quantized \(int8\), which runs on the CPU; "
+                                         r"device_map='cuda' asks for cuda:0"):
+        repo_module("models.devices").place(loaded, torch.device("cuda", 0), "cuda")
 
 
 def test_random_weights_without_download():

@@ -250,7 +250,7 @@ def save_checkpoint(model: nn.Module, task: Task, optimizer, scheduler, step: in
 
 def _gather_rng_states(ranks: Ranks) -> list[tuple[Tensor, Tensor | None]]:
     cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state() if ranks.device.type == "cuda" else None
+    cuda = torch.cuda.get_rng_state(ranks.device) if ranks.device.type == "cuda" else None  # the model's GPU's
     if ranks.world == 1:
         return [(cpu, cuda)]
     gathered = []

@@ -106,7 +106,7 @@ def restore(folder: Path, optimizer, scheduler, rank: int, world: int,
         cpu, cuda = state["rng"][rank]
         torch.set_rng_state(cpu)
         if cuda is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(cuda)
+            torch.cuda.set_rng_state(cuda, device)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise TrainingError(f"{folder / STATE_NAME} does not fit this model and run ({type(err).__name__}: "
                             f"{str(err)[:200]})") from None
