@@ -18,13 +18,12 @@ def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Te
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
-    """``logits / temperature``; where a tiny temperature would overflow that, the logits are first
-    shifted so that each row's best is 0 (the same distribution, without infinities)."""
+    """``logits / temperature``; in rows where a tiny temperature would overflow that, the logits
+    are first shifted so that the row's best is 0 (the same distribution, without infinities).
+    Chosen row by row on the device: asking the host whether to would wait for a GPU every step."""
     scaled = logits / temperature
-    if bool(torch.isinf(scaled).any()):
-        scaled = (logits - logits.amax(-1, keepdim=True)) / temperature
-        scaled = scaled.nan_to_num(nan=float("-inf"))
-    return scaled
+    shifted = ((logits - logits.amax(-1, keepdim=True)) / temperature).nan_to_num(nan=float("-inf"))
+    return torch.where(torch.isinf(scaled).any(-1, keepdim=True), shifted, scaled)
 
 
 def apply_top_k(logits: Tensor, k: int) -> Tensor:

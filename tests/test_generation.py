@@ -89,3 +89,21 @@ def test_half_precision_models_get_a_float32_cache_with_the_same_logits():
         cached = generation._module_logits(model, ids[:, :5], cache, None)
         cached = generation._module_logits(model, ids[:, 5:], cache, None).float()  # 4 more positions
     torch.testing.assert_close(cached, plain, rtol=2e-2, atol=2e-2)
+
+
+def test_choosing_tokens_never_waits_for_the_device():
+    """Each filter of a sampled step runs where the logits are, without asking the host anything
+    (which on a GPU waits for the step to finish): on meta tensors, which have no values, they run.
+    The temperature's overflow check asked, every step."""
+    sampling = repo_module("models.sampling")
+    logits, seen = torch.empty(2, 50, device="meta"), torch.zeros(2, 3, dtype=torch.long, device="meta")
+    sampling.apply_repetition_penalty(logits, seen, 1.3)
+    sampling.apply_top_k(sampling.apply_top_p(sampling.apply_temperature(logits, 0.5), 0.9), 5)
+
+
+def test_a_tiny_temperature_shifts_only_the_rows_it_would_overflow():
+    sampling = repo_module("models.sampling")
+    logits = torch.tensor([[10.0, 20.0, 30.0], [1e-30, 2e-30, 3e-30]])
+    scaled = sampling.apply_temperature(logits, 1e-38)
+    assert torch.equal(scaled[0].softmax(-1), torch.tensor([0.0, 0.0, 1.0]))  # the best token, no NaN
+    assert torch.equal(scaled[1], logits[1] / 1e-38)
