@@ -7,9 +7,9 @@ stream weights from memory, and PyTorch's stock kernels do not always reach it. 
 docs/performance.md):
 
 - one row (batch-1 decoding), float32 or bfloat16: the fastest on this machine of PyTorch's route
-  below and the native kernels (models/native: AVX-512 and AVX2 builds, and for bfloat16
-  ``[in, out]`` weights the ``[out, in]`` kernel on a transposed copy), timed at first use by
-  models/route_choice.py;
+  below and the native kernels (models/native: AVX-512 and AVX2 builds, and for ``[in, out]``
+  weights the ``[out, in]`` kernel on a transposed copy, which for float32 must be 10% faster to be
+  worth its memory), timed at first use by models/route_choice.py;
 - PyTorch's route for one float32 row against an ``[in, out]`` weight: the inner dimension split in
   two, both halves in one ``bmm`` (both cores stream the weight), then summed;
 - other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
@@ -104,7 +104,7 @@ def _torch_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_r
 
 def _candidate(name: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
     """One named one-row product on ``weight``: ``torch``, a native build (``wide``, ``narrow``),
-    or for a bfloat16 ``[in, out]`` weight a build's ``[out, in]`` kernel on a transposed copy
+    or for an ``[in, out]`` weight a build's ``[out, in]`` kernel on a transposed copy
     (``wide-rows``, ``narrow-rows``); None where it cannot run here."""
     if name == "torch":
         return _torch_route(weight, bias, stored_in_out, True)
@@ -113,7 +113,7 @@ def _candidate(name: str, weight: Tensor, bias: Tensor | None, stored_in_out: bo
         return None
     if not rows:
         return native.float_product(variant, weight, bias, stored_in_out)
-    if not (stored_in_out and weight.dtype == torch.bfloat16):
+    if not stored_in_out:
         return None
     out_in = derived(weight, "out_in", lambda: copy_in_huge_pages(weight.t()))
     return None if out_in is None else native.float_product(variant, out_in, bias, False)
@@ -123,6 +123,12 @@ def _candidates(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> dic
     found = {name: _candidate(name, weight, bias, stored_in_out)
              for name in ("torch", "wide", "narrow", "wide-rows", "narrow-rows")}
     return {name: product for name, product in found.items() if product is not None}
+
+
+# The candidates that keep a transposed copy. For float32 the copy buys only a layout, which must be
+# clearly faster to be worth the memory; for bfloat16 it buys the CPU's bfloat16 dot products
+# (AVX512_BF16), which the [in, out] kernel cannot use, and it is taken whenever it is faster.
+_COPYING = frozenset({"wide-rows", "narrow-rows"})
 
 
 def _natively(weight: Tensor, bias: Tensor | None) -> bool:
@@ -141,7 +147,8 @@ def _ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> tuple[
         return _candidates(zeros, None if bias is None else torch.zeros_like(bias), stored_in_out)
 
     return route_choice.ranking(key, synthetic, weight.numel() * weight.element_size(),
-                                lambda: torch.zeros(1, in_features, dtype=weight.dtype))
+                                lambda: torch.zeros(1, in_features, dtype=weight.dtype),
+                                copying=_COPYING if weight.dtype == torch.float32 else frozenset())
 
 
 def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
