@@ -156,8 +156,14 @@ def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bo
     route, for a weight ``_routable`` accepts and no gradient asked."""
     if not (one_row and _natively(weight, bias)):
         return _torch_route(weight, bias, stored_in_out, one_row)
-    name = _ranking(weight, bias, stored_in_out)[0]
-    return _candidate(name, weight, bias, stored_in_out) or _torch_route(weight, bias, stored_in_out, one_row)
+    return _one_row(weight, bias, stored_in_out)
+
+
+def _one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
+    """The first of the weight's ranking that can be built for it, else PyTorch's route."""
+    return (route_choice.first_built(_ranking(weight, bias, stored_in_out),
+                                     lambda name: _candidate(name, weight, bias, stored_in_out))
+            or _torch_route(weight, bias, stored_in_out, True))
 
 
 def native_one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> native.NativeProduct | None:
@@ -174,8 +180,8 @@ def native_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> na
     it in the layer's place and compute the same), else None."""
     if not (_routable(weight) and _natively(weight, bias)):
         return None
-    name = _ranking(weight, bias, stored_in_out)[0]
-    return None if name == "torch" else _candidate(name, weight, bias, stored_in_out)
+    route = _one_row(weight, bias, stored_in_out)
+    return route if isinstance(route, native.NativeProduct) else None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:

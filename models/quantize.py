@@ -237,7 +237,7 @@ class QuantizedLinear(nn.Module):
         """The fastest product for one row on this machine (models/route_choice.py)."""
         if self.native is None:
             return self._torch_product()
-        return self._candidate(self._ranking()[0]) or self._torch_product()
+        return route_choice.first_built(self._ranking(), self._candidate) or self._torch_product()
 
     def native_one_row(self):
         """The fastest native one-row product (models/native/block.py calls it from C), or None."""

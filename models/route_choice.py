@@ -36,7 +36,7 @@ ROUNDS = 3
 # A candidate that makes a copy of its weight (another layout, kept for the model's life) is ranked
 # as if this much slower: the memory is taken only for a clear gain, not for a tie within noise.
 COPY_MARGIN = 1.10
-_METHOD = b"float32 -rows, ranked 10% slower"  # in the choices file's name: a change measures again
+_METHOD = f"float32 -rows; copies x{COPY_MARGIN}".encode()  # in the choices file's name: a change measures again
 _chosen: dict[tuple, tuple[str, ...]] = {}  # by key: the candidates' names, fastest first
 _warned: set[str] = set()  # forced names already reported as no candidate
 _lock = threading.Lock()
@@ -168,14 +168,17 @@ def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
         return _chosen[key]
 
 
+def first_built(names: tuple[str, ...], make: Callable[[str], Product | None]) -> Product | None:
+    """The product of the first of ``names`` (fastest first) that ``make`` can build here, or None:
+    a ranking's first may not build for every weight (one made under inference mode keeps no
+    copies), and then the next runs, not PyTorch's route."""
+    return next((found for found in map(make, names) if found is not None), None)
+
+
 def fastest_native(names: tuple[str, ...], make: Callable[[str], Product | None]) -> Product | None:
     """The product of the first of ``names`` (fastest first) that is not PyTorch's route and that
     ``make`` can build here, or None."""
-    for name in names:
-        found = None if name == "torch" else make(name)
-        if found is not None:
-            return found
-    return None
+    return first_built(names, lambda name: None if name == "torch" else make(name))
 
 
 def chosen() -> dict[tuple, str]:

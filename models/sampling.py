@@ -18,12 +18,17 @@ def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Te
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
-    """``logits / temperature``; in rows where a tiny temperature would overflow that, the logits
-    are first shifted so that the row's best is 0 (the same distribution, without infinities).
-    Chosen row by row on the device: asking the host whether to would wait for a GPU every step."""
+    """``logits / temperature``; in rows where a tiny temperature would overflow that (or, rounded
+    to float32, is 0), the logits are first shifted so that the row's best is 0 (the same
+    distribution, without infinities). Off the CPU this is chosen row by row on the device:
+    asking the host whether to would wait for a GPU every step."""
     scaled = logits / temperature
-    shifted = ((logits - logits.amax(-1, keepdim=True)) / temperature).nan_to_num(nan=float("-inf"))
-    return torch.where(torch.isinf(scaled).any(-1, keepdim=True), shifted, scaled)
+    if logits.is_cpu and not bool(torch.isinf(scaled).any()):  # on the CPU asking costs less than the answer
+        return scaled
+    overflowed = ~torch.isfinite(scaled).all(-1, keepdim=True)  # [B, 1]
+    best = logits.amax(-1, keepdim=True)
+    shifted = ((logits - best) / temperature).nan_to_num(nan=float("-inf")).masked_fill(logits == best, 0.0)
+    return torch.where(overflowed, shifted, scaled)
 
 
 def apply_top_k(logits: Tensor, k: int) -> Tensor:

@@ -265,6 +265,18 @@ def test_a_copy_of_the_weight_is_kept_only_for_a_clear_gain(monkeypatch, tmp_pat
     assert route_choice.ranking(("k", gain), candidates, 1 << 30, torch.ones(4), copying=frozenset({"copying"}))[0] == first
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_ranking_whose_first_cannot_be_built_runs_its_next(monkeypatch, narrow, dtype):
+    """A weight made under inference mode keeps no transposed copy, so a ranking led by a "-rows"
+    kernel could not build it there; PyTorch's route ran instead of the next, a native kernel."""
+    monkeypatch.setattr(kernels, "_ranking", lambda *args: ("narrow-rows", "narrow", "torch"))
+    with torch.inference_mode():
+        weight, bias, x = torch.randn(64, 48, dtype=dtype), torch.randn(48, dtype=dtype), torch.randn(1, 64, dtype=dtype)
+        route = kernels.native_route(weight, bias, stored_in_out=True)
+        assert route is not None and kernels._route(weight, bias, True, one_row=True) is not None
+        assert_close_to(route(x), (x.double() @ weight.double() + bias.double()), dtype)
+
+
 @pytest.mark.parametrize("kernel", ["torch", "wide", "narrow", "wide-rows", "narrow-rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_models_generate_alike_on_every_kernel(monkeypatch, narrow, kernel, dtype):
