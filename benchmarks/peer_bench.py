@@ -111,9 +111,9 @@ def prefill(ours: dict, theirs: dict, gguf: dict, args) -> None:
     for name, model in ours.items():  # quantized: against llama.cpp only (Hugging Face has no such kernel)
         hf = theirs.get(name)
         with torch.no_grad():
-            model(x[:, :64])
+            model(x, use_cache=False)  # warm-up at the timed shape: a GPU picks its kernels per shape
             if hf is not None:
-                hf(x[:, :64])
+                hf(x, use_cache=False)
             results: dict[str, list[float]] = {}
             for _ in range(args.repeats):
                 if hf is not None:
