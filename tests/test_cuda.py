@@ -185,3 +185,21 @@ def test_fine_tuning_on_the_gpu(tmp_path):
                                                        batch_size=8, lr=3e-3, bf16=bf16))
         assert model.device == GPU
         assert history[-1]["perplexity"] < 0.5 * history[0]["perplexity"], history
+
+
+def test_the_command_line_on_the_gpu(tmp_path, capsys):
+    """``--device`` puts generate and score where it says; both give what they give on the CPU."""
+    from test_finetune import byte_level_checkpoint
+
+    cli = repo_module("cli.main")
+    folder = byte_level_checkpoint(tmp_path / "base", dropout=0.0)
+    (tmp_path / "text.txt").write_text("the cat sat on the mat and the dog ran " * 4)
+    printed = {}
+    for device in ("cpu", str(GPU)):
+        assert cli.main(["score", "--model", str(folder), str(tmp_path / "text.txt"), "--device", device]) == 0
+        score = capsys.readouterr().out
+        assert cli.main(["generate", "--model", str(folder), "--prompt", "the cat", "--max-new-tokens", "6",
+                         "--device", device]) == 0
+        printed[device] = (float(score.split()[1]), capsys.readouterr().out)
+    (cpu_score, cpu_text), (gpu_score, gpu_text) = printed["cpu"], printed[str(GPU)]
+    assert gpu_score == pytest.approx(cpu_score, rel=1e-4) and gpu_text.startswith("the cat") and cpu_text
