@@ -7,7 +7,7 @@ import sys
 import torch
 
 from ..tokenizers.streaming import TextStreamer
-from .loading import load_family
+from .loading import check_device, load_family
 from .main import UsageError
 
 
@@ -28,6 +28,7 @@ def write(text: str) -> None:
 
 
 def run(args) -> None:
+    check_device(args.device, args.quantize)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise UsageError("the prompt is empty")

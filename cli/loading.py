@@ -19,19 +19,25 @@ def family_of(model: str) -> str:
     return model_type
 
 
-def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str | None = None,
-                device: str | None = None):
-    """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, on ``device``
-    (a ``device_map``), and its tokenizer."""
-    from .. import models, tokenizers
+def check_device(device: str, quantize: str | None) -> None:
+    """``--device`` (with ``--quantize``), refused as a usage error before anything is read or
+    loaded (a prompt from stdin, a file to score, a download)."""
     from ..errors import GPTHubError
     from ..models.devices import resolve_device
     from .main import UsageError
 
     try:
-        resolve_device(device, quantize, name="--device")  # named before any download
+        resolve_device(device, quantize, name="--device")
     except GPTHubError as error:
         raise UsageError(str(error)) from None
+
+
+def load_family(model: str, dtype: str | None, head: str = "lm", quantize: str | None = None,
+                device: str | None = None):
+    """The checkpoint's model with ``head`` ("lm" or "double"), quantized if asked, on ``device``
+    (a ``device_map``), and its tokenizer."""
+    from .. import models, tokenizers
+
     family = FAMILIES[family_of(model)]
     model_class = getattr(models, family + HEADS[head])
     tokenizer_class = getattr(tokenizers, family + "Tokenizer")

@@ -13,6 +13,9 @@ DTYPES = ["float32", "bfloat16", "float16"]
 QUANTIZE = ["int8", "int4"]
 
 
+SEED_MAX = 2 ** 64 - 1  # what torch.Generator.manual_seed takes
+
+
 def number(kind: type, minimum: float | None = None, maximum: float | None = None, above: float | None = None
            ) -> Callable[[str], float]:
     """An argparse ``type`` for a number in a range; the error names the range."""
@@ -78,7 +81,7 @@ def _generate(commands) -> None:
                      help="sample from the smallest set of tokens with this much probability (default: 1, all)")
     gen.add_argument("--repetition-penalty", type=number(float, above=0), default=1.0,
                      help="divide the scores of tokens already present by this (1: off)")
-    gen.add_argument("--seed", type=int, help="make sampling reproducible (default: a random seed)")
+    gen.add_argument("--seed", type=number(int, 0, SEED_MAX), help="make sampling reproducible (default: a random seed)")
     gen.add_argument("--num-return-sequences", type=number(int, 1), default=1,
                      help="how many continuations; more than 1 prints them whole instead of streaming")
 
@@ -116,7 +119,7 @@ def _finetune(commands) -> None:
         ft.add_argument("--weight-decay", type=number(float, 0), default=0.01, help="AdamW's, on matrices only")
         ft.add_argument("--max-grad-norm", type=number(float, 0), default=1.0, help="clip gradients to this norm (0: off)")
         ft.add_argument("--bf16", action="store_true", help="bfloat16 autocast (default: off)")
-        ft.add_argument("--seed", type=int, default=0, help="data order, dropout and new weights")
+        ft.add_argument("--seed", type=number(int, 0, SEED_MAX), default=0, help="data order, dropout and new weights")
         ft.add_argument("--save-every", type=number(int, 0), default=0,
                         help="checkpoint every N steps, 0: only at each epoch's end")
         ft.add_argument("--max-steps", type=number(int, 0), default=0, help="stop after N optimizer steps (0: no limit)")

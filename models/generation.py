@@ -45,9 +45,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         pad_token_id = checks.integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
     choose = checks.sampling(do_sample, temperature, top_k, top_p, repetition_penalty)
     repeats = checks.integer("num_return_sequences", num_return_sequences, low=1)
-    if seed is not None:
-        generator = torch.Generator(device=input_ids.device).manual_seed(checks.integer("seed", seed, low=0))
-    checks.generator(generator, input_ids.device)
+    generator = checks.generator(generator, seed, input_ids.device)
     if repeats > 1:
         input_ids = input_ids.repeat_interleave(repeats, 0)
         attention_mask = attention_mask.repeat_interleave(repeats, 0)

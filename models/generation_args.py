@@ -58,15 +58,21 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> 
     return input_ids, attention_mask.long()
 
 
-def generator(value, device: torch.device) -> None:
-    """A ``torch.Generator`` on the model's device (sampling draws where the logits are), or None."""
+def generator(value, seed, device: torch.device) -> torch.Generator | None:
+    """The generator sampling draws from: ``value``, a ``torch.Generator`` on the model's device
+    (sampling draws where the logits are), or one made there from ``seed``, or None."""
+    if seed is not None:
+        if value is not None:
+            raise InvalidArgumentError("give seed or generator, not both: seed makes a generator of its own")
+        return torch.Generator(device=device).manual_seed(integer("seed", seed, low=0, high=2 ** 64 - 1))
     if value is None:
-        return
+        return None
     if not isinstance(value, torch.Generator):
         raise ArgumentTypeError(f"generator must be a torch.Generator, got {type(value).__name__}")
     if value.device.type != device.type or (value.device.index or 0) != (device.index or 0):
         raise InvalidArgumentError(f"generator is on {value.device} and the model on {device}: make it with "
                                    f"torch.Generator(device=model.device)")
+    return value
 
 
 def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int) -> int:
@@ -90,10 +96,15 @@ def token_ids(name: str, value, vocab_size: int) -> list[int]:
 
 
 def sampling(do_sample, temperature, top_k, top_p, repetition_penalty) -> Sampling:
+    """The sampling options, checked; None stands for each one's default (as in Hugging Face's
+    generation config). Greedy decoding uses none of temperature, top_k and top_p, and takes a
+    temperature or top_p of 0 as Hugging Face does (0 is the OpenAI API's greedy temperature)."""
     if not isinstance(do_sample, bool):
         raise ArgumentTypeError(f"do_sample must be True or False, got {do_sample!r}")
-    return Sampling(do_sample, real("temperature", temperature, low=0.0, low_open=True),
-                    integer("top_k", top_k, low=0), real("top_p", top_p, low=0.0, high=1.0, low_open=True),
+    temperature = 1.0 if temperature is None else temperature
+    top_k, top_p = 0 if top_k is None else top_k, 1.0 if top_p is None else top_p
+    return Sampling(do_sample, real("temperature", temperature, low=0.0, low_open=do_sample),
+                    integer("top_k", top_k, low=0), real("top_p", top_p, low=0.0, high=1.0, low_open=do_sample),
                     real("repetition_penalty", repetition_penalty, low=0.0, low_open=True))
 
 
@@ -111,6 +122,6 @@ def real(name: str, value, *, low: float, high: float = math.inf, low_open: bool
         raise ArgumentTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)
     if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-        raise InvalidArgumentError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}], "
-                                   f"got {value}")
+        raise InvalidArgumentError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}"
+                                   f"{']' if math.isfinite(high) else ')'}, got {value}")
     return value

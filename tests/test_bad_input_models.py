@@ -61,6 +61,9 @@ IDS = torch.tensor([[5, 6, 7, 8]])
     ({"num_return_sequences": 0}, ValueError, "num_return_sequences must be in"),
     ({"seed": "1"}, TypeError, "seed must be an int"),
     ({"do_sample": True, "generator": 7}, TypeError, "generator must be a torch.Generator"),
+    ({"do_sample": True, "seed": 2 ** 64}, ValueError, r"seed must be in \[0, 18446744073709551615\], got"),
+    ({"do_sample": True, "seed": 1, "generator": torch.Generator()}, ValueError, "give seed or generator, not both"),
+    ({"do_sample": True, "temperature": float("inf")}, ValueError, r"temperature must be a finite number in \(0.0, inf\)"),
 ])
 def test_bad_generate_arguments_are_named(gpt2, kwargs, kind, message):
     raises(kind, message, gpt2.generate, IDS, **{"max_new_tokens": 3, **kwargs})
@@ -92,6 +95,17 @@ def test_a_prompt_on_another_device_than_the_model_is_named(gpt2, where):
 def test_a_tiny_temperature_samples_the_best_token(gpt2, temperature):
     greedy = gpt2.generate(IDS, max_new_tokens=5)
     assert torch.equal(gpt2.generate(IDS, max_new_tokens=5, do_sample=True, temperature=temperature, seed=0), greedy)
+
+
+def test_greedy_decoding_takes_the_sampling_options_it_does_not_use(gpt2):
+    """As in Hugging Face: temperature 0 (the OpenAI API's greedy one) or top_p 0 with greedy
+    decoding, and None for any of the three, were refused."""
+    greedy = gpt2.generate(IDS, max_new_tokens=5)
+    for options in ({"temperature": 0}, {"top_p": 0.0}, {"temperature": None, "top_k": None, "top_p": None}):
+        assert torch.equal(gpt2.generate(IDS, max_new_tokens=5, **options), greedy), options
+    sampled = gpt2.generate(IDS, max_new_tokens=5, do_sample=True, seed=3)
+    assert torch.equal(gpt2.generate(IDS, max_new_tokens=5, do_sample=True, seed=3, temperature=None, top_k=None,
+                                     top_p=None), sampled)
 
 
 def test_eos_token_id_may_be_a_list(gpt2):
@@ -177,7 +191,8 @@ def test_entrypoints_refuse_unknown_keywords(tmp_path):
     ({"device_map": "gpu"}, ValueError, "device_map='gpu' is not a device"),
     ({"device_map": True}, TypeError, "device_map must be a device"),
     ({"device_map": "cuda:99"}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) cuda device"),
-    ({"device_map": {"": "cuda:99"}}, ValueError, r"device_map='cuda:99', but this PyTorch sees (no|\d+) cuda device"),
+    ({"device_map": {"": "cuda:99"}}, ValueError, r"device_map\[''\]='cuda:99', but this PyTorch sees (no|\d+) cuda"),
+    ({"device_map": "99"}, ValueError, r"device_map=99, but this PyTorch sees (no|\d+) cuda device"),  # a GPU's index
     ({"device_map": "meta"}, ValueError, "device_map='meta' would load no weights"),
     ({"device_map": 0, "quantize": "int8"}, ValueError, "quantize='int8' is for the CPU; device_map=0 asks for cuda:0"),
     ({"device_map": "cuda", "quantize": "int9"}, ValueError, "quantize must be one of 'int8', 'int4', got 'int9'"),

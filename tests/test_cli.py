@@ -97,7 +97,8 @@ BAD = [("generate", "--max-new-tokens", "0"), ("generate", "--max-new-tokens", "
        ("generate", "--top-p", "0"), ("generate", "--top-p", "1.5"), ("generate", "--top-k", "-1"),
        ("generate", "--repetition-penalty", "0"), ("generate", "--num-return-sequences", "0"),
        ("generate", "--temperature", "nan"), ("score", "--max-length", "1"), ("score", "--stride", "0"),
-       ("score", "--max-length", "8", "--stride", "9")]
+       ("score", "--max-length", "8", "--stride", "9"), ("generate", "--seed", "-1"),
+       ("generate", "--seed", "18446744073709551616")]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=" ".join)
@@ -115,6 +116,14 @@ def test_other_usage_errors(tmp_path):
     one_line_error(run("example", "--model", "/nonexistent"), 2)
     one_line_error(run("frobnicate"), 2)
     one_line_error(run("generate", "--model", "gpt2"), 2)  # no --prompt
+    waiting = subprocess.Popen([sys.executable, str(REPO / "hubconf.py"), "generate", "--model", "gpt2", "--prompt", "-",
+                                "--device", "cuda0"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # the prompt's stdin stays open: the bad device is named without waiting for it
+        assert waiting.wait(timeout=60) == 2 and "--device='cuda0' is not a device" in waiting.stderr.read()
+    finally:
+        waiting.kill()
+        waiting.stdin.close()
+        waiting.stderr.close()
     bad_device = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu")
     one_line_error(bad_device, 2)
     assert "--device='gpu' is not a device" in bad_device.stderr
