@@ -154,21 +154,31 @@ def _retry_after(value: str) -> float | None:
         return None
 
 
-def is_dns_failure(err: BaseException) -> bool:
-    """Whether a name could not be resolved: worth no retry (it will not resolve in a second)."""
+def _causes(err: BaseException):
+    """``err`` and every exception it was raised from, wraps or carries (requests and urllib3 nest
+    the socket's error three deep)."""
     pending, seen = [err], set()
     while pending:
         cause = pending.pop()
         if not isinstance(cause, BaseException) or id(cause) in seen:
             continue
         seen.add(id(cause))
-        if isinstance(cause, (socket.gaierror, _NAME_RESOLUTION)):
-            return True
+        yield cause
         pending += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
-    return False
+
+
+def is_dns_failure(err: BaseException) -> bool:
+    """Whether a name could not be resolved: worth no retry (it will not resolve in a second)."""
+    return any(isinstance(cause, (socket.gaierror, _NAME_RESOLUTION)) for cause in _causes(err))
 
 
 def reason(err: BaseException) -> str:
+    """What went wrong, in a line: a name that does not resolve says so (the exception's text is
+    the connection pool's innards), anything else is the exception as it is."""
+    if is_dns_failure(err):
+        socket_error = next((c for c in _causes(err) if isinstance(c, socket.gaierror) and c.strerror), None)
+        detail = socket_error.strerror if socket_error is not None else "no address"
+        return f"its host name does not resolve ({detail}): no network, or no such host"
     return f"{type(err).__name__}: {err}"
 
 

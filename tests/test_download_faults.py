@@ -311,6 +311,7 @@ def test_a_dns_failure_is_not_retried_and_says_what_to_do(monkeypatch, waits):
     assert len(lookups) == 1 and not waits
     message = str(info.value)
     assert "Name or service not known" in message and "HF_HUB_OFFLINE=1" in message and "local directory" in message
+    assert "Pool" not in message and "Connection(" not in message  # not the connection pool's innards
 
 
 # A full disk -------------------------------------------------------------------------------------
