@@ -184,6 +184,11 @@ def test_entrypoints_refuse_unknown_keywords(tmp_path):
     raises(TypeError, "'quantization'", hub.gpt2LMHeadModel, str(tmp_path), quantization="int8")
     raises(TypeError, "'load_in_8bit'", hub.gpt2Model, "gpt2", pretrained=False, load_in_8bit=True)
     raises(TypeError, "'n_layers'.*n_layer", hub.gpt2Config, "gpt2", n_layers=3)
+    # the tokenizers' before any download (the hub here is a closed port: a download would fail otherwise)
+    raises(TypeError, "'device_map'", hub.gpt2Tokenizer, "gpt2", device_map="cuda")
+    raises(TypeError, "'add_prefix_spaces'.*add_prefix_space", hub.gpt2Tokenizer, "gpt2", add_prefix_spaces=True)
+    raises(TypeError, "'use_spacey'.*use_spacy", repo_module("hubconfs.gpt_hubconf").openAIGPTTokenizer, "openai-gpt",
+           use_spacey=False)
 
 
 @pytest.mark.parametrize("kwargs, kind, message", [

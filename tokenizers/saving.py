@@ -4,11 +4,13 @@ download layer): the vocabulary files, ``tokenizer_config.json``, ``special_toke
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
 
 from ..download import atomic_write, download_options, resolve_file
+from ..errors import UnknownArgumentError
 from .files import check_ids, read_json_object
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -61,6 +63,9 @@ class Saving:
         """A directory holding the vocabulary files (and, if saved by ``save_pretrained``, the
         tokenizer's settings), or a name; keywords override the saved settings."""
         fetch_options = download_options(kwargs)
+        unknown = sorted(set(kwargs) - cls._settings_taken())
+        if unknown:  # before any download
+            raise UnknownArgumentError.naming(unknown, sorted(cls._settings_taken()), f"{cls.__name__}.from_pretrained")
         files = cls.vocabulary_files(name_or_path, fetch_options)
         settings = {}
         for name in (TOKENIZER_CONFIG, ADDED_TOKENS):
@@ -83,6 +88,18 @@ class Saving:
                 tokenizer._register(getattr(tokenizer, name))
         tokenizer.add_tokens(additional, special_tokens=True)
         return tokenizer
+
+    @classmethod
+    def _settings_taken(cls) -> set[str]:
+        """The keywords the class's constructors take, beside the vocabulary files."""
+        names = set(SPECIAL_TOKEN_NAMES) | {"additional_special_tokens"}
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is not None:
+                names |= {name for name, parameter in inspect.signature(init).parameters.items()
+                          if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+                          or parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+        return names - {"self", *cls.vocab_file_candidates}
 
     @classmethod
     def saved_settings(cls) -> set[str]:
