@@ -17,6 +17,7 @@ Every peer's ids are compared with ours; a mismatch is printed, not hidden.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -76,6 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data)
     tokenizers = repo_module("tokenizers")
+    transformers = importlib.import_module("transformers") if importlib.util.find_spec("transformers") else None
     texts = [p.read_bytes().decode("utf-8") for p in sorted((data / "corpus").glob("*.txt"))]
     lines = [line for text in texts for line in text.splitlines(keepends=True)]
     mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
@@ -97,19 +99,11 @@ def main() -> None:
             return tokenizer.encode
 
         peers = {"OpenAI encoder.py": openai_encoder, "ours, pure Python": lambda: ours(use_tiktoken=False)}
-        try:
-            import tiktoken  # noqa: F401
-
+        if importlib.util.find_spec("tiktoken") is not None:
             peers["ours, tiktoken accelerator"] = ours
             peers["tiktoken (raw encode_ordinary)"] = lambda: tokenizers.GPT2Tokenizer.from_pretrained(gpt2)._accelerator().encode_ordinary
-        except ImportError:
-            pass
-        try:
-            import transformers
-
+        if transformers is not None:
             peers["Hugging Face GPT2Tokenizer"] = lambda: transformers.GPT2Tokenizer.from_pretrained(str(gpt2)).encode
-        except ImportError:
-            pass
         for kind, items in (("line by line", lines), ("file by file", texts)):
             results: dict[str, list[float]] = {}
             for _ in range(args.repeats):
@@ -152,12 +146,8 @@ def main() -> None:
             return tokenizer.encode
 
         peers = {"original pipeline (step for step)": original_pipeline}
-        try:
-            import transformers
-
+        if transformers is not None:
             peers["Hugging Face OpenAIGPTTokenizer"] = lambda: transformers.OpenAIGPTTokenizer.from_pretrained(str(gpt1)).encode
-        except ImportError:
-            pass
         for kind, items in (("line by line", lines), ("file by file", texts)):
             results = {}
             for _ in range(args.repeats):
