@@ -64,8 +64,8 @@ def _model_options(command: argparse.ArgumentParser, what: str) -> None:
     command.add_argument("--dtype", choices=DTYPES, default="float32", help="the weights' dtype")
     command.add_argument("--quantize", choices=QUANTIZE, help="weight-only quantization of the projections and the "
                          "LM head, for CPU inference with float32 or bfloat16 (default: none)")
-    command.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, or auto (a GPU "
-                         "where there is one)")
+    command.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, a GPU index, or "
+                         "auto (a GPU where there is one)")
 
 
 def _generate(commands) -> None:
