@@ -97,13 +97,13 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
               state_dict: dict | None = None, quantize: str | None = None, device_map: Any = None,
               **config_overrides: Any):
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
-        if quantize is not None:
-            check_scheme(quantize)
-        device = resolve_device(device_map, quantize)  # before anything is fetched
-        if pretrained:
+        if pretrained:  # from_pretrained checks the scheme and the device before fetching anything
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
                                                **fetch, **config_overrides)
+        if quantize is not None:
+            check_scheme(quantize)
+        device = resolve_device(device_map, quantize)  # before a config is fetched
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
                                  config_overrides)
