@@ -36,22 +36,51 @@ ROUNDS = 3
 # A candidate that makes a copy of its weight (another layout, kept for the model's life) is ranked
 # as if this much slower: the memory is taken only for a clear gain, not for a tie within noise.
 COPY_MARGIN = 1.10
-_METHOD = f"float32 -rows; copies x{COPY_MARGIN}".encode()  # in the choices file's name: a change measures again
+_METHOD = f"float32 -rows; copies x{COPY_MARGIN}; 2 LLC to 1 GB".encode()  # in the choices file's name: a change measures again
 _chosen: dict[tuple, tuple[str, ...]] = {}  # by key: the candidates' names, fastest first
 _warned: set[str] = set()  # forced names already reported as no candidate
 _lock = threading.Lock()
 
 
-def _stream_bytes() -> int:
-    """Twice the last-level cache (from sysfs; 32 MB assumed where unknown), within 16-256 MB."""
-    size = 32 << 20
+def _sysfs_bytes(text: str) -> int:
+    """A size as sysfs writes it (``32768K``, ``300M``) in bytes."""
+    text = text.strip().upper()
+    return int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+
+
+def _machine() -> tuple[int | None, int | None]:
+    """The last-level cache's size and the memory available now, in bytes (None where unknown)."""
+    cache = available = None
     try:
         with open("/sys/devices/system/cpu/cpu0/cache/index3/size", encoding="ascii") as f:
-            text = f.read().strip().upper()
-        size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1], 0)
+            cache = _sysfs_bytes(f.read())
     except (OSError, ValueError):
         pass
-    return min(max(2 * size, 16 << 20), 256 << 20)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            line = next(line for line in f if line.startswith("MemAvailable:"))
+        available = int(line.split()[1]) << 10  # in kB
+    except (OSError, ValueError, StopIteration, IndexError):
+        pass
+    return cache, available
+
+
+def stream_bytes(cache: int | None, available: int | None) -> int:
+    """How many bytes of weights to time a candidate on: twice the last-level cache (32 MB assumed
+    where unknown), so that they stream from memory as a model's weights do, even past a 300 MB
+    cache (a Xeon's); at least 16 MB, at most 1 GB and an eighth of the memory available (the
+    copies, and the transposed copies some candidates make of them)."""
+    size = 2 * (cache or 32 << 20)
+    if available is not None:
+        size = min(size, available // 8)
+    return max(16 << 20, min(size, 1 << 30))
+
+
+def copy_count(weight_bytes: int, stream: int) -> int:
+    """How many weights to time: enough to stream ``stream`` bytes, at most 512; at most 8 for
+    weights under 64 KB (a toy model's), whose products cost their calls, not their reads."""
+    enough = min(512, math.ceil(stream / max(weight_bytes, 1)))
+    return min(enough, 8) if weight_bytes < 64 << 10 else enough
 
 
 def _record() -> Path:
@@ -87,13 +116,6 @@ def _keep(path: Path, name: str, choice: str) -> None:
         atomic_write(path, json.dumps({**_recorded(path), name: choice}, indent=1, sort_keys=True).encode())
     except OSError as error:
         logger.debug("the kernel choice for %s is not kept in %s: %s", name, path, error)
-
-
-def _copies(weight_bytes: int) -> int:
-    """How many weights to time: enough to spill the last-level cache, at most 64; at most 8 for
-    weights under 64 KB (a toy model's), whose products cost their calls, not their reads."""
-    enough = min(64, math.ceil(_stream_bytes() / max(weight_bytes, 1)))
-    return min(enough, 8) if weight_bytes < 64 << 10 else enough
 
 
 def _seconds(products: list[Product], x: Tensor) -> float:
@@ -138,7 +160,7 @@ def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
             _chosen[key] = (forced if forced in names else names[0],)
             return _chosen[key]
         copies = [first]
-        for _ in range(_copies(weight_bytes) - 1):
+        for _ in range(copy_count(weight_bytes, stream_bytes(*_machine())) - 1):
             try:
                 with torch.inference_mode(False):
                     copies.append(build())

@@ -253,6 +253,31 @@ def test_a_choice_is_made_once_per_key_and_can_be_forced(monkeypatch, tmp_path):
     assert route_choice.ranking(("other",), candidates, 1, torch.ones(4))[0] == "b" and len(built) == 2
 
 
+def test_the_copies_timed_spill_even_a_300_mb_cache():
+    """Candidates were timed on at most 256 MB of copies (and 64 of them): on a Xeon with 300 MB of
+    last-level cache they were timed from the cache, while a float32 GPT-2 (500 MB) streams from
+    memory, and PyTorch's route won there for every block shape."""
+    mb = 1 << 20
+    stream = route_choice.stream_bytes(300 * mb, 64 << 30)
+    assert stream >= 600 * mb
+    c_proj = 768 * 768 * 4  # GPT-2 small's smallest block weight in float32
+    assert route_choice.copy_count(c_proj, stream) * c_proj >= 600 * mb
+
+
+def test_the_copies_timed_fit_the_memory_there_is():
+    mb = 1 << 20
+    assert route_choice.stream_bytes(300 * mb, 800 * mb) == 100 * mb  # an eighth of what is available
+    assert route_choice.stream_bytes(4 << 30, None) == 1 << 30  # at most 1 GB
+    assert route_choice.stream_bytes(None, None) == 64 * mb  # an unknown cache: 32 MB assumed
+    assert route_choice.stream_bytes(mb, 64 * mb) == 16 * mb  # at least 16 MB
+    assert route_choice.copy_count(1 << 10, 1 << 30) == 8  # a toy model's weights: their calls cost
+    assert route_choice.copy_count(1 << 30, 1 << 30) == 1
+    assert [route_choice._sysfs_bytes(t) for t in ("32768K\n", "300M", "1G", "512")] == [32 * mb, 300 * mb, 1 << 30, 512]
+    cache, available = route_choice._machine()  # this machine's, as Linux reports them
+    assert available is None or available > 0
+    assert cache is None or cache > 0
+
+
 @pytest.mark.parametrize("gain, first", [(1.05, "plain"), (1.25, "copying")])
 def test_a_copy_of_the_weight_is_kept_only_for_a_clear_gain(monkeypatch, tmp_path, gain, first):
     """A candidate that keeps a transposed copy (the model's weights twice over) was ranked first for

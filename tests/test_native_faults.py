@@ -455,7 +455,7 @@ def test_a_candidate_that_raises_when_measured_is_left_out(no_choices, caplog):
 
 
 def test_measuring_takes_fewer_copies_when_memory_runs_short(no_choices):
-    """The copies made to spill the cache (up to 256 MB) raised out of ranking() where memory
+    """The copies made to spill the cache (up to 1 GB) raised out of ranking() where memory
     was short, though one copy was enough to choose."""
     made = []
 
