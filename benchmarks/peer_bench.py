@@ -18,6 +18,7 @@ compares our int8/int4 with its float32. On a GPU (``--device cuda``) only float
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import subprocess
 import time
@@ -214,6 +215,18 @@ def fidelity(ours: dict, gguf: dict, args, tokenizer) -> None:
               f"{float(same.group(1)):8.2f}%")
 
 
+class Timings(logging.Handler):
+    """route_choice's debug lines (the candidates' times of each choice), kept for the summary."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.DEBUG and record.getMessage().startswith("kernels for"):
+            self.lines.append(record.getMessage())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -237,6 +250,10 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     models, tokenizers = repo_module("models"), repo_module("tokenizers")
+    route_choice = repo_module("models.route_choice")
+    timings = Timings()  # each kernel choice measured in this run, with its candidates' times
+    logging.getLogger(route_choice.__name__).addHandler(timings)
+    logging.getLogger(route_choice.__name__).setLevel(logging.DEBUG)
     folder = checkpoint(models, Path(args.vocab), args.size)
     gguf = {}
     if on_cpu and llama_available():
@@ -260,9 +277,10 @@ def main() -> None:
             batch(ours, theirs, args)
     if "fidelity" in only and on_cpu:
         fidelity(ours, gguf, args, tokenizers.GPT2Tokenizer.from_pretrained(folder))
-    chosen = repo_module("models.route_choice").chosen()
     print("\nkernels chosen for one row on this machine: " + "; ".join(
-        f"{' '.join(map(str, key))}: {name}" for key, name in chosen.items()))
+        f"{' '.join(map(str, key))}: {name}" for key, name in route_choice.chosen().items()))
+    if timings.lines:  # not where the choices were kept on disk by an earlier run
+        print("measured in this run:\n  " + "\n  ".join(timings.lines))
 
 
 if __name__ == "__main__":
