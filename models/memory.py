@@ -23,3 +23,34 @@ def check_fits_in_memory(config, dtype: torch.dtype) -> None:
             f"{type(config).__name__}.{field}={getattr(config, field)} makes the weights need "
             f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB of memory"
         )
+
+
+# A container's memory limit and what its processes use now: cgroup v2, then v1.
+CGROUP_LIMITS = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _first_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):  # absent, unreadable, or "max": no number
+        return None
+
+
+def available_memory(meminfo: str = "/proc/meminfo", cgroups=CGROUP_LIMITS) -> int | None:
+    """Bytes this process may still take: what the system has available (``MemAvailable``), or
+    less where a container's memory limit leaves less (``MemAvailable`` is the host's, and going
+    past the limit kills the process, not an allocation); None where neither is known."""
+    room = []
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            line = next(line for line in f if line.startswith("MemAvailable:"))
+        room.append(int(line.split()[1]) << 10)  # in kB
+    except (OSError, ValueError, StopIteration, IndexError):
+        pass
+    for limit_path, usage_path in cgroups:
+        limit, usage = _first_int(limit_path), _first_int(usage_path)
+        if limit is not None and usage is not None and limit < 1 << 60:  # v1 writes "no limit" as about 2**63
+            room.append(max(limit - usage, 0))
+    return min(room) if room else None

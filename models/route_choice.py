@@ -16,6 +16,7 @@ memory runs short.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .memory import available_memory
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +51,40 @@ def _sysfs_bytes(text: str) -> int:
     return int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
 
 
+def _read(path: Path) -> str:
+    return path.read_text(encoding="ascii").strip()
+
+
+@functools.cache
+def cache_reach(threads: int, cpus: frozenset[int], root: str = "/sys/devices/system/cpu") -> int | None:
+    """Bytes of last-level cache that ``threads`` threads on ``cpus`` can fill: its size (the
+    highest level sysfs lists for the first CPU), times the number of such caches those CPUs have
+    (a multi-die AMD or a two-socket machine has several, each shared by some of its CPUs), at most
+    one per thread; None where sysfs does not say."""
+    try:
+        first = Path(root, f"cpu{min(cpus)}", "cache")
+        levels = {int(_read(index / "level")): index.name for index in first.glob("index*")
+                  if _read(index / "type") in ("Unified", "Data")}
+        last = levels[max(levels)]
+        size = _sysfs_bytes(_read(first / last / "size"))
+        caches = {_read(Path(root, f"cpu{cpu}", "cache", last, "shared_cpu_list")) for cpu in cpus}
+    except (OSError, ValueError, KeyError):
+        return None
+    return size * min(len(caches), max(threads, 1))
+
+
 def _machine() -> tuple[int | None, int | None]:
-    """The last-level cache's size and the memory available now, in bytes (None where unknown)."""
-    cache = available = None
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index3/size", encoding="ascii") as f:
-            cache = _sysfs_bytes(f.read())
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            line = next(line for line in f if line.startswith("MemAvailable:"))
-        available = int(line.split()[1]) << 10  # in kB
-    except (OSError, ValueError, StopIteration, IndexError):
-        pass
-    return cache, available
+    """The last-level cache this process's threads reach and the memory it may still take, in
+    bytes (None where unknown)."""
+    cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset({0})
+    return cache_reach(torch.get_num_threads(), cpus), available_memory()
 
 
 def stream_bytes(cache: int | None, available: int | None) -> int:
-    """How many bytes of weights to time a candidate on: twice the last-level cache (32 MB assumed
-    where unknown), so that they stream from memory as a model's weights do, even past a 300 MB
-    cache (a Xeon's); at least 16 MB, at most 1 GB and an eighth of the memory available (the
-    copies, and the transposed copies some candidates make of them)."""
+    """How many bytes of weights to time a candidate on: twice the last-level cache the threads
+    reach (32 MB assumed where unknown), so that they stream from memory as a model's weights do,
+    even past a Xeon's 300 MB cache; at least 16 MB, at most 1 GB and an eighth of the memory this
+    process may still take (the copies, and the transposed or packed copies candidates make)."""
     size = 2 * (cache or 32 << 20)
     if available is not None:
         size = min(size, available // 8)

@@ -278,6 +278,50 @@ def test_the_copies_timed_fit_the_memory_there_is():
     assert cache is None or cache > 0
 
 
+def fake_cpus(root, caches):
+    """A sysfs cpu folder: CPU n's L1 data, L2 and L3, the L3 shared as ``caches[n]`` says."""
+    for cpu, shared in enumerate(caches):
+        for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                     (2, "Unified", "2048K"), (3, "Unified", "32768K")]):
+            folder = root / f"cpu{cpu}" / "cache" / f"index{index}"
+            folder.mkdir(parents=True)
+            for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+                (folder / name).write_text(f"{value}\n")
+
+
+def test_the_cache_reached_counts_each_die_the_threads_run_on(tmp_path):
+    """cpu0's L3 was taken for the whole machine's: on a multi-die AMD (a 32 MB L3 per die) two
+    threads on two dies fill two of them, and the copies timed stayed in the caches."""
+    fake_cpus(tmp_path, ["0-1", "0-1", "2-3", "2-3"])
+    reach = lambda threads, cpus: route_choice.cache_reach(threads, frozenset(cpus), str(tmp_path))  # noqa: E731
+    mb = 1 << 20
+    assert reach(2, {0, 1, 2, 3}) == 64 * mb  # two dies, a thread on each
+    assert reach(1, {0, 1, 2, 3}) == 32 * mb  # one thread fills one
+    assert reach(2, {0, 1}) == 32 * mb  # the process kept to one die
+    assert reach(2, {2, 3}) == 32 * mb
+    assert route_choice.cache_reach(2, frozenset({0}), str(tmp_path / "absent")) is None
+
+
+def test_a_containers_memory_limit_bounds_the_copies_timed(tmp_path):
+    """MemAvailable is the host's: in a container with 2 GB, a Xeon's cache asked for 600 MB of copies
+    and as many transposed ones, and going past the limit kills the process."""
+    memory = repo_module("models.memory")
+    gb = 1 << 30
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: {512 << 20} kB\nMemAvailable: {500 << 20} kB\n")
+    v2, v1 = (tmp_path / "max", tmp_path / "current"), (tmp_path / "limit", tmp_path / "usage")
+    v2[0].write_text(f"{2 * gb}\n")
+    v2[1].write_text(f"{gb + gb // 2}\n")
+    v1[0].write_text("9223372036854771712\n")  # v1's "no limit"
+    v1[1].write_text(f"{gb}\n")
+    paths = tuple((str(limit), str(usage)) for limit, usage in (v2, v1))
+    assert memory.available_memory(str(meminfo), paths) == gb // 2
+    assert route_choice.stream_bytes(300 << 20, gb // 2) == 64 << 20
+    v2[0].write_text("max\n")
+    assert memory.available_memory(str(meminfo), paths) == 500 * gb
+    assert memory.available_memory(str(tmp_path / "none"), ()) is None
+
+
 @pytest.mark.parametrize("gain, first", [(1.05, "plain"), (1.25, "copying")])
 def test_a_copy_of_the_weight_is_kept_only_for_a_clear_gain(monkeypatch, tmp_path, gain, first):
     """A candidate that keeps a transposed copy (the model's weights twice over) was ranked first for
