@@ -6,10 +6,15 @@ import logging
 
 import torch
 
-from ..training import (DataError, Options, TrainingError, check_output_dir, check_resumable, language_modelling,
-                        multiple_choice, start_distributed, train)
+from ..training import (DataError, Options, TrainingError, check_output_dir, check_readable, check_resumable,
+                        language_modelling, multiple_choice, start_distributed, train)
 from .loading import load_family
 from .main import UsageError
+
+
+def _listed(paths: str | list[str] | None) -> list[str]:
+    """--train or --eval's files (finetune-lm takes several, finetune-mc one)."""
+    return [] if paths is None else [paths] if isinstance(paths, str) else list(paths)
 
 
 def run(args) -> None:
@@ -20,7 +25,9 @@ def run(args) -> None:
         check_output_dir(args.output)
         if args.resume:
             check_resumable(args.resume)
-    except TrainingError as err:
+        for path in _listed(args.train) + _listed(args.eval):
+            check_readable(path)
+    except (DataError, TrainingError) as err:
         raise UsageError(str(err)) from None
     ranks = start_distributed()
     logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING, format="%(message)s")

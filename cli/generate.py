@@ -7,7 +7,7 @@ import sys
 import torch
 
 from ..tokenizers.streaming import TextStreamer
-from .loading import check_device, load_family
+from .loading import check_model_options, load_family
 from .main import UsageError
 
 
@@ -28,10 +28,14 @@ def write(text: str) -> None:
 
 
 def run(args) -> None:
-    check_device(args.device, args.quantize)
+    check_model_options(args.device, args.quantize, args.dtype)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise UsageError("the prompt is empty")
+    try:  # stdin and argv bring bytes that are not UTF-8 as lone surrogates
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UsageError(f"the prompt is not UTF-8 text (an undecodable byte at character {err.start})") from None
     model, tokenizer = load_family(args.model, args.dtype, quantize=args.quantize, device=args.device)
     input_ids = torch.tensor([tokenizer.encode(prompt)], device=model.device)
     room = model.config.n_positions - input_ids.size(1)

@@ -19,15 +19,15 @@ def family_of(model: str) -> str:
     return model_type
 
 
-def check_device(device: str, quantize: str | None) -> None:
-    """``--device`` (with ``--quantize``), refused as a usage error before anything is read or
-    loaded (a prompt from stdin, a file to score, a download)."""
+def check_model_options(device: str, quantize: str | None, dtype: str | None) -> None:
+    """``--device``, ``--quantize`` and ``--dtype`` together, refused as a usage error before
+    anything is read or loaded (a prompt from stdin, a file to score, a download)."""
     from ..errors import GPTHubError
-    from ..models.devices import resolve_device
+    from ..models.pretrained import check_placement
     from .main import UsageError
 
     try:
-        resolve_device(device, quantize, name="--device")
+        check_placement(quantize, device, dtype, names=("--quantize", "--device"))
     except GPTHubError as error:
         raise UsageError(str(error)) from None
 

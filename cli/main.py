@@ -1,12 +1,13 @@
 """Runs one command and turns its outcome into an exit status: 0 done, 1 failed, 2 bad arguments
 (argparse's convention), 130 interrupted (the shell's for Ctrl-C). A failure is one line on stderr;
-``--debug`` shows the traceback instead."""
+``--debug`` shows the traceback instead (the exit status stays the same)."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+import traceback
 
 from .options import parser
 
@@ -46,13 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except UsageError as err:
-        if debug:
-            raise
-        sys.stderr.write(f"error: {describe(err)}\n")
-        return 2
+        return _failed(err, 2, debug)
     except Exception as err:  # noqa: BLE001 - any failure is reported in one line
-        if debug:
-            raise
-        sys.stderr.write(f"error: {describe(err)}\n")
-        return 1
+        return _failed(err, 1, debug)
     return 0
+
+
+def _failed(err: BaseException, status: int, debug: bool) -> int:
+    """Report a failure (one line, or with --debug the traceback) and give its exit status, the
+    same either way: a script's checks do not change with --debug."""
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    else:
+        sys.stderr.write(f"error: {describe(err)}\n")
+    return status

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .loading import check_device, load_family
+from .loading import check_model_options, load_family
 from .main import UsageError
 
 
@@ -19,7 +19,7 @@ def run(args) -> None:
     much context as its window gives."""
     from tqdm import tqdm
 
-    check_device(args.device, args.quantize)
+    check_model_options(args.device, args.quantize, args.dtype)
     if args.max_length is not None and args.stride is not None and args.stride > args.max_length:
         raise UsageError(f"--stride {args.stride} is longer than --max-length {args.max_length}: tokens would go unscored")
     try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..models.devices import place, resolve_device
-from ..models.quantized_values import check_scheme
+from ..models.devices import place
+from ..models.pretrained import check_placement
 
 # How examples name the repository: the GitHub owner/name it is published under.
 HUB_REPO = "<owner>/<repo>"
@@ -101,9 +101,7 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
                                                **fetch, **config_overrides)
-        if quantize is not None:
-            check_scheme(quantize)
-        device = resolve_device(device_map, quantize)  # before a config is fetched
+        device, _ = check_placement(quantize, device_map, torch_dtype)  # before a config is fetched
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,
                                  config_overrides)

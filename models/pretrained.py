@@ -19,6 +19,22 @@ from .layers import Conv1D, ConvertedWhole, Linear
 from .loading import load_pretrained, materialize, on_meta
 from .memory import check_fits_in_memory
 from .quantize import DEFAULT_GROUP_SIZE, QuantizedLinear, check_scheme, quantization_config, quantize_model
+from .quantized_values import check_quantizable
+
+
+def check_placement(quantize: str | None, device_map: Any, torch_dtype: Any = None, dtype: Any = None, *,
+                    names: tuple[str, str] = ("quantize", "device_map")) -> tuple[torch.device | None, torch.dtype | str]:
+    """The scheme, device and dtype a model is asked for, checked together before anything is
+    fetched (a quantized model is float32 or bfloat16, on the CPU): the device (``resolve_device``)
+    and the dtype (``resolve_dtype``; ``"auto"`` is checked once the checkpoint is read). ``names``
+    are the quantize and device arguments' (a command line's options), for the errors."""
+    if quantize is not None:
+        check_scheme(quantize, argument=names[0])
+    device = resolve_device(device_map, quantize, name=names[1])
+    resolved = resolve_dtype(torch_dtype, dtype)
+    if quantize is not None and resolved != "auto":
+        check_quantizable(resolved, torch.device("cpu"), name=names[0])
+    return device, resolved
 
 
 class PreTrainedModel(ConvertedWhole):
@@ -169,15 +185,13 @@ class PreTrainedModel(ConvertedWhole):
         ``"cuda:1"``, a GPU index, ``"cpu"``, or ``"auto"``, a GPU where there is one); every other
         keyword overrides a config field (``num_labels=3``).
         """
-        if quantize is not None:
-            check_scheme(quantize)
-        device = resolve_device(device_map, quantize)
+        device, dtype = check_placement(quantize, device_map, torch_dtype, dtype)
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
                                          also=("config", "state_dict", "torch_dtype", "dtype", "quantize",
                                                "device_map", *DOWNLOAD_OPTIONS))
         model = load_pretrained(cls, pretrained_model_name_or_path, config=config, state_dict=state_dict,
-                                dtype=resolve_dtype(torch_dtype, dtype), fetch_options=fetch_options,
+                                dtype=dtype, fetch_options=fetch_options,
                                 overrides=kwargs, quantize=quantize)
         return place(model, device, device_map)
 
@@ -190,9 +204,7 @@ class PreTrainedModel(ConvertedWhole):
         check_scheme(scheme, group_size)
         if self.quantization() is not None:
             raise InvalidArgumentError(f"the model is already quantized ({self.quantization()['scheme']})")
-        if self.dtype not in (torch.float32, torch.bfloat16) or self.device.type != "cpu":
-            raise InvalidArgumentError(f"quantize needs a float32 or bfloat16 model on the CPU, not "
-                                       f"{self.dtype} on {self.device}")
+        check_quantizable(self.dtype, self.device)
         quantize_model(self, scheme, group_size)
         config = self.config.replace()  # the config may be another model's too: record it on a copy
         config.extra["quantization_config"] = quantization_config(scheme, group_size)

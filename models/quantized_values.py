@@ -25,6 +25,13 @@ def check_scheme(quantize: object, group_size: object = DEFAULT_GROUP_SIZE, argu
         raise InvalidArgumentError(f"group_size must be one of {', '.join(map(str, GROUP_SIZES))}, got {group_size!r}")
 
 
+def check_quantizable(dtype: torch.dtype, device: torch.device, name: str = "quantize") -> None:
+    """Refuse quantizing a model of another dtype than the kernels' activations, or off the CPU
+    (``name`` is the argument's, for the error)."""
+    if dtype not in (torch.float32, torch.bfloat16) or device.type != "cpu":
+        raise InvalidArgumentError(f"{name} needs a float32 or bfloat16 model on the CPU, not {dtype} on {device}")
+
+
 def quantize_weight(weight: Tensor, scheme: str, group_size: int) -> tuple[Tensor, Tensor]:
     """``weight`` ``[out, in]`` as ``(q, scales)``: int8 ``q`` (``[-127, 127]`` or ``[-8, 7]``) of
     the same shape and bfloat16 scales ``[out]`` (int8) or ``[out, in / g]`` (int4).

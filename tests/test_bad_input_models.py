@@ -201,6 +201,8 @@ def test_entrypoints_refuse_unknown_keywords(tmp_path):
     ({"device_map": "meta"}, ValueError, "device_map='meta' would load no weights"),
     ({"device_map": 0, "quantize": "int8"}, ValueError, "quantize='int8' is for the CPU; device_map=0 asks for cuda:0"),
     ({"device_map": "cuda", "quantize": "int9"}, ValueError, "quantize must be one of 'int8', 'int4', got 'int9'"),
+    ({"torch_dtype": "float16", "quantize": "int8"}, ValueError,  # was refused after the download
+     "quantize needs a float32 or bfloat16 model on the CPU, not torch.float16"),
 ])
 def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
     entry = repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel

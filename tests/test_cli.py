@@ -98,7 +98,8 @@ BAD = [("generate", "--max-new-tokens", "0"), ("generate", "--max-new-tokens", "
        ("generate", "--repetition-penalty", "0"), ("generate", "--num-return-sequences", "0"),
        ("generate", "--temperature", "nan"), ("score", "--max-length", "1"), ("score", "--stride", "0"),
        ("score", "--max-length", "8", "--stride", "9"), ("generate", "--seed", "-1"),
-       ("generate", "--seed", "18446744073709551616")]
+       ("generate", "--seed", "18446744073709551616"), ("generate", "--quantize", "int8", "--dtype", "float16"),
+       ("score", "--quantize", "int4", "--dtype", "float16")]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=" ".join)
@@ -132,6 +133,28 @@ def test_other_usage_errors(tmp_path):
     assert "quantize='int8' is for the CPU; --device='cuda' asks for cuda" in quantized.stderr
 
 
+@pytest.mark.parametrize("command", ["finetune-lm", "finetune-mc"])
+def test_unreadable_training_files_are_refused_before_the_model_loads(tmp_path, command):
+    """A mistyped --train was found only after the model had loaded (with a name, after a download)."""
+    (tmp_path / "train.txt").write_text("text")
+    for bad in (["--train", str(tmp_path / "typo.txt")], ["--train", str(tmp_path / "train.txt"), "--eval", str(tmp_path)]):
+        result = run(command, "--model", "gpt2", *bad, "--output", str(tmp_path / "out"))  # offline: no download tried
+        one_line_error(result, 2)
+        assert "cannot read" in result.stderr and bad[-1] in result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_prompt_that_is_not_utf8_is_a_usage_error():
+    """Bytes that are not UTF-8 on stdin (or in argv) reached the tokenizer as lone surrogates: exit
+    status 1 and a message about surrogateescape."""
+    piped = subprocess.run([sys.executable, str(REPO / "hubconf.py"), "generate", "--model", "gpt2", "--prompt", "-"],
+                           input=b"\xff\xfe", capture_output=True, cwd=REPO.parent)
+    assert piped.returncode == 2 and piped.stderr.decode().startswith("error: the prompt is not UTF-8 text")
+    argv = run("generate", "--model", "gpt2", "--prompt", "ab\udcff")  # how Python hands argv's byte 0xff over
+    one_line_error(argv, 2)
+    assert "not UTF-8 text (an undecodable byte at character 2)" in argv.stderr
+
+
 # -- failures ------------------------------------------------------------------------------------
 
 def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path):
@@ -140,6 +163,8 @@ def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path):
     one_line_error(run("generate", "--model", str(missing), "--prompt", "Hi"), 1)
     debug = run("generate", "--model", str(missing), "--prompt", "Hi", "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+    usage = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu", "--debug")
+    assert usage.returncode == 2 and "Traceback" in usage.stderr  # --debug changed a usage error's status to 1
 
 
 @pytest.mark.parametrize("failure", [RecursionError("maximum recursion depth exceeded"), TypeError("bad type"),
@@ -152,8 +177,8 @@ def test_any_exception_is_one_line_and_exit_status_1(monkeypatch, capsys, failur
     assert main_module.main(["score", "--model", "m", "f.txt"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and type(failure).__name__ in err
-    with pytest.raises(type(failure)):
-        main_module.main(["score", "--model", "m", "f.txt", "--debug"])
+    assert main_module.main(["score", "--model", "m", "f.txt", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_keyboard_interrupt_exits_130_without_a_traceback(monkeypatch, capsys):

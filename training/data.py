@@ -26,6 +26,23 @@ class DataError(GPTHubError, ValueError):
     """A training or evaluation file that cannot be used, with where and why."""
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 file's text; DataError (naming the file) where it cannot be read or decoded."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+
+
+def check_readable(path: str | Path) -> None:
+    """Refuse a file that cannot be opened for reading (a typo, a folder), before a model loads."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def lm_blocks(tokenizer, paths: list[str | Path], block_size: int) -> Tensor:
     """The files' tokens, one after another (each file ending with the end-of-text token where the
     tokenizer has one), cut into ``[blocks, block_size]``; the remainder shorter than a block is
@@ -34,11 +51,7 @@ def lm_blocks(tokenizer, paths: list[str | Path], block_size: int) -> Tensor:
         raise DataError(f"block size must be at least 2 tokens, got {block_size}")
     ids: list[int] = []
     for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read {path}: {err}") from None
-        ids.extend(tokenizer.encode(text))
+        ids.extend(tokenizer.encode(read_text(path)))
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
     blocks = len(ids) // block_size
@@ -58,10 +71,7 @@ def read_choices(path: str | Path) -> list[Choice]:
     """JSON Lines records ``{"context": str, "choices": [str, ...], "label": int}``, every record
     with the same number of choices (ROCStories' story cloze test has two endings)."""
     records = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
