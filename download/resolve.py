@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from ..errors import GPTHubError
+from ..errors import ArgumentTypeError, GPTHubError
 from .fetch import fetch_hub, fetch_url
 from .http import EntryNotFoundError, OfflineError
 from .names import HUB_REPOS, ORIGINAL_RELEASES, PINNED_SHA256, hub_url, original_release_url, repo_id
@@ -49,6 +49,9 @@ def resolve_file(
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"expected a checkpoint name or a path, got {type(name_or_path).__name__}")
+    _check_types(cache_dir=(cache_dir, (str, os.PathLike, type(None))), revision=(revision, (str, type(None))),
+                 force_download=(force_download, bool), local_files_only=(local_files_only, bool),
+                 token=(token, (str, type(None))), progress=(progress, (bool, type(None))))
     path = os.fspath(name_or_path)
     folder = _local_folder(path, filenames)
     if folder is not None:
@@ -73,6 +76,16 @@ def resolve_file(
         )
     hub_url(repo, filenames[0], revision)  # refuses a crafted revision before anything else
     return _first_available(path, filenames, lambda name: str(fetch_hub(repo, name, revision=revision, **options)))
+
+
+def _check_types(**options: tuple[object, type | tuple[type, ...]]) -> None:
+    """Refuse, by name, a download option of the wrong type (``revision=5``), which would fail
+    later in a message that names nothing."""
+    for name, (value, kinds) in options.items():
+        if not isinstance(value, kinds):
+            wanted = " or ".join("None" if kind is type(None) else kind.__name__
+                                 for kind in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            raise ArgumentTypeError(f"{name} must be {wanted}, got {type(value).__name__}")
 
 
 def _local_folder(path: str, filenames: Sequence[str]) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..errors import ArgumentTypeError
 from ..models.devices import place
 from ..models.pretrained import check_placement
 
@@ -96,11 +97,14 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
               cache_dir: str | os.PathLike | None = None, local_files_only: bool = False, config: Any = None,
               state_dict: dict | None = None, quantize: str | None = None, device_map: Any = None,
               **config_overrides: Any):
+        if not isinstance(pretrained, bool):  # "no" or "False" would count as True and download
+            raise ArgumentTypeError(f"pretrained must be True or False, got {pretrained!r}")
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
         if pretrained:  # from_pretrained checks the scheme and the device before fetching anything
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
                                                **fetch, **config_overrides)
+        model_class.config_class.check_argument(config)
         device, _ = check_placement(quantize, device_map, torch_dtype)  # before a config is fetched
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,

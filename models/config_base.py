@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..download import atomic_write, download_options, resolve_file
-from ..errors import GPTHubError, UnknownArgumentError
+from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, UnknownArgumentError
 
 CONFIG_NAME = "config.json"
 
@@ -121,6 +121,18 @@ class PretrainedConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise UnknownArgumentError.naming(unknown, sorted(known | set(also)), where)
+
+    @classmethod
+    def check_argument(cls, config: object) -> None:
+        """Refuse a ``config=`` that is none of None, this class's config, or a name or path to read
+        one from: a dict, or another family's config (which would be read as a checkpoint's name,
+        or build the wrong model)."""
+        if config is None or isinstance(config, (cls, str, os.PathLike)):
+            return
+        if isinstance(config, PretrainedConfig):
+            raise InvalidArgumentError(f"config is of type {type(config).__name__}; this model takes a {cls.__name__}")
+        raise ArgumentTypeError(f"config must be a {cls.__name__} or a path to its config.json, got "
+                                f"{type(config).__name__}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> PretrainedConfig:

@@ -211,6 +211,26 @@ def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
         raises(kind, message, entry, "no-such-owner/no-such-model", pretrained=pretrained, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, kind, message", [
+    ({"revision": 5}, TypeError, "revision must be str or None, got int"),  # was: "'int' object is not iterable"
+    ({"cache_dir": 5}, TypeError, "cache_dir must be str or PathLike or None, got int"),
+    ({"force_download": "yes"}, TypeError, "force_download must be bool, got str"),
+    ({"config": {"n_layer": 1}}, TypeError, "config must be a GPT2Config or a path to its config.json, got dict"),
+    ({"config": "openai-gpt-config"}, ValueError, "config is of type OpenAIGPTConfig; this model takes a GPT2Config"),
+    ({"pretrained": "no"}, TypeError, "pretrained must be True or False, got 'no'"),  # was: True, a download
+])
+def test_bad_loading_arguments_are_named_before_any_download(kwargs, kind, message):
+    """Each failed later in a message that named something else (the checkpoint, an iterable), or
+    not at all."""
+    if kwargs.get("config") == "openai-gpt-config":
+        kwargs = {"config": models.OpenAIGPTConfig(**TINY)}
+    entry = repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel
+    if "pretrained" not in kwargs:
+        raises(kind, message, models.GPT2LMHeadModel.from_pretrained, "no-such-owner/no-such-model", **kwargs)
+    for pretrained in (True, False) if "pretrained" not in kwargs else (kwargs.pop("pretrained"),):
+        raises(kind, message, entry, "no-such-owner/no-such-model", pretrained=pretrained, **kwargs)
+
+
 # -- checkpoint files ----------------------------------------------------------------------------------
 
 def safetensors_file(path: Path, header: bytes, data: bytes = b"") -> Path:

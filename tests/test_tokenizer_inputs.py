@@ -126,6 +126,8 @@ GPT1_FILES = [
     ("merges-three-symbols", json.dumps(GPT1_VOCAB).encode(), b"#version: 0.2\na b </w>\n", "merges.txt",
      "line 2 is not two symbols"),
     ("merges-empty-file", json.dumps(GPT1_VOCAB).encode(), b"", "merges.txt", "is empty"),
+    ("gpt2s-vocabulary", json.dumps(gpt2_vocab()).encode(), GPT2_MERGES.encode(), "vocab.json",  # was loaded: "hell!worl!"
+     "it is not GPT-1's vocabulary"),
 ]
 
 

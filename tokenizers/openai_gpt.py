@@ -74,6 +74,9 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
         files = load_bpe_files(vocab_file, merges_file, header_line=True)
         self.encoder: dict[str, int] = files.encoder
         self.decoder = {i: t for t, i in self.encoder.items()}
+        if not any(token.endswith("</w>") for token in self.encoder):
+            raise TokenizerError(f"{vocab_file} has no word-final token (ending in '</w>'), which GPT-1's BPE ends "
+                                 "every word with: it is not GPT-1's vocabulary (GPT-2's byte-level one?)")
         if _UNKNOWN_ID not in self.decoder:
             raise TokenizerError(f"{vocab_file} has no token with id {_UNKNOWN_ID}, the id GPT-1 gives every piece "
                                  "missing from the vocabulary (the original's '<unk>')")
