@@ -9,9 +9,14 @@ HEADS = {"lm": "LMHeadModel", "double": "DoubleHeadsModel"}
 
 
 def family_of(model: str) -> str:
-    """``gpt2`` or ``openai-gpt``, from the checkpoint's config.json (wherever it lives)."""
+    """``gpt2`` or ``openai-gpt``: one of OpenAI's original releases (a name, or a folder in its
+    layout) by its files, anything else by its config.json (wherever it lives)."""
     from ..download import resolve_file
+    from ..models.openai_release import release_family
 
+    release = release_family(model)
+    if release is not None:
+        return "gpt2" if release == "gpt2" else "openai-gpt"
     with open(resolve_file(model, ["config.json"]), encoding="utf-8") as f:
         model_type = json.load(f).get("model_type", "gpt2")
     if model_type not in FAMILIES:

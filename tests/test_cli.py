@@ -155,6 +155,17 @@ def test_a_prompt_that_is_not_utf8_is_a_usage_error():
     assert "not UTF-8 text (an undecodable byte at character 2)" in argv.stderr
 
 
+def test_openai_releases_are_read_by_their_files_not_a_config(tmp_path):
+    """OpenAI's own releases have no config.json: the CLI refused what torch.hub.load takes."""
+    family_of = repo_module("cli.loading").family_of
+    fixtures = REPO / "tests" / "fixtures" / "openai"
+    assert family_of(str(fixtures / "gpt2")) == "gpt2" and family_of(str(fixtures / "gpt1")) == "openai-gpt"
+    assert family_of("openai/124M") == "gpt2" and family_of("openai-gpt-original") == "openai-gpt"  # no download
+    result = run("score", "--model", str(fixtures / "gpt2"), str(REPO / "README.md"))
+    one_line_error(result, 1)
+    assert "provides no vocab.json or encoder.json" in result.stderr  # past the family: the tokenizer's files
+
+
 # -- failures ------------------------------------------------------------------------------------
 
 def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path):
