@@ -36,7 +36,8 @@ def decode(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
                 for repeat in range(args.repeats):  # who goes first alternates
                     for who in (("new", "old") if repeat % 2 == 0 else ("old", "new")):
                         timed(lambda: loaded[who].generate(prompt, attention_mask=mask, max_new_tokens=args.new_tokens,
-                                                           pad_token_id=0), 1, results, who, batch * args.new_tokens)
+                                                           pad_token_id=0, eos_token_id=[]),
+                              1, results, who, batch * args.new_tokens)
             name = str(dtype).removeprefix("torch.")
             print(row(f"decode {name}, batch {batch}", results["new"], results["old"], "tokens/s (all rows)"), flush=True)
         x = torch.randint(0, 50257, (1, 1024))

@@ -80,7 +80,7 @@ def step_split(models, checkpoint: Path) -> None:
         dtype = torch.float32 if kind.startswith("int") else getattr(torch, kind)
         with torch.no_grad():
             model.generate(prompt, max_new_tokens=4)
-            step = best(lambda: model.generate(prompt, max_new_tokens=128), 3) / 128
+            step = best(lambda: model.generate(prompt, max_new_tokens=128, eos_token_id=[]), 3) / 128
             parts = [(lin.bind(), n) for block in model.transformer.h for lin, n in (
                 (block.attn.c_attn, 768), (block.attn.c_proj, 768), (block.mlp.c_fc, 768), (block.mlp.c_proj, 3072))]
             parts.append((model.lm_head.bind(), 768))

@@ -71,7 +71,8 @@ def decode_and_prefill(models, transformers, args, checkpoint: Path) -> None:
                 ours.generate(prompt, attention_mask=mask, max_new_tokens=2, pad_token_id=0)
                 theirs.generate(prompt, attention_mask=mask, max_new_tokens=2, min_new_tokens=2, do_sample=False,
                                 pad_token_id=0)
-            runs = {"ours": lambda: ours.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0),
+            runs = {"ours": lambda: ours.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0,
+                                                  eos_token_id=[]),
                     "hf": lambda: theirs.generate(prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                                                   do_sample=False, pad_token_id=0)}
             for repeat in range(args.repeats):

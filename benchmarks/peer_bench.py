@@ -84,8 +84,8 @@ def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
                                   do_sample=False, pad_token_id=0)
         results: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            results.setdefault("ours", []).append(decode_rate(lambda p, k: model.generate(p, max_new_tokens=k),
-                                                              prompt, n))
+            fixed_length = lambda p, k: model.generate(p, max_new_tokens=k, eos_token_id=[])  # noqa: E731
+            results.setdefault("ours", []).append(decode_rate(fixed_length, prompt, n))
             if name in theirs:
                 hf = theirs[name]
                 results.setdefault("hf", []).append(decode_rate(lambda p, k: hf.generate(
@@ -98,7 +98,7 @@ def decode(ours: dict, theirs: dict, gguf: dict, args) -> None:
             print(row(f"{name} vs llama.cpp {DTYPES[name][0]}", results["ours"], results["llama"], "tokens/s"))
         if "hf" in results:
             print(row(f"{name} vs Hugging Face", results["ours"], results["hf"], "tokens/s"))
-    same = torch.equal(ours["float32"].generate(prompt, max_new_tokens=n), theirs["float32"].generate(
+    same = torch.equal(ours["float32"].generate(prompt, max_new_tokens=n, eos_token_id=[]), theirs["float32"].generate(
         prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=False,
         pad_token_id=0))
     print(f"greedy float32, {n} tokens: {'token-identical to' if same else 'DIFFERENT from'} Hugging Face's")
@@ -144,7 +144,7 @@ def batch(ours: dict, theirs: dict, args) -> None:
         results: dict[str, list[float]] = {}
         for _ in range(args.repeats):
             results.setdefault("ours", []).append(8 * n / seconds(
-                lambda: model.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0)))
+                lambda: model.generate(prompt, attention_mask=mask, max_new_tokens=n, pad_token_id=0, eos_token_id=[])))
             results.setdefault("hf", []).append(8 * n / seconds(lambda: hf.generate(
                 prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)))
         print(row(f"{name}, batch 8", results["ours"], results["hf"], "tokens/s"))
@@ -180,7 +180,7 @@ def fidelity(ours: dict, gguf: dict, args, tokenizer) -> None:
     ids = torch.tensor(tokenizer.encode(text)[:chunks * 128]).view(chunks, 128)
     reference = ours["float32"]
     want = reference(ids).logits[:, 64:127].float().reshape(-1, 50257)
-    greedy = reference.generate(ids[:1, :1], max_new_tokens=127)
+    greedy = reference.generate(ids[:1, :1], max_new_tokens=127, eos_token_id=[])
     print(f"\nfidelity against float32 on the same weights: {chunks} chunks of 128 tokens of {CORPUS.name}, "
           "positions 64-126 (llama-perplexity -c 128 --kl-divergence); greedy agreement: each model's argmax at "
           "each position of float32's own 128-token greedy continuation")

@@ -118,7 +118,7 @@ def decode(built: dict, new_tokens: int, rounds: int) -> None:
     for _ in range(rounds):
         for batch, prompt in prompts.items():
             for name, model in built.items():
-                took = seconds(lambda: model.generate(prompt, max_new_tokens=new_tokens))
+                took = seconds(lambda: model.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[]))
                 results.setdefault((name, batch), []).append(batch * new_tokens / took)
     for name, model in built.items():
         cells = []
@@ -135,7 +135,7 @@ def fidelity(label: str, built: dict, tokens: int) -> None:
     vocab = reference.config.vocab_size
     torch.manual_seed(1)
     text = torch.randint(0, vocab, (1, tokens))
-    greedy = reference.generate(text[:, :1], max_new_tokens=tokens - 1)  # float32's own continuation
+    greedy = reference.generate(text[:, :1], max_new_tokens=tokens - 1, eos_token_id=[])  # float32's own continuation
     want = reference(text).logits.float()
     want_greedy = reference(greedy).logits.float().argmax(-1)
     print(f"\nfidelity, {label}: |logit error| against float32 over {tokens} random tokens "
@@ -144,7 +144,7 @@ def fidelity(label: str, built: dict, tokens: int) -> None:
     for name, model in list(built.items())[1:]:
         got = model(text).logits.float()
         agree = (model(greedy).logits.float().argmax(-1) == want_greedy).float().mean()
-        own = model.generate(greedy[:, :1], max_new_tokens=tokens - 1)
+        own = model.generate(greedy[:, :1], max_new_tokens=tokens - 1, eos_token_id=[])
         differs = (own != greedy).nonzero()
         first = int(differs[0, 1]) if len(differs) else "none"
         error = (got - want).abs()

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..errors import InvalidArgumentError
 from . import generation_args as checks
 from .decoder import bindable_head
 from .kv_cache import StaticKVCache
@@ -27,24 +28,31 @@ GREEDY_RUN = 16
 
 
 @torch.no_grad()
-def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int = 20,
-             max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, repetition_penalty: float = 1.0, pad_token_id: int | None = None,
-             eos_token_id: int | list[int] | None = None, num_return_sequences: int = 1,
-             generator: torch.Generator | None = None, seed: int | None = None, streamer=None) -> Tensor:
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int | None = None,
+             max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float = 1.0, repetition_penalty: float = 1.0,
+             pad_token_id: int | None = None, eos_token_id: int | list[int] | None = None,
+             num_return_sequences: int = 1, generator: torch.Generator | None = None, seed: int | None = None,
+             streamer=None) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
-    all), ``[batch * num_return_sequences, length]``. Rows stop at any of ``eos_token_id`` (one id
-    or a list) and are then padded with ``pad_token_id``. ``streamer`` gets each step's tokens
-    (``put``) and ``end()``, as Hugging Face's streamers do (see tokenizers/streaming.py)."""
+    all; neither: 20 new tokens, as Hugging Face's default), ``[batch * num_return_sequences,
+    length]``. Rows stop at any of ``eos_token_id`` (one id or a list; None: the config's, as
+    Hugging Face does; ``[]``: none) and are then padded with ``pad_token_id``. Sampling keeps the
+    ``top_k`` likeliest tokens (None: 50, Hugging Face's default; 0: all). ``streamer`` gets each
+    step's tokens (``put``) and ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""
     table = model.get_input_embeddings()
     vocab_size = table.num_embeddings
     input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size, table.weight.device)
     new = checks.new_tokens(max_length, max_new_tokens, input_ids.size(1), model.config.n_positions)
-    eos = checks.token_ids("eos_token_id", eos_token_id, vocab_size)
+    eos = (checks.token_ids("eos_token_id", eos_token_id, vocab_size) if eos_token_id is not None
+           else checks.config_eos(model.config, vocab_size))
     if pad_token_id is not None:
         pad_token_id = checks.integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
     choose = checks.sampling(do_sample, temperature, top_k, top_p, repetition_penalty)
     repeats = checks.integer("num_return_sequences", num_return_sequences, low=1)
+    if repeats > 1 and not choose.do_sample:  # Hugging Face refuses it too
+        raise InvalidArgumentError(f"num_return_sequences={repeats} with greedy decoding would give {repeats} copies "
+                                   "of one sequence: pass do_sample=True")
     generator = checks.generator(generator, seed, input_ids.device)
     if repeats > 1:
         input_ids = input_ids.repeat_interleave(repeats, 0)
