@@ -170,6 +170,40 @@ def test_padded_batches_match_hugging_face(side, hugging_face):
     assert pair["input_ids"] == hugging_face("first part", "second part", truncation="longest_first", max_length=3)["input_ids"]
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_hugging_faces_data_collator_and_older_names_work(side, hugging_face):
+    """DataCollatorForLanguageModeling needs tokenizer.pad (an AttributeError here before), and
+    transformers users call special_tokens_map, transformers 4's encode_plus and batch_encode_plus,
+    and decode ids taken one by one from a tensor or a NumPy array (refused before: "token ids must
+    be ints")."""
+    transformers = require("transformers")
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", padding_side=side)
+    for tokenizer in (ours, hugging_face):
+        tokenizer.pad_token, tokenizer.padding_side = tokenizer.eos_token, side
+    features = [HF_TEXTS[0], HF_TEXTS[2]]
+    batches = [transformers.DataCollatorForLanguageModeling(t, mlm=False, pad_to_multiple_of=8)([dict(t(x)) for x in features])
+               for t in (ours, hugging_face)]
+    assert batches[0].keys() == batches[1].keys() and all(torch.equal(batches[0][k], batches[1][k]) for k in batches[1])
+    assert batches[0]["input_ids"].size(1) % 8 == 0
+    assert dict(ours.encode_plus(HF_TEXTS[1])) == dict(hugging_face(HF_TEXTS[1]))  # transformers 4's names
+    assert dict(ours.batch_encode_plus(features)) == dict(hugging_face(features))
+    assert ours.special_tokens_map == hugging_face.special_tokens_map
+    ids = torch.tensor(ours.encode(HF_TEXTS[1]))
+    assert ours.decode(list(ids)) == ours.decode(list(ids.numpy())) == hugging_face.decode(ids.tolist())
+
+
+def test_pad_refuses_what_it_cannot_pad():
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
+    with pytest.raises(TypeError, match="list of dicts"):
+        ours.pad([[1, 2], [3]])
+    with pytest.raises(ValueError, match="attention_mask and input_ids differ in length"):
+        ours.pad([{"input_ids": [1, 2], "attention_mask": [1]}])
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int"):
+        ours.pad([{"input_ids": [1, 2]}], pad_to_multiple_of=0)
+    one = ours.pad({"input_ids": [5, 6], "attention_mask": [0, 1]}, max_length=4, padding="max_length")
+    assert one == {"input_ids": [5, 6, 50256, 50256], "attention_mask": [0, 1, 0, 0]}  # a given mask is kept
+
+
 def test_padding_needs_a_pad_token_and_tensors_need_equal_lengths(python_tokenizer):
     with pytest.raises(ValueError, match="tokenizer.pad_token = tokenizer.eos_token"):
         python_tokenizer(["a", "b c"], padding=True)

@@ -9,6 +9,7 @@ matched in the text; that is what adding them is for.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import regex
@@ -71,6 +72,14 @@ class PreTrainedTokenizer(Batching, Saving):
     def all_special_tokens(self) -> list[str]:
         tokens = [t for t in self._special.values() if t is not None] + self.additional_special_tokens
         return list(dict.fromkeys(tokens))
+
+    @property
+    def special_tokens_map(self) -> dict[str, str | list[str]]:
+        """The special tokens that are set, by kind (``{"eos_token": "<|endoftext|>", ...}``)."""
+        found: dict[str, str | list[str]] = {k: v for k, v in self._special.items() if v is not None}
+        if self.additional_special_tokens:
+            found["additional_special_tokens"] = list(self.additional_special_tokens)
+        return found
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -242,8 +251,12 @@ class PreTrainedTokenizer(Batching, Saving):
         skip = set(self.all_special_ids) if skip_special_tokens else set()
         pieces, run = [], []
         for index in token_ids:
-            if isinstance(index, bool) or not isinstance(index, int):
-                raise TokenizerError(f"token ids must be ints, got {index!r}")
+            try:  # an int, or what stands for one: a NumPy integer, a 0-d integer tensor (list(ids[0]))
+                if isinstance(index, bool):
+                    raise TypeError
+                index = operator.index(index)
+            except TypeError:
+                raise TokenizerError(f"token ids must be ints, got {index!r}") from None
             if index < 0:
                 raise TokenizerError(f"token id {index} is negative")
             if index in skip:

@@ -32,10 +32,12 @@ class Batching:
                  add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
                  max_length: int | None = None, stride: int = 0, return_tensors: str | None = None,
                  return_attention_mask: bool | None = None, padding_side: str | None = None,
-                 parse_special_tokens: bool | None = None, **kwargs) -> BatchEncoding:
+                 pad_to_multiple_of: int | None = None, parse_special_tokens: bool | None = None,
+                 **kwargs) -> BatchEncoding:
         """Encode one text or a batch: ``input_ids`` and ``attention_mask``, padded and truncated
-        as asked. ``padding``: False, True/``"longest"``, ``"max_length"``; ``padding_side``:
-        ``"right"`` (default) or ``"left"`` (for generation)."""
+        as asked. ``padding``: False, True/``"longest"``, ``"max_length"`` (the width rounded up
+        to ``pad_to_multiple_of`` where given); ``padding_side``: ``"right"`` (default) or
+        ``"left"`` (for generation)."""
         if kwargs:
             raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         batched = not isinstance(text, str)
@@ -55,9 +57,57 @@ class Batching:
             if strategy != "do_not_truncate":
                 ids, pair = truncate(ids, pair, max_length, strategy, self.truncation_side)
             rows.append(self.build_inputs_with_special_tokens(ids, pair) if add_special_tokens else ids + (pair or []))
-        return self._batch(rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched)
+        return self._batch(rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched,
+                           multiple=pad_to_multiple_of)
 
-    def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched):
+    # Hugging Face's older names for calling the tokenizer on one text, or on several
+    def encode_plus(self, text: str, text_pair: str | None = None, **kwargs) -> BatchEncoding:
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(self, batch_text_or_text_pairs: Sequence, **kwargs) -> BatchEncoding:
+        texts = list(batch_text_or_text_pairs)
+        if texts and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):
+            return self([t[0] for t in texts], [t[1] for t in texts], **kwargs)
+        return self(texts, **kwargs)
+
+    def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
+            return_attention_mask: bool | None = None, padding_side: str | None = None) -> BatchEncoding:
+        """Pad encodings made before: a list of ``{"input_ids": [...], ...}`` (what Hugging Face's
+        data collators hand over) or one dict of lists (or of one row). ``input_ids`` and any
+        ``attention_mask`` are padded; other keys pass through (tensors where ``return_tensors``
+        asks, so their rows must be as long as each other)."""
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not all(isinstance(row, dict) for row in encoded_inputs):
+                raise TokenizerTypeError("pad takes a list of dicts (encodings) or one dict of lists")
+            keys = encoded_inputs[0].keys() if encoded_inputs else ["input_ids"]
+            encoded_inputs = {k: [row[k] for row in encoded_inputs] for k in keys}
+        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
+            raise TokenizerTypeError("pad takes encodings with input_ids: a list of dicts or one dict of lists")
+        ids = _rows(encoded_inputs["input_ids"])
+        batched = not (ids and not isinstance(ids[0], list))
+        rows = ids if batched else [ids]
+        masks = None
+        if "attention_mask" in encoded_inputs:
+            masks = _rows(encoded_inputs["attention_mask"])
+            masks = masks if batched else [masks]
+            if [len(m) for m in masks] != [len(r) for r in rows]:
+                raise TokenizerError("attention_mask and input_ids differ in length")
+        out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
+                          padding_side, batched, masks=masks, multiple=pad_to_multiple_of)
+        for key, value in encoded_inputs.items():
+            if key not in ("input_ids", "attention_mask"):
+                if return_tensors is not None:
+                    import torch
+
+                    value = torch.as_tensor(value if batched else [value])
+                out[key] = value
+        return out
+
+    def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched,
+               masks=None, multiple=None):
+        if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
+            raise TokenizerError(f"pad_to_multiple_of must be a positive int, got {multiple!r}")
         if padding is True:
             padding = "longest"
         if padding not in (False, "do_not_pad", "longest", "max_length"):
@@ -65,7 +115,7 @@ class Batching:
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
-        masks = [[1] * len(row) for row in rows]
+        masks = [list(m) for m in masks] if masks is not None else [[1] * len(row) for row in rows]
         if padding in ("longest", "max_length"):
             if self.pad_token_id is None:
                 raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
@@ -73,6 +123,8 @@ class Batching:
             if padding == "max_length" and max_length is None:
                 raise TokenizerError("padding='max_length' needs max_length")
             width = max_length if padding == "max_length" else max(map(len, rows), default=0)
+            if multiple is not None:
+                width = -(-width // multiple) * multiple
             for i, row in enumerate(rows):
                 fill = width - len(row)
                 if side == "right":
@@ -130,3 +182,10 @@ def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: 
     if len(ids) < excess:
         raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
     return cut(ids, excess), pair
+
+
+def _rows(value) -> list:
+    """Token ids (or a mask) as lists: from lists, tuples or tensors, one row or several."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return [v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, (list, tuple)) else v for v in value]
