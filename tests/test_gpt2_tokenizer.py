@@ -192,6 +192,22 @@ def test_hugging_faces_data_collator_and_older_names_work(side, hugging_face):
     assert ours.decode(list(ids)) == ours.decode(list(ids.numpy())) == hugging_face.decode(ids.tolist())
 
 
+@pytest.mark.parametrize("family", ["gpt2", "openai-gpt"])
+def test_a_tokenizer_saved_by_transformers_5_loads(tmp_path, family):
+    """transformers 5 saves tokenizer.json and tokenizer_config.json only: loading that folder
+    failed ("provides no vocab.json or encoder.json")."""
+    transformers = require("transformers")
+    names = {"gpt2": ("GPT2Tokenizer", GPT2Tokenizer), "openai-gpt": ("OpenAIGPTTokenizer", tokenizers.OpenAIGPTTokenizer)}
+    hf_name, ours = names[family]
+    files, _ = corpus()
+    getattr(transformers, hf_name).from_pretrained(str(need_shared_data() / family)).save_pretrained(tmp_path)
+    assert not (tmp_path / "vocab.json").exists() and (tmp_path / "tokenizer.json").exists()
+    saved, original = ours.from_pretrained(tmp_path), ours.from_pretrained(need_shared_data() / family)
+    lines = [line for _, file_lines in files.values() for line in file_lines[:20]]
+    assert [saved.encode(line) for line in lines] == [original.encode(line) for line in lines]
+    assert (saved.eos_token, saved.unk_token, len(saved)) == (original.eos_token, original.unk_token, len(original))
+
+
 def test_pad_refuses_what_it_cannot_pad():
     ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
     with pytest.raises(TypeError, match="list of dicts"):

@@ -110,6 +110,21 @@ def test_saved_settings_files_are_checked_at_load(tmp_path, name, content, says)
     assert_refused(lambda: GPT2Tokenizer.from_pretrained(folder), folder / name, says)
 
 
+@pytest.mark.parametrize("document, says", [
+    ({"model": {"type": "WordPiece", "vocab": {"a": 0}}}, "holds no BPE model"),
+    ({"model": {"type": "BPE", "vocab": {}, "merges": []}}, "holds no tokens"),
+    ({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b c"]}}, "merge 1 is not two symbols"),
+    ({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"], "a b"]}}, "merge 2 repeats"),
+    ({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}, "has a result 'ab' that is not a token"),
+    ({"model": {"type": "BPE", "vocab": {"a": "0"}, "merges": []}}, "the id '0'"),
+    ([], "holds a JSON list"),
+])
+def test_a_bad_tokenizer_json_is_named(tmp_path, document, says):
+    """tokenizer.json (transformers 5's only vocabulary file) is checked as vocab.json and merges.txt are."""
+    (tmp_path / "tokenizer.json").write_text(json.dumps(document))
+    assert_refused(lambda: GPT2Tokenizer.from_pretrained(tmp_path), tmp_path / "tokenizer.json", says)
+
+
 GPT1_VOCAB = {"a": 1, "b": 2, "a</w>": 3, "b</w>": 4, "ab</w>": 5, "<unk>": 0}
 GPT1_MERGES = "#version: 0.2\na b</w>\n"
 GPT1_FILES = [

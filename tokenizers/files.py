@@ -30,10 +30,51 @@ def load_bpe_files(vocab_file: str | os.PathLike, merges_file: str | os.PathLike
                    header_line: bool) -> BPEFiles:
     """Both files, read and checked: every merge's two parts and its result are tokens of the
     vocabulary. ``header_line``: the merges file's first line is a header dropped whatever it
-    holds, as GPT-1's original loader does (GPT-2's skips ``#version`` lines)."""
+    holds, as GPT-1's original loader does (GPT-2's skips ``#version`` lines). Both may be one
+    ``tokenizer.json`` (``tokenizer_json``)."""
+    if os.fspath(vocab_file) == os.fspath(merges_file) and os.path.basename(vocab_file) == TOKENIZER_JSON:
+        return tokenizer_json(vocab_file)
     vocab_bytes, merges_bytes = _read_bytes(vocab_file), _read_bytes(merges_file)
     encoder = parse_vocab(vocab_file, _utf8(vocab_file, vocab_bytes))
     merges = parse_merges(merges_file, _utf8(merges_file, merges_bytes), header_line=header_line)
+    digests = (hashlib.sha256(vocab_bytes).hexdigest(), hashlib.sha256(merges_bytes).hexdigest())
+    return _belonging(encoder, merges, vocab_file, merges_file, digests)
+
+
+TOKENIZER_JSON = "tokenizer.json"
+_TOKENIZER_JSON_SHAPE = ('a Hugging Face tokenizer.json whose "model" is a BPE model with "vocab" (token -> id) '
+                         'and "merges" ("left right" strings or [left, right] pairs)')
+
+
+def tokenizer_json(path: str | os.PathLike) -> BPEFiles:
+    """The vocabulary and merges of a Hugging Face ``tokenizer.json`` (what transformers 5 saves
+    in place of ``vocab.json`` and ``merges.txt``): its BPE model's ``vocab`` and ``merges``,
+    checked as the two files are."""
+    data = _read_bytes(path)
+    model = parse_json_object(path, _utf8(path, data), _TOKENIZER_JSON_SHAPE).get("model")
+    if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict) \
+            or not isinstance(model.get("merges"), list):
+        raise TokenizerError(f"{path} holds no BPE model; expected {_TOKENIZER_JSON_SHAPE}")
+    if not model["vocab"]:
+        raise TokenizerError(f"{path} holds no tokens; expected {_TOKENIZER_JSON_SHAPE}")
+    encoder = check_ids(path, model["vocab"])
+    merges, seen = [], set()
+    for rank, merge in enumerate(model["merges"], 1):
+        parts = merge.split(" ") if isinstance(merge, str) else merge
+        if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(x, str) and x for x in parts):
+            raise TokenizerError(f"{path}: merge {rank} is not two symbols: {merge!r}")
+        pair = (parts[0], parts[1])
+        if pair in seen:
+            raise TokenizerError(f"{path}: merge {rank} repeats {merge!r}")
+        seen.add(pair)
+        merges.append(pair)
+    digest = hashlib.sha256(data).hexdigest()
+    return _belonging(encoder, merges, path, path, (digest, digest))
+
+
+def _belonging(encoder: dict[str, int], merges: list[tuple[str, str]], vocab_file, merges_file,
+               digests: tuple[str, str]) -> BPEFiles:
+    """The vocabulary and merges, refused unless every merge's parts and result are tokens."""
     symbols = {symbol for left, right in merges for symbol in (left, right, left + right)}
     if not symbols <= encoder.keys():  # then find the first merge at fault, for the message
         for rank, (left, right) in enumerate(merges):
@@ -42,7 +83,6 @@ def load_bpe_files(vocab_file: str | os.PathLike, merges_file: str | os.PathLike
                         raise TokenizerError(f"{merges_file}: merge {rank + 1} ({left} {right}) has a {role} "
                                          f"{symbol!r} that is not a token of {vocab_file}; the two files do not "
                                          "belong together")
-    digests = (hashlib.sha256(vocab_bytes).hexdigest(), hashlib.sha256(merges_bytes).hexdigest())
     return BPEFiles(encoder, merges, digests)
 
 

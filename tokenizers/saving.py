@@ -11,7 +11,7 @@ from typing import Any
 
 from ..download import atomic_write, download_options, resolve_file
 from ..errors import UnknownArgumentError
-from .files import check_ids, read_json_object
+from .files import TOKENIZER_JSON, check_ids, read_json_object
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -53,8 +53,17 @@ class Saving:
 
     @classmethod
     def vocabulary_files(cls, name_or_path, fetch_options) -> dict[str, str]:
-        """Find the vocabulary files under any of their known names."""
-        return {arg: resolve_file(name_or_path, names, **fetch_options) for arg, names in cls.vocab_file_candidates.items()}
+        """Find the vocabulary files under any of their known names, or, where there are none, a
+        ``tokenizer.json`` that holds both (transformers 5 saves only that)."""
+        try:
+            return {arg: resolve_file(name_or_path, names, **fetch_options)
+                    for arg, names in cls.vocab_file_candidates.items()}
+        except FileNotFoundError as missing:
+            try:
+                both = resolve_file(name_or_path, [TOKENIZER_JSON], **fetch_options)
+            except FileNotFoundError:
+                raise missing from None
+            return dict.fromkeys(cls.vocab_file_candidates, both)
 
     vocab_file_candidates: dict[str, tuple[str, ...]] = {}
 
