@@ -40,8 +40,9 @@ class OpenAIGPTPreTrainedModel(PreTrainedModel):
     def set_num_special_tokens(self, num_special_tokens: int) -> None:
         """Make room for the fine-tuning tokens the GPT paper appends after its 40478 BPE tokens
         (start, delimiter, classify): the embedding grows to 40478 + ``num_special_tokens`` rows,
-        keeping the pretrained ones, and the tied head follows."""
-        self.resize_token_embeddings(OpenAIGPTConfig.vocab_size + num_special_tokens)
+        keeping the pretrained ones, and the tied head follows; the new rows start random, as in
+        the 2019 library."""
+        self.resize_token_embeddings(OpenAIGPTConfig.vocab_size + num_special_tokens, mean_resizing=False)
 
 
 class OpenAIGPTModel(DecoderModel, OpenAIGPTPreTrainedModel):

@@ -103,34 +103,45 @@ class PreTrainedModel(ConvertedWhole):
         else:
             head.weight = embedding.weight
 
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
         """Give the token embedding ``new_num_tokens`` rows (``len(tokenizer)`` after adding
-        tokens): existing rows are kept, new ones initialised, the tied head follows, and
-        ``config.vocab_size`` is updated."""
+        tokens; None: as many as now), rounded up to a multiple of ``pad_to_multiple_of``: existing
+        rows are kept, the tied head follows, and ``config.vocab_size`` is updated. New rows are the
+        mean of the old ones (``mean_resizing``, Hugging Face's default: a new token starts where
+        the model's average token is, not at a random point), else initialised as at training."""
         old = self.get_input_embeddings()
-        if new_num_tokens == old.num_embeddings:
+        size = old.num_embeddings if new_num_tokens is None else new_num_tokens
+        for name, value in (("new_num_tokens", size), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        if pad_to_multiple_of is not None:
+            size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+        if size == old.num_embeddings:
             return old
         if self.quantization() is not None:
             raise InvalidArgumentError("resize_token_embeddings needs the float model: load it without quantize=")
-        if new_num_tokens < 1:
-            raise InvalidArgumentError(f"new_num_tokens must be positive, got {new_num_tokens}")
         factory = dict(device=old.weight.device, dtype=old.weight.dtype)
-        new = self._with_rows_of(nn.Embedding(new_num_tokens, old.embedding_dim, **factory), old)
+        new = self._with_rows_of(nn.Embedding(size, old.embedding_dim, **factory), old, mean_resizing)
         self.set_input_embeddings(new)
         head = self.get_output_embeddings()
         if head is not None and not self.config.tie_word_embeddings:
-            self.lm_head = self._with_rows_of(Linear(head.in_features, new_num_tokens, bias=False, **factory), head)
-        self.config.vocab_size = new_num_tokens  # the config object the base model shares
+            self.lm_head = self._with_rows_of(Linear(head.in_features, size, bias=False, **factory), head,
+                                              mean_resizing)
+        self.config.vocab_size = size  # the config object the base model shares
         self.config.validate()
         self.tie_weights()
         return new
 
-    def _with_rows_of(self, new: nn.Module, old: nn.Module) -> nn.Module:
-        """``new`` initialised, then given the rows it shares with ``old``'s weight."""
+    def _with_rows_of(self, new: nn.Module, old: nn.Module, mean_resizing: bool) -> nn.Module:
+        """``new`` initialised, then given the rows it shares with ``old``'s weight; rows beyond
+        them the mean of ``old``'s (averaged in float32) where ``mean_resizing``."""
         self._init_weights(new)
         kept = min(new.weight.shape[0], old.weight.shape[0])
         with torch.no_grad():
             new.weight[:kept] = old.weight[:kept]
+            if mean_resizing and new.weight.shape[0] > kept:
+                new.weight[kept:] = old.weight.float().mean(0).to(new.weight.dtype)
         return new
 
     @property

@@ -122,6 +122,24 @@ def test_special_tokens_for_fine_tuning(tmp_path):
     assert gpt.get_input_embeddings().num_embeddings == 40481
 
 
+@pytest.mark.parametrize("name", ["OpenAIGPTLMHeadModel", "GPT2LMHeadModel"])
+def test_resizing_matches_hugging_face(tmp_path, name):
+    """New rows were random (Hugging Face starts them at the mean of the old rows), and
+    pad_to_multiple_of or no size at all raised a TypeError."""
+    theirs, ours = pair(tmp_path, name)
+    size = ours.config.vocab_size
+    for model in (theirs, ours):
+        model.resize_token_embeddings(size + 3, pad_to_multiple_of=8)
+    want, got = theirs.get_input_embeddings().weight, ours.get_input_embeddings().weight
+    assert got.shape == want.shape and got.shape[0] % 8 == 0 and ours.config.vocab_size == got.shape[0]
+    close(got.detach(), want.detach(), atol=1e-4)  # theirs: drawn around the mean with covariance 1e-9 of the rows'
+    assert ours.resize_token_embeddings() is ours.get_input_embeddings()  # no size: as many as now
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int"):
+        ours.resize_token_embeddings(size, pad_to_multiple_of=0)
+    ours.resize_token_embeddings(got.shape[0] + 2, mean_resizing=False)  # the 2019 way: drawn as at training
+    assert not torch.equal(ours.get_input_embeddings().weight[-1], ours.get_input_embeddings().weight[-2])
+
+
 def test_the_released_checkpoint_layout(tmp_path):
     """openai-gpt's pytorch_model.bin: keys without `transformer.`, with the attn.bias buffers."""
     reference = transformers.OpenAIGPTLMHeadModel.from_pretrained(make_hf_checkpoint(tmp_path / "hf", "OpenAIGPTLMHeadModel")).eval()

@@ -100,9 +100,11 @@ def read_choices(path: str | Path) -> list[Choice]:
 
 def add_choice_tokens(tokenizer, model) -> list[int]:
     """Add the start, delimiter and classify tokens to the tokenizer and give the model's
-    embedding (and tied head) rows for them; returns their ids."""
+    embedding (and tied head) rows for them, drawn at random as in the GPT paper (rows at the mean
+    of the others, Hugging Face's default, would make the three the same token at the start);
+    returns their ids."""
     tokenizer.add_special_tokens({"additional_special_tokens": list(MC_TOKENS)})
-    model.resize_token_embeddings(len(tokenizer))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return [tokenizer.convert_tokens_to_ids(token) for token in MC_TOKENS]
 
 
