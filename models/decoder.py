@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from . import functional
 from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
-from .kv_cache import StaticKVCache, normalize_past, past_length
+from .kv_cache import LayerCaches, StaticKVCache, normalize_past, past_length
 from .layers import (Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step,
                      final_norm_step)
 from .native.decoder import BodyStep, GreedyStep, native_decoder
@@ -140,7 +140,7 @@ class DecoderModel(PreTrainedModel):
             past.length += length
             cache = past
         else:
-            cache = tuple(presents)
+            cache = LayerCaches(presents)
         out = BaseModelOutputWithPast(
             last_hidden_state=x,
             past_key_values=cache if use_cache else None,

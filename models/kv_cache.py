@@ -65,6 +65,19 @@ class StaticKVCache:
         return self.layers[index]
 
 
+class LayerCaches(tuple):
+    """The cache a forward returns: per layer a ``(keys, values)`` pair, as transformers' legacy
+    tuples are, with the two methods of its ``Cache`` objects that code written for transformers 5
+    calls."""
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """How many positions the cache holds."""
+        return self[layer_idx][0].size(-2) if self else 0
+
+    def to_legacy_cache(self) -> tuple:
+        return tuple(self)
+
+
 def past_length(past) -> int:
     """How many positions a cache (preallocated, or per-layer ``(keys, values)``) holds."""
     if hasattr(past, "length"):  # a preallocated cache

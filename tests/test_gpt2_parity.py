@@ -128,6 +128,21 @@ def test_config_variants_match_hugging_face(tmp_path, overrides):
         close(hf(step, past_key_values=theirs.past_key_values).logits, ours(step, past=mine.past_key_values).logits)
 
 
+def test_the_returned_cache_answers_what_transformers_5_code_asks(tmp_path):
+    """transformers 5 returns a Cache object; code written for it calls get_seq_length() and
+    to_legacy_cache() on past_key_values, which were plain tuples here (an AttributeError)."""
+    hf, ours = pair(tmp_path)
+    x = ids(2, 8)
+    with torch.no_grad():
+        theirs, mine = hf(x, use_cache=True).past_key_values, ours(x, use_cache=True).past_key_values
+        assert mine.get_seq_length() == theirs.get_seq_length() == 8
+        legacy = mine.to_legacy_cache()
+        assert type(legacy) is tuple and len(legacy) == len(mine) and all(a is b for a, b in zip(legacy, mine))
+        step = ids(2, 1)
+        close(ours(step, past_key_values=mine).logits, ours(step, past_key_values=legacy).logits)
+        assert ours(step, past_key_values=mine).past_key_values.get_seq_length() == 9
+
+
 def test_hidden_states_and_attentions_match_hugging_face(tmp_path):
     hf, ours = pair(tmp_path, eager=True)
     x = ids(2, 8)
