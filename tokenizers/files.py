@@ -58,16 +58,8 @@ def tokenizer_json(path: str | os.PathLike) -> BPEFiles:
     if not model["vocab"]:
         raise TokenizerError(f"{path} holds no tokens; expected {_TOKENIZER_JSON_SHAPE}")
     encoder = check_ids(path, model["vocab"])
-    merges, seen = [], set()
-    for rank, merge in enumerate(model["merges"], 1):
-        parts = merge.split(" ") if isinstance(merge, str) else merge
-        if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(x, str) and x for x in parts):
-            raise TokenizerError(f"{path}: merge {rank} is not two symbols: {merge!r}")
-        pair = (parts[0], parts[1])
-        if pair in seen:
-            raise TokenizerError(f"{path}: merge {rank} repeats {merge!r}")
-        seen.add(pair)
-        merges.append(pair)
+    merges = _merge_pairs(path, ((f"merge {rank}", merge, merge.split(" ") if isinstance(merge, str) else merge)
+                                 for rank, merge in enumerate(model["merges"], 1)))
     digest = hashlib.sha256(data).hexdigest()
     return _belonging(encoder, merges, path, path, (digest, digest))
 
@@ -153,17 +145,21 @@ def parse_merges(path: str | os.PathLike, text: str, *, header_line: bool) -> li
                                  "loader drops (the original drops line 1 whatever it holds, so a first merge "
                                  "there would be lost)")
         first = 1
+    stripped = ((number, line.rstrip("\r")) for number, line in enumerate(lines[first:], first + 1))
+    return _merge_pairs(path, ((f"line {number}", line, line.split(" ")) for number, line in stripped
+                               if line and not (line.startswith("#version") and not header_line)))
+
+
+def _merge_pairs(path: str | os.PathLike, entries) -> list[tuple[str, str]]:
+    """The merges of ``(where, as written, parts)`` entries in rank order, each two non-empty
+    symbols; a pair listed twice is refused, since only one of its ranks could count."""
     merges, seen = [], set()
-    for number, line in enumerate(lines[first:], first + 1):
-        line = line.rstrip("\r")
-        if not line or (line.startswith("#version") and not header_line):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2 or not all(parts):
-            raise TokenizerError(f"{path}: line {number} is not two symbols separated by one space: {line[:60]!r}")
+    for where, written, parts in entries:
+        if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(x, str) and x for x in parts):
+            raise TokenizerError(f"{path}: {where} is not two symbols separated by one space: {str(written)[:60]!r}")
         pair = (parts[0], parts[1])
         if pair in seen:
-            raise TokenizerError(f"{path}: line {number} repeats the merge {line!r}")
+            raise TokenizerError(f"{path}: {where} repeats the merge {written!r}")
         seen.add(pair)
         merges.append(pair)
     return merges
