@@ -29,6 +29,9 @@ def write(text: str) -> None:
 
 def run(args) -> None:
     check_model_options(args.device, args.quantize, args.dtype)
+    if args.num_return_sequences > 1 and not sampling_options(args)["do_sample"]:
+        raise UsageError(f"--num-return-sequences {args.num_return_sequences} needs sampling (--temperature, --top-k "
+                         "or --top-p): greedy decoding gives one sequence")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt:
         raise UsageError("the prompt is empty")

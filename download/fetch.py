@@ -33,7 +33,7 @@ _unreachable_lock = threading.Lock()
 
 
 def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_dir=None, force_download: bool = False,
-              local_files_only: bool = False, token: str | None = None, progress: bool | None = None) -> Path:
+              local_files_only: bool = False, token: str | bool | None = None, progress: bool | None = None) -> Path:
     """The local path of ``filename`` in hub repository ``repo`` at ``revision``, in the hub cache."""
     revision = revision or "main"
     url = hub_url(repo, filename, revision)
@@ -76,7 +76,7 @@ def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_di
 
 
 def fetch_url(url: str, *, cache_dir=None, force_download: bool = False, local_files_only: bool = False,
-              token: str | None = None, sha256: str | None = None, progress: bool | None = None) -> Path:
+              token: str | bool | None = None, sha256: str | None = None, progress: bool | None = None) -> Path:
     """The local path of an http(s) URL's file, in the URL cache (``sha256``: a pinned hash)."""
     cache = UrlCache(cache_dir)
     cached = None if force_download else cache.lookup(url)

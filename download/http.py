@@ -80,8 +80,9 @@ def rate_limits() -> tuple[float, float]:
     return number("GPT_HUB_MIN_RATE", MIN_RATE), number("GPT_HUB_RATE_WINDOW", RATE_WINDOW) or RATE_WINDOW
 
 
-def session_for(url: str, token: str | None) -> requests.Session:
-    """A session for ``url``: the token (or ``HF_TOKEN``) only if ``url`` is on the hub's own host."""
+def session_for(url: str, token: str | bool | None) -> requests.Session:
+    """A session for ``url``: the token (None or True: ``HF_TOKEN``; False: none) only if ``url``
+    is on the hub's own host."""
     from .names import endpoint
 
     session = requests.Session()
@@ -90,7 +91,7 @@ def session_for(url: str, token: str | None) -> requests.Session:
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    token = token or os.environ.get("HF_TOKEN")
+    token = os.environ.get("HF_TOKEN") if token is None or token is True else token or None
     if token and _origin(url) == _origin(endpoint()):
         session.headers["Authorization"] = f"Bearer {token}"  # requests drops it on a redirect to another host
     return session

@@ -36,7 +36,7 @@ def resolve_file(
     revision: str | None = None,
     force_download: bool = False,
     local_files_only: bool = False,
-    token: str | None = None,
+    token: str | bool | None = None,
     progress: bool | None = None,
 ) -> str:
     """Return the local path of the first of ``filenames`` that ``name_or_path`` provides.
@@ -51,7 +51,7 @@ def resolve_file(
         raise TypeError(f"expected a checkpoint name or a path, got {type(name_or_path).__name__}")
     _check_types(cache_dir=(cache_dir, (str, os.PathLike, type(None))), revision=(revision, (str, type(None))),
                  force_download=(force_download, bool), local_files_only=(local_files_only, bool),
-                 token=(token, (str, type(None))), progress=(progress, (bool, type(None))))
+                 token=(token, (str, bool, type(None))), progress=(progress, (bool, type(None))))
     path = os.fspath(name_or_path)
     folder = _local_folder(path, filenames)
     if folder is not None:
@@ -82,10 +82,20 @@ def _check_types(**options: tuple[object, type | tuple[type, ...]]) -> None:
     """Refuse, by name, a download option of the wrong type (``revision=5``), which would fail
     later in a message that names nothing."""
     for name, (value, kinds) in options.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if bool in kinds and is_flag(value):  # a NumPy bool, 0 or 1 too
+            continue
         if not isinstance(value, kinds):
-            wanted = " or ".join("None" if kind is type(None) else kind.__name__
-                                 for kind in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            wanted = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
             raise ArgumentTypeError(f"{name} must be {wanted}, got {type(value).__name__}")
+
+
+def is_flag(value: object) -> bool:
+    """Whether ``value`` reads as True or False: a bool, a NumPy bool, 0 or 1 (not a string)."""
+    try:
+        return not isinstance(value, (str, bytes)) and value is not None and value in (True, False)
+    except (TypeError, ValueError, RuntimeError):  # an array or a tensor of several values
+        return False
 
 
 def _local_folder(path: str, filenames: Sequence[str]) -> str | None:

@@ -57,7 +57,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if repeats > 1:
         input_ids = input_ids.repeat_interleave(repeats, 0)
         attention_mask = attention_mask.repeat_interleave(repeats, 0)
-    if new == 0:
+    if new == 0:  # nothing to add: a streamer still hears the prompt and the end (a reader may wait on it)
+        if streamer is not None:
+            streamer.put(input_ids)
+            streamer.end()
         return input_ids
     batch, prompt = input_ids.shape
     total = prompt + new

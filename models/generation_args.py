@@ -109,6 +109,8 @@ def token_ids(name: str, value, vocab_size: int) -> list[int]:
     """An id or a list of ids (``eos_token_id`` may be several), each in the vocabulary."""
     if value is None:
         return []
+    if hasattr(value, "tolist"):  # a tensor or a NumPy array (or scalar), as transformers takes them
+        value = value.tolist()
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     return [integer(name, v, low=0, high=vocab_size - 1) for v in values]
 

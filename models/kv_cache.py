@@ -77,6 +77,11 @@ class LayerCaches(tuple):
     def to_legacy_cache(self) -> tuple:
         return tuple(self)
 
+    def __reduce__(self):
+        """Saved (``torch.save``, pickle) as a plain tuple, which loads where this package (imported
+        under a private name) is not."""
+        return tuple, (tuple(self),)
+
 
 def past_length(past) -> int:
     """How many positions a cache (preallocated, or per-layer ``(keys, values)``) holds."""

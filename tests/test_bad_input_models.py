@@ -218,6 +218,7 @@ def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
     ({"config": {"n_layer": 1}}, TypeError, "config must be a GPT2Config or a path to its config.json, got dict"),
     ({"config": "openai-gpt-config"}, ValueError, "config is of type OpenAIGPTConfig; this model takes a GPT2Config"),
     ({"pretrained": "no"}, TypeError, "pretrained must be True or False, got 'no'"),  # was: True, a download
+    ({"token": 5}, TypeError, "token must be str or bool or None, got int"),
 ])
 def test_bad_loading_arguments_are_named_before_any_download(kwargs, kind, message):
     """Each failed later in a message that named something else (the checkpoint, an iterable), or

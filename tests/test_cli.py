@@ -99,7 +99,7 @@ BAD = [("generate", "--max-new-tokens", "0"), ("generate", "--max-new-tokens", "
        ("generate", "--temperature", "nan"), ("score", "--max-length", "1"), ("score", "--stride", "0"),
        ("score", "--max-length", "8", "--stride", "9"), ("generate", "--seed", "-1"),
        ("generate", "--seed", "18446744073709551616"), ("generate", "--quantize", "int8", "--dtype", "float16"),
-       ("score", "--quantize", "int4", "--dtype", "float16")]
+       ("score", "--quantize", "int4", "--dtype", "float16"), ("generate", "--num-return-sequences", "2")]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=" ".join)

@@ -234,6 +234,18 @@ def test_the_token_goes_to_the_hub_only(hub):
     assert sent[("GET", "blobs")] is None and sent[("HEAD", "blobs")] is None
 
 
+def test_token_true_or_false_as_transformers_takes_them(hub, monkeypatch):
+    """token=True sent "Bearer True" (transformers reads it as: use HF_TOKEN); token=False sent
+    HF_TOKEN anyway (transformers: no token)."""
+    hub.add(REPO_ID, "a.json", b"{}")
+    hub.add(REPO_ID, "b.json", b"{}")
+    monkeypatch.setenv("HF_TOKEN", "from-the-environment")
+    get("a.json", token=True)
+    get("b.json", token=False, force_download=1)  # a flag may be 0/1 or a NumPy bool, as transformers allows
+    sent = {path.rsplit("/", 1)[-1]: headers.get("Authorization") for method, path, headers in hub.log}
+    assert sent == {"a.json": "Bearer from-the-environment", "b.json": None}
+
+
 CONCURRENT = """
 import importlib, importlib.util, sys
 spec = importlib.util.spec_from_file_location("hubconf", sys.argv[1] + "/hubconf.py")

@@ -92,6 +92,36 @@ def test_the_defaults_are_hugging_faces(pair):
         ours.generate(x, num_return_sequences=2)
 
 
+def test_a_streamer_hears_the_end_when_nothing_is_generated(pair):
+    """With no room left (or max_new_tokens=0) generate returned before end(): a reader of
+    TextIteratorStreamer waited for ever."""
+    _, ours = pair
+    heard = []
+
+    class Streamer:
+        def put(self, ids):
+            heard.append(ids.tolist())
+
+        def end(self):
+            heard.append("end")
+
+    x = torch.randint(1, vocab(ours), (1, ours.config.n_positions))
+    assert torch.equal(ours.generate(x, streamer=Streamer()), x)  # the default 20 new tokens: no room
+    assert heard == [x.tolist(), "end"]
+
+
+def test_eos_may_be_a_tensor_or_an_array(pair):
+    """transformers takes eos_token_id as a tensor or a NumPy array: refused here before."""
+    import numpy as np
+    _, ours = pair
+    x = torch.randint(1, vocab(ours), (1, 5))
+    free = ours.generate(x, max_new_tokens=8, eos_token_id=[])
+    eos = int(free[0, 7])
+    want = ours.generate(x, max_new_tokens=8, eos_token_id=[eos])
+    for given in (torch.tensor(eos), torch.tensor([eos]), np.array([eos]), np.int64(eos)):
+        assert torch.equal(ours.generate(x, max_new_tokens=8, eos_token_id=given), want)
+
+
 def test_bad_arguments_are_clear(pair):
     _, ours = pair
     x = torch.tensor([[1, 2]])

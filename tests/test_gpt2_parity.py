@@ -1,5 +1,7 @@
 """Our GPT-2 classes against Hugging Face transformers' with the same weights (fp32, 1e-5)."""
 
+import io
+
 import pytest
 import torch
 from conftest import require, TINY, make_hf_checkpoint, models
@@ -141,6 +143,12 @@ def test_the_returned_cache_answers_what_transformers_5_code_asks(tmp_path):
         step = ids(2, 1)
         close(ours(step, past_key_values=mine).logits, ours(step, past_key_values=legacy).logits)
         assert ours(step, past_key_values=mine).past_key_values.get_seq_length() == 9
+    buffer = io.BytesIO()  # saved as a plain tuple: loads without this package (its private name) in the process
+    torch.save(mine, buffer)
+    assert b"_gpt_hub" not in buffer.getvalue()
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded) is tuple and all(torch.equal(a[0], b[0]) for a, b in zip(loaded, mine))
 
 
 def test_hidden_states_and_attentions_match_hugging_face(tmp_path):
