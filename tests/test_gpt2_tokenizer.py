@@ -208,6 +208,21 @@ def test_a_tokenizer_saved_by_transformers_5_loads(tmp_path, family):
     assert (saved.eos_token, saved.unk_token, len(saved)) == (original.eos_token, original.unk_token, len(original))
 
 
+def test_tokens_added_before_transformers_5_saved_are_kept(tmp_path):
+    """Its added tokens live in tokenizer.json's added_tokens and tokenizer_config.json's
+    extra_special_tokens: they were dropped (len 50257 for 50261, "<pad>" read as the unk id)."""
+    hugging_face = require("transformers").GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2"))
+    hugging_face.add_tokens(["<new>"])
+    hugging_face.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<sp1>"]})
+    hugging_face.save_pretrained(tmp_path)
+    ours = GPT2Tokenizer.from_pretrained(tmp_path)
+    assert (len(ours), ours.pad_token_id, ours.additional_special_tokens) == (len(hugging_face), hugging_face.pad_token_id,
+                                                                               ["<sp1>"])
+    text = "x<new>y<sp1>z<pad>"
+    assert ours.encode(text, parse_special_tokens=True) == hugging_face.encode(text)  # special text: see docs/internals.md
+    assert ours.encode("x<new>y") == hugging_face.encode("x<new>y")
+
+
 def test_pad_refuses_what_it_cannot_pad():
     ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
     with pytest.raises(TypeError, match="list of dicts"):

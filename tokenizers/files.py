@@ -64,6 +64,15 @@ def tokenizer_json(path: str | os.PathLike) -> BPEFiles:
     return _belonging(encoder, merges, path, path, (digest, digest))
 
 
+def tokenizer_json_added(path: str | os.PathLike) -> dict[str, int]:
+    """The tokens a ``tokenizer.json`` adds to its vocabulary (its ``added_tokens``), by id."""
+    added = read_json_object(path, _TOKENIZER_JSON_SHAPE).get("added_tokens", [])
+    if not isinstance(added, list) or not all(isinstance(a, dict) and isinstance(a.get("content"), str)
+                                              for a in added):
+        raise TokenizerError(f"{path}: added_tokens is not a list of {{\"id\": ..., \"content\": ...}}")
+    return check_ids(path, {a["content"]: a.get("id") for a in added})
+
+
 def _belonging(encoder: dict[str, int], merges: list[tuple[str, str]], vocab_file, merges_file,
                digests: tuple[str, str]) -> BPEFiles:
     """The vocabulary and merges, refused unless every merge's parts and result are tokens."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..download import atomic_write, download_options, resolve_file
 from ..errors import UnknownArgumentError
-from .files import TOKENIZER_JSON, check_ids, read_json_object
+from .files import TOKENIZER_JSON, check_ids, read_json_object, tokenizer_json_added
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -85,9 +85,14 @@ class Saving:
             settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
             if name == ADDED_TOKENS:
                 check_ids(path, settings[name])
+        if os.path.basename(files[next(iter(files))]) == TOKENIZER_JSON:  # transformers 5's: its added tokens
+            settings[ADDED_TOKENS] = {**tokenizer_json_added(files[next(iter(files))]), **settings.get(ADDED_TOKENS, {})}
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])
+        extra = settings.get(TOKENIZER_CONFIG, {}).get("extra_special_tokens")  # transformers 5's name for them
+        if isinstance(extra, list) and "additional_special_tokens" not in kwargs:
+            additional = [*additional, *(t for t in extra if isinstance(t, str) and t not in additional)]
         tokenizer = cls(**files, **init)
         # Saved added tokens first, under their saved ids; then the special ones they include.
         for token, index in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
