@@ -105,7 +105,7 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
                                                **fetch, **config_overrides)
-        model_class.config_class.check_argument(config)
+        config = model_class.config_class.from_argument(config)
         device, _ = check_placement(quantize, device_map, torch_dtype)  # before a config is fetched
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,

@@ -123,14 +123,19 @@ class PretrainedConfig:
             raise UnknownArgumentError.naming(unknown, sorted(known | set(also)), where)
 
     @classmethod
-    def check_argument(cls, config: object) -> None:
-        """Refuse a ``config=`` that is none of None, this class's config, or a name or path to read
-        one from: a dict, or another family's config (which would be read as a checkpoint's name,
-        or build the wrong model)."""
+    def from_argument(cls, config: object):
+        """A ``config=`` argument as loading takes it: None, this class's config, or a name or path
+        to read one from, as they are; transformers' config of the same family converted (its
+        ``to_dict()``); anything else refused (a dict, another family's config, which would be read
+        as a checkpoint's name or build the wrong model)."""
         if config is None or isinstance(config, (cls, str, os.PathLike)):
-            return
-        if isinstance(config, PretrainedConfig):
-            raise InvalidArgumentError(f"config is of type {type(config).__name__}; this model takes a {cls.__name__}")
+            return config
+        if not isinstance(config, PretrainedConfig) and callable(getattr(config, "to_dict", None)) \
+                and getattr(config, "model_type", None) == cls.model_type:
+            return cls.from_dict(config.to_dict())
+        if isinstance(config, PretrainedConfig) or getattr(config, "model_type", None) is not None:
+            raise InvalidArgumentError(f"config is of type {type(config).__name__} ({getattr(config, 'model_type', '')}); "
+                                       f"this model takes a {cls.__name__}")
         raise ArgumentTypeError(f"config must be a {cls.__name__} or a path to its config.json, got "
                                 f"{type(config).__name__}")
 

@@ -196,7 +196,7 @@ class PreTrainedModel(ConvertedWhole):
         ``"cuda:1"``, a GPU index, ``"cpu"``, or ``"auto"``, a GPU where there is one); every other
         keyword overrides a config field (``num_labels=3``).
         """
-        cls.config_class.check_argument(config)
+        config = cls.config_class.from_argument(config)
         device, dtype = check_placement(quantize, device_map, torch_dtype, dtype)
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, models, release_copy, repo_module
+from conftest import TINY, models, release_copy, repo_module, require
 
 errors = repo_module("errors")
 checkpoint = repo_module("models.checkpoint")
@@ -216,7 +216,8 @@ def test_bad_devices_are_named_before_any_download(kwargs, kind, message):
     ({"cache_dir": 5}, TypeError, "cache_dir must be str or PathLike or None, got int"),
     ({"force_download": "yes"}, TypeError, "force_download must be bool, got str"),
     ({"config": {"n_layer": 1}}, TypeError, "config must be a GPT2Config or a path to its config.json, got dict"),
-    ({"config": "openai-gpt-config"}, ValueError, "config is of type OpenAIGPTConfig; this model takes a GPT2Config"),
+    ({"config": "openai-gpt-config"}, ValueError, r"config is of type OpenAIGPTConfig \(openai-gpt\); this model takes "
+                                                  "a GPT2Config"),
     ({"pretrained": "no"}, TypeError, "pretrained must be True or False, got 'no'"),  # was: True, a download
     ({"token": 5}, TypeError, "token must be str or bool or None, got int"),
 ])
@@ -230,6 +231,21 @@ def test_bad_loading_arguments_are_named_before_any_download(kwargs, kind, messa
         raises(kind, message, models.GPT2LMHeadModel.from_pretrained, "no-such-owner/no-such-model", **kwargs)
     for pretrained in (True, False) if "pretrained" not in kwargs else (kwargs.pop("pretrained"),):
         raises(kind, message, entry, "no-such-owner/no-such-model", pretrained=pretrained, **kwargs)
+
+
+def test_transformers_own_config_is_taken(tmp_path):
+    """config=transformers.GPT2Config(...) was refused with "must be a GPT2Config, got GPT2Config"."""
+    transformers = require("transformers")
+    theirs = transformers.GPT2Config(**TINY)
+    entry = repo_module("hubconfs.gpt2_hubconf").gpt2LMHeadModel
+    fields = lambda config: {name: getattr(config, name) for name in models.GPT2Config.field_names()  # noqa: E731
+                             if name not in ("id2label", "label2id")}  # transformers fills in two labels
+    assert fields(entry("gpt2", pretrained=False, config=theirs).config) == fields(models.GPT2Config(**TINY))
+    models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
+    loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path, config=theirs)
+    assert loaded.config.n_layer == TINY["n_layer"]
+    raises(ValueError, r"OpenAIGPTConfig \(openai-gpt\); this model takes a GPT2Config", entry, "gpt2",
+           pretrained=False, config=transformers.OpenAIGPTConfig())
 
 
 # -- checkpoint files ----------------------------------------------------------------------------------

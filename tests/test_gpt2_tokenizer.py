@@ -233,6 +233,22 @@ def test_pad_refuses_what_it_cannot_pad():
         ours.pad([{"input_ids": [1, 2]}], pad_to_multiple_of=0)
     one = ours.pad({"input_ids": [5, 6], "attention_mask": [0, 1]}, max_length=4, padding="max_length")
     assert one == {"input_ids": [5, 6, 50256, 50256], "attention_mask": [0, 1, 0, 0]}  # a given mask is kept
+    with pytest.raises(ValueError, match="no multiple of pad_to_multiple_of=4"):  # was: rows of 8, past max_length
+        ours(["a b"], padding="max_length", max_length=5, pad_to_multiple_of=4)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_pad_pads_the_per_token_rows_beside_the_ids(side):
+    """token_type_ids and special_tokens_mask were passed through unpadded: a raw ValueError from
+    torch.tensor where transformers pads them (with 0 and 1)."""
+    transformers = require("transformers")
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
+    theirs = transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2"))
+    theirs.pad_token, theirs.padding_side = theirs.eos_token, side
+    rows = [{"input_ids": [1, 2], "token_type_ids": [0, 0], "special_tokens_mask": [0, 1]},
+            {"input_ids": [1, 2, 3, 4], "token_type_ids": [0, 1, 1, 1], "special_tokens_mask": [0, 0, 0, 1]}]
+    mine, want = ours.pad(rows, return_tensors="pt", padding_side=side), theirs.pad(rows, return_tensors="pt")
+    assert sorted(mine) == sorted(want) and all(torch.equal(mine[k], want[k]) for k in want)
 
 
 def test_padding_needs_a_pad_token_and_tensors_need_equal_lengths(python_tokenizer):

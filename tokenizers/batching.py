@@ -95,8 +95,19 @@ class Batching:
                 raise TokenizerError("attention_mask and input_ids differ in length")
         out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
                           padding_side, batched, masks=masks, multiple=pad_to_multiple_of)
+        width = len(out["input_ids"][-1]) if batched and rows else len(out["input_ids"])
+        side = padding_side or self.padding_side
+        for key, fill in _PADDED_BESIDE.items():  # per-token rows padded as the ids are, with their own value
+            if key in encoded_inputs:
+                given = _rows(encoded_inputs[key])
+                padded = [_fill(list(r), width, fill, side) for r in (given if batched else [given])]
+                out[key] = padded if batched else padded[0]
+                if return_tensors is not None:
+                    import torch
+
+                    out[key] = torch.tensor(padded, dtype=torch.long)
         for key, value in encoded_inputs.items():
-            if key not in ("input_ids", "attention_mask"):
+            if key not in ("input_ids", "attention_mask", *_PADDED_BESIDE):
                 if return_tensors is not None:
                     import torch
 
@@ -108,6 +119,8 @@ class Batching:
                masks=None, multiple=None):
         if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
             raise TokenizerError(f"pad_to_multiple_of must be a positive int, got {multiple!r}")
+        if multiple is not None and padding == "max_length" and max_length is not None and max_length % multiple:
+            raise TokenizerError(f"padding='max_length' to {max_length} is no multiple of pad_to_multiple_of={multiple}")
         if padding is True:
             padding = "longest"
         if padding not in (False, "do_not_pad", "longest", "max_length"):
@@ -126,11 +139,7 @@ class Batching:
             if multiple is not None:
                 width = -(-width // multiple) * multiple
             for i, row in enumerate(rows):
-                fill = width - len(row)
-                if side == "right":
-                    rows[i], masks[i] = row + [self.pad_token_id] * fill, masks[i] + [0] * fill
-                else:
-                    rows[i], masks[i] = [self.pad_token_id] * fill + row, [0] * fill + masks[i]
+                rows[i], masks[i] = _fill(row, width, self.pad_token_id, side), _fill(masks[i], width, 0, side)
         out = BatchEncoding(input_ids=rows if batched else rows[0])
         if return_attention_mask is not False:
             out["attention_mask"] = masks if batched else masks[0]
@@ -189,3 +198,11 @@ def _rows(value) -> list:
     if hasattr(value, "tolist"):
         return value.tolist()
     return [v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, (list, tuple)) else v for v in value]
+
+
+# Per-token rows a data collator may hand over beside the ids, and what pads them (transformers')
+_PADDED_BESIDE = {"token_type_ids": 0, "special_tokens_mask": 1}
+
+
+def _fill(row: list, width: int, value, side: str) -> list:
+    return row + [value] * (width - len(row)) if side == "right" else [value] * (width - len(row)) + row
