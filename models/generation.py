@@ -28,18 +28,17 @@ GREEDY_RUN = 16
 
 
 @torch.no_grad()
-def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int | None = None,
-             max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float = 1.0, repetition_penalty: float = 1.0,
-             pad_token_id: int | None = None, eos_token_id: int | list[int] | None = None,
-             num_return_sequences: int = 1, generator: torch.Generator | None = None, seed: int | None = None,
-             streamer=None) -> Tensor:
+def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max_length: int = 20,
+             max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, repetition_penalty: float = 1.0, pad_token_id: int | None = None,
+             eos_token_id: int | list[int] | None = None, num_return_sequences: int = 1,
+             generator: torch.Generator | None = None, seed: int | None = None, streamer=None) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
-    all; neither: 20 new tokens, as Hugging Face's default), ``[batch * num_return_sequences,
-    length]``. Rows stop at any of ``eos_token_id`` (one id or a list; None: the config's, as
-    Hugging Face does; ``[]``: none) and are then padded with ``pad_token_id``. Sampling keeps the
-    ``top_k`` likeliest tokens (None: 50, Hugging Face's default; 0: all). ``streamer`` gets each
-    step's tokens (``put``) and ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""
+    all), ``[batch * num_return_sequences, length]``, with the defaults of this repository's API
+    (``../shared/seeds/003``: ``top_k=0`` samples from the whole vocabulary). Rows stop at any of
+    ``eos_token_id`` (one id or a list; None: the config's, as Hugging Face does; ``[]``: none) and
+    are then padded with ``pad_token_id``. ``streamer`` gets each step's tokens (``put``) and
+    ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""
     table = model.get_input_embeddings()
     vocab_size = table.num_embeddings
     input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size, table.weight.device)

@@ -75,22 +75,12 @@ def generator(value, seed, device: torch.device) -> torch.Generator | None:
     return value
 
 
-DEFAULT_NEW_TOKENS = 20  # Hugging Face's default: its max_length of 20, counted after the prompt
-DEFAULT_TOP_K = 50  # Hugging Face's default for sampling
-
-
 def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int) -> int:
-    """How many tokens to generate: ``max_new_tokens``, else what ``max_length`` leaves after the
-    prompt (which it must exceed, as Hugging Face requires), else 20 as room allows."""
+    """How many tokens to generate: ``max_new_tokens``, else what ``max_length`` leaves."""
     if max_new_tokens is not None:
         name, new = "max_new_tokens", integer("max_new_tokens", max_new_tokens, low=0)
-    elif max_length is not None:
-        name, new = "max_length", integer("max_length", max_length, low=1) - prompt_length
-        if new <= 0:
-            raise InvalidArgumentError(f"max_length={max_length} counts the prompt too, which has {prompt_length} "
-                                       "tokens: give a larger max_length, or max_new_tokens")
     else:
-        return max(0, min(DEFAULT_NEW_TOKENS, n_positions - prompt_length))
+        name, new = "max_length", max(0, integer("max_length", max_length, low=1) - prompt_length)
     if prompt_length + new > n_positions:
         raise InvalidArgumentError(f"{name}: {prompt_length} prompt tokens plus {new} new ones exceed the model's "
                                    f"n_positions={n_positions}")
@@ -122,7 +112,7 @@ def sampling(do_sample, temperature, top_k, top_p, repetition_penalty) -> Sampli
     if not isinstance(do_sample, bool):
         raise ArgumentTypeError(f"do_sample must be True or False, got {do_sample!r}")
     temperature = 1.0 if temperature is None else temperature
-    top_k, top_p = DEFAULT_TOP_K if top_k is None else top_k, 1.0 if top_p is None else top_p
+    top_k, top_p = 0 if top_k is None else top_k, 1.0 if top_p is None else top_p
     return Sampling(do_sample, real("temperature", temperature, low=0.0, low_open=do_sample),
                     integer("top_k", top_k, low=0), real("top_p", top_p, low=0.0, high=1.0, low_open=do_sample),
                     real("repetition_penalty", repetition_penalty, low=0.0, low_open=True))

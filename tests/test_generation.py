@@ -69,25 +69,24 @@ def test_rows_that_reach_eos_stop_and_are_padded(pair):
     assert torch.equal(ours.generate(x, max_length=8), free[:, :8])
 
 
-def test_the_defaults_are_hugging_faces(pair):
-    """generate() with no length stopped at max_length=20 in all (a long prompt got nothing back,
-    and a max_length under the prompt silently too), ran past the config's eos_token_id, sampled
-    from the whole vocabulary, and gave copies of one greedy sequence for num_return_sequences."""
+def test_the_defaults_are_the_apis_and_stop_at_the_configs_eos(pair):
+    """generate() ran past the config's eos_token_id (transformers stops there when none is given)
+    and gave copies of one greedy sequence for num_return_sequences (transformers refuses). The
+    rest are the defaults this repository's API documents (../shared/seeds/003, issue 6):
+    max_length=20 in all, top_k=0 (the whole vocabulary)."""
     hf, ours = pair
-    x = torch.randint(1, vocab(ours), (1, 24))
+    x = torch.randint(1, vocab(ours), (1, 6))
     free = ours.generate(x, max_new_tokens=20, eos_token_id=[])  # [] stops at nothing
-    assert free.shape == (1, 44)
-    eos = int(free[0, 27])  # the fourth token it generates becomes the config's end of text
+    assert free.shape == (1, 26) and ours.generate(x, eos_token_id=[]).shape == (1, 20)
+    eos = int(free[0, 9])  # the fourth token it generates becomes the config's end of text
     for model in (hf, ours):
         model.config.eos_token_id = eos
     hf.generation_config.eos_token_id = eos
-    theirs = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False)
-    mine = ours.generate(x)
-    assert torch.equal(mine, theirs) and mine.size(1) < 44 and int(mine[0, -1]) == eos
-    with pytest.raises(ValueError, match="max_length=24 counts the prompt too, which has 24 tokens"):
-        ours.generate(x, max_length=24)
-    sampled = [ours.generate(x, do_sample=True, seed=3, eos_token_id=[], **k) for k in ({}, {"top_k": 50})]
-    assert torch.equal(*sampled)  # top_k=50 unless given
+    theirs = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=20, do_sample=False)
+    mine = ours.generate(x, max_new_tokens=20)
+    assert torch.equal(mine, theirs) and mine.size(1) < 26 and int(mine[0, -1]) == eos
+    sampled = [ours.generate(x, do_sample=True, seed=3, eos_token_id=[], **k) for k in ({}, {"top_k": 0})]
+    assert torch.equal(*sampled)  # top_k=0 unless given
     with pytest.raises(ValueError, match="num_return_sequences=2 with greedy decoding"):
         ours.generate(x, num_return_sequences=2)
 
