@@ -34,15 +34,32 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _BLOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
+def hf_home() -> Path:
+    """``HF_HOME``, else ``$XDG_CACHE_HOME/huggingface`` (``~/.cache/huggingface``), read at call
+    time, as huggingface_hub reads them."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "huggingface"
+
+
 def hub_cache_dir() -> Path:
-    """``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``
-    (``~/.cache/huggingface/hub``), read at call time, as huggingface_hub reads them."""
+    """``HF_HUB_CACHE``, else ``HF_HOME/hub`` (``hf_home``)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "huggingface" / "hub"
+    return hf_home() / "hub"
+
+
+def stored_token() -> str | None:
+    """The user's hub token as huggingface_hub finds it: ``HF_TOKEN``, else the file
+    ``huggingface-cli login`` writes (``HF_TOKEN_PATH``, else ``HF_HOME/token``); None where neither."""
+    if os.environ.get("HF_TOKEN"):
+        return os.environ["HF_TOKEN"]
+    path = Path(os.environ["HF_TOKEN_PATH"]).expanduser() if os.environ.get("HF_TOKEN_PATH") else hf_home() / "token"
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def safe_parts(value: str, what: str) -> list[str]:

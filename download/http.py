@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..errors import GPTHubError
+from .hf_cache import stored_token
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
@@ -81,8 +82,8 @@ def rate_limits() -> tuple[float, float]:
 
 
 def session_for(url: str, token: str | bool | None) -> requests.Session:
-    """A session for ``url``: the token (None or True: ``HF_TOKEN``; False: none) only if ``url``
-    is on the hub's own host."""
+    """A session for ``url``: the token (None or True: the user's stored one, ``HF_TOKEN`` or the
+    login's file; False: none) only if ``url`` is on the hub's own host."""
     from .names import endpoint
 
     session = requests.Session()
@@ -91,7 +92,8 @@ def session_for(url: str, token: str | bool | None) -> requests.Session:
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    token = os.environ.get("HF_TOKEN") if token is None or token is True else token or None
+    if not isinstance(token, str):  # None, or a flag (a NumPy bool or 1 as well): never sent as text
+        token = stored_token() if token is None or token else None
     if token and _origin(url) == _origin(endpoint()):
         session.headers["Authorization"] = f"Bearer {token}"  # requests drops it on a redirect to another host
     return session

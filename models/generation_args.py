@@ -3,6 +3,7 @@ naming the argument and what it must be, never a silent wrong answer."""
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from torch import Tensor
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .inputs import check_token_ids
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,11 @@ def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int)
     if max_new_tokens is not None:
         name, new = "max_new_tokens", integer("max_new_tokens", max_new_tokens, low=0)
     else:
-        name, new = "max_length", max(0, integer("max_length", max_length, low=1) - prompt_length)
+        limit = integer("max_length", max_length, low=1)
+        name, new = "max_length", max(0, limit - prompt_length)
+        if not new:  # as the API documents (max_length counts the prompt), but never silently
+            logger.warning("max_length=%d counts the prompt, which has %d tokens: nothing is generated (give "
+                           "max_new_tokens)", limit, prompt_length)
     if prompt_length + new > n_positions:
         raise InvalidArgumentError(f"{name}: {prompt_length} prompt tokens plus {new} new ones exceed the model's "
                                    f"n_positions={n_positions}")

@@ -244,6 +244,11 @@ def test_token_true_or_false_as_transformers_takes_them(hub, monkeypatch):
     get("b.json", token=False, force_download=1)  # a flag may be 0/1 or a NumPy bool, as transformers allows
     sent = {path.rsplit("/", 1)[-1]: headers.get("Authorization") for method, path, headers in hub.log}
     assert sent == {"a.json": "Bearer from-the-environment", "b.json": None}
+    hub.log.clear()  # without HF_TOKEN: the file `huggingface-cli login` writes; a flag is never sent as text
+    monkeypatch.delenv("HF_TOKEN")
+    (download.hub_cache_dir().parent / "token").write_text("from-the-login\n")
+    get("a.json", token=1, force_download=True)
+    assert {headers.get("Authorization") for _, _, headers in hub.log} == {"Bearer from-the-login"}
 
 
 CONCURRENT = """

@@ -1,6 +1,8 @@
 """generate() against Hugging Face's: same tokens greedily, same filters, reproducible sampling,
 eos handling, streaming that never splits a character."""
 
+import logging
+
 import pytest
 import torch
 from conftest import TINY, make_hf_checkpoint, models, repo_module, require
@@ -89,6 +91,16 @@ def test_the_defaults_are_the_apis_and_stop_at_the_configs_eos(pair):
     assert torch.equal(*sampled)  # top_k=0 unless given
     with pytest.raises(ValueError, match="num_return_sequences=2 with greedy decoding"):
         ours.generate(x, num_return_sequences=2)
+
+
+def test_a_max_length_that_leaves_nothing_says_so(pair, caplog):
+    """max_length counts the prompt (the API's default, 20): a longer prompt came back unchanged
+    without a word."""
+    _, ours = pair
+    x = torch.randint(1, vocab(ours), (1, 24))
+    with caplog.at_level(logging.WARNING):
+        assert torch.equal(ours.generate(x), x)
+    assert "max_length=20 counts the prompt, which has 24 tokens: nothing is generated" in caplog.text
 
 
 def test_a_streamer_hears_the_end_when_nothing_is_generated(pair):

@@ -221,6 +221,14 @@ def test_tokens_added_before_transformers_5_saved_are_kept(tmp_path):
     text = "x<new>y<sp1>z<pad>"
     assert ours.encode(text, parse_special_tokens=True) == hugging_face.encode(text)  # special text: see docs/internals.md
     assert ours.encode("x<new>y") == hugging_face.encode("x<new>y")
+    beside = tmp_path / "beside"  # saved into a folder that has vocab.json and merges.txt already
+    beside.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (beside / name).write_bytes((need_shared_data() / "gpt2" / name).read_bytes())
+    hugging_face.save_pretrained(beside)
+    again = GPT2Tokenizer.from_pretrained(beside)
+    assert (len(again), again.pad_token_id, again.convert_tokens_to_ids("<sp1>")) == (
+        len(hugging_face), hugging_face.pad_token_id, hugging_face.convert_tokens_to_ids("<sp1>"))
 
 
 def test_pad_refuses_what_it_cannot_pad():
@@ -233,8 +241,15 @@ def test_pad_refuses_what_it_cannot_pad():
         ours.pad([{"input_ids": [1, 2]}], pad_to_multiple_of=0)
     one = ours.pad({"input_ids": [5, 6], "attention_mask": [0, 1]}, max_length=4, padding="max_length")
     assert one == {"input_ids": [5, 6, 50256, 50256], "attention_mask": [0, 1, 0, 0]}  # a given mask is kept
-    with pytest.raises(ValueError, match="no multiple of pad_to_multiple_of=4"):  # was: rows of 8, past max_length
-        ours(["a b"], padding="max_length", max_length=5, pad_to_multiple_of=4)
+    with pytest.raises(ValueError, match="rows would be longer than max_length"):  # was: rows of 8, past max_length
+        ours(["a b"], padding="max_length", max_length=5, truncation=True, pad_to_multiple_of=4)
+    assert len(ours(["a b"], padding="max_length", max_length=5, pad_to_multiple_of=4)["input_ids"][0]) == 8  # as HF
+    with pytest.raises(ValueError, match="token_type_ids and input_ids differ in length"):
+        ours.pad([{"input_ids": [1, 2, 3], "token_type_ids": [0, 0]}])
+    rows = [{"input_ids": [1, 2, 3], "token_type_ids": [0, 0, 1]}, {"input_ids": [1, 2, 3, 4, 5], "token_type_ids": [0] * 5}]
+    assert ours.pad(rows, padding=False)["token_type_ids"] == [[0, 0, 1], [0] * 5]  # each row as wide as its ids
+    single = ours.pad(rows[0], padding="max_length", max_length=6, return_tensors="pt")
+    assert single["token_type_ids"].shape == single["input_ids"].shape == (1, 6)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

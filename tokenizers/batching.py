@@ -48,6 +48,10 @@ class Batching:
         strategy = truncation_strategy(truncation, max_length)
         if strategy != "do_not_truncate" and max_length is None:
             max_length = self.model_max_length
+        if (pad_to_multiple_of and truncation not in (None, False, "do_not_truncate") and padding
+                and max_length % pad_to_multiple_of):  # transformers refuses it too: rows would pass max_length
+            raise TokenizerError(f"truncation to max_length={max_length} and padding to a multiple of "
+                                 f"pad_to_multiple_of={pad_to_multiple_of} disagree: rows would be longer than max_length")
         if stride < 0 or (max_length is not None and stride >= max_length):
             raise TokenizerError(f"stride must be in [0, max_length), got {stride}")
         rows = []
@@ -95,12 +99,16 @@ class Batching:
                 raise TokenizerError("attention_mask and input_ids differ in length")
         out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
                           padding_side, batched, masks=masks, multiple=pad_to_multiple_of)
-        width = len(out["input_ids"][-1]) if batched and rows else len(out["input_ids"])
+        padded_ids = out["input_ids"].tolist() if return_tensors is not None else out["input_ids"]
+        widths = [len(r) for r in (padded_ids if batched or return_tensors is not None else [padded_ids])]
         side = padding_side or self.padding_side
         for key, fill in _PADDED_BESIDE.items():  # per-token rows padded as the ids are, with their own value
             if key in encoded_inputs:
                 given = _rows(encoded_inputs[key])
-                padded = [_fill(list(r), width, fill, side) for r in (given if batched else [given])]
+                given = given if batched else [given]
+                if [len(r) for r in given] != [len(r) for r in rows]:
+                    raise TokenizerError(f"{key} and input_ids differ in length")
+                padded = [_fill(list(r), width, fill, side) for r, width in zip(given, widths)]
                 out[key] = padded if batched else padded[0]
                 if return_tensors is not None:
                     import torch
@@ -119,8 +127,6 @@ class Batching:
                masks=None, multiple=None):
         if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
             raise TokenizerError(f"pad_to_multiple_of must be a positive int, got {multiple!r}")
-        if multiple is not None and padding == "max_length" and max_length is not None and max_length % multiple:
-            raise TokenizerError(f"padding='max_length' to {max_length} is no multiple of pad_to_multiple_of={multiple}")
         if padding is True:
             padding = "longest"
         if padding not in (False, "do_not_pad", "longest", "max_length"):

@@ -85,8 +85,12 @@ class Saving:
             settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
             if name == ADDED_TOKENS:
                 check_ids(path, settings[name])
-        if os.path.basename(files[next(iter(files))]) == TOKENIZER_JSON:  # transformers 5's: its added tokens
-            settings[ADDED_TOKENS] = {**tokenizer_json_added(files[next(iter(files))]), **settings.get(ADDED_TOKENS, {})}
+        vocabulary = files[next(iter(files))]
+        beside = os.path.join(name_or_path, TOKENIZER_JSON) if os.path.isdir(name_or_path) else None
+        added_in = vocabulary if os.path.basename(vocabulary) == TOKENIZER_JSON else beside
+        if added_in is not None and os.path.isfile(added_in) and ADDED_TOKENS not in settings:
+            # transformers 5 keeps added tokens in tokenizer.json only, also beside vocab.json
+            settings[ADDED_TOKENS] = tokenizer_json_added(added_in)
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])
