@@ -264,6 +264,9 @@ def test_pad_pads_the_per_token_rows_beside_the_ids(side):
             {"input_ids": [1, 2, 3, 4], "token_type_ids": [0, 1, 1, 1], "special_tokens_mask": [0, 0, 0, 1]}]
     mine, want = ours.pad(rows, return_tensors="pt", padding_side=side), theirs.pad(rows, return_tensors="pt")
     assert sorted(mine) == sorted(want) and all(torch.equal(mine[k], want[k]) for k in want)
+    encodings = [theirs(text) for text in HF_TEXTS[:2]]  # transformers' BatchEncoding (a Mapping, not a dict)
+    assert torch.equal(ours.pad(encodings, return_tensors="pt", padding_side=side)["input_ids"],
+                       theirs.pad(encodings, return_tensors="pt")["input_ids"])
 
 
 def test_padding_needs_a_pad_token_and_tensors_need_equal_lengths(python_tokenizer):

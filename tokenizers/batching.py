@@ -3,7 +3,7 @@ does it), padding on either side, attention masks and tensors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .checks import TokenizerError, TokenizerTypeError
@@ -82,11 +82,11 @@ class Batching:
         ``attention_mask`` are padded; other keys pass through (tensors where ``return_tensors``
         asks, so their rows must be as long as each other)."""
         if isinstance(encoded_inputs, (list, tuple)):
-            if not all(isinstance(row, dict) for row in encoded_inputs):
+            if not all(isinstance(row, Mapping) for row in encoded_inputs):
                 raise TokenizerTypeError("pad takes a list of dicts (encodings) or one dict of lists")
             keys = encoded_inputs[0].keys() if encoded_inputs else ["input_ids"]
             encoded_inputs = {k: [row[k] for row in encoded_inputs] for k in keys}
-        if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
+        if not isinstance(encoded_inputs, Mapping) or "input_ids" not in encoded_inputs:
             raise TokenizerTypeError("pad takes encodings with input_ids: a list of dicts or one dict of lists")
         ids = _rows(encoded_inputs["input_ids"])
         batched = not (ids and not isinstance(ids[0], list))
