@@ -91,31 +91,17 @@ class Batching:
         ids = _rows(encoded_inputs["input_ids"])
         batched = not (ids and not isinstance(ids[0], list))
         rows = ids if batched else [ids]
-        masks = None
-        if "attention_mask" in encoded_inputs:
-            masks = _rows(encoded_inputs["attention_mask"])
-            masks = masks if batched else [masks]
-            if [len(m) for m in masks] != [len(r) for r in rows]:
-                raise TokenizerError("attention_mask and input_ids differ in length")
-        out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
-                          padding_side, batched, masks=masks, multiple=pad_to_multiple_of)
-        padded_ids = out["input_ids"].tolist() if return_tensors is not None else out["input_ids"]
-        widths = [len(r) for r in (padded_ids if batched or return_tensors is not None else [padded_ids])]
-        side = padding_side or self.padding_side
-        for key, fill in _PADDED_BESIDE.items():  # per-token rows padded as the ids are, with their own value
+        beside = {}
+        for key in _PADDED_BESIDE:
             if key in encoded_inputs:
                 given = _rows(encoded_inputs[key])
-                given = given if batched else [given]
-                if [len(r) for r in given] != [len(r) for r in rows]:
+                beside[key] = given if batched else [given]
+                if [len(r) for r in beside[key]] != [len(r) for r in rows]:
                     raise TokenizerError(f"{key} and input_ids differ in length")
-                padded = [_fill(list(r), width, fill, side) for r, width in zip(given, widths)]
-                out[key] = padded if batched else padded[0]
-                if return_tensors is not None:
-                    import torch
-
-                    out[key] = torch.tensor(padded, dtype=torch.long)
-        for key, value in encoded_inputs.items():
-            if key not in ("input_ids", "attention_mask", *_PADDED_BESIDE):
+        out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
+                          padding_side, batched, beside=beside, multiple=pad_to_multiple_of)
+        for key, value in encoded_inputs.items():  # the rest passes through
+            if key not in ("input_ids", *_PADDED_BESIDE):
                 if return_tensors is not None:
                     import torch
 
@@ -124,7 +110,10 @@ class Batching:
         return out
 
     def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched,
-               masks=None, multiple=None):
+               beside=None, multiple=None):
+        """The ids' ``rows`` and their per-token companions (``beside``, by name: an attention
+        mask, token types, special-tokens mask; the mask is all ones where not given), padded
+        together as asked, each with its own value (``_PADDED_BESIDE``)."""
         if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
             raise TokenizerError(f"pad_to_multiple_of must be a positive int, got {multiple!r}")
         if padding is True:
@@ -134,7 +123,7 @@ class Batching:
         side = padding_side or self.padding_side
         if side not in ("left", "right"):
             raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
-        masks = [list(m) for m in masks] if masks is not None else [[1] * len(row) for row in rows]
+        per_token = {"attention_mask": [[1] * len(row) for row in rows], **(beside or {})}
         if padding in ("longest", "max_length"):
             if self.pad_token_id is None:
                 raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
@@ -144,11 +133,13 @@ class Batching:
             width = max_length if padding == "max_length" else max(map(len, rows), default=0)
             if multiple is not None:
                 width = -(-width // multiple) * multiple
-            for i, row in enumerate(rows):
-                rows[i], masks[i] = _fill(row, width, self.pad_token_id, side), _fill(masks[i], width, 0, side)
-        out = BatchEncoding(input_ids=rows if batched else rows[0])
-        if return_attention_mask is not False:
-            out["attention_mask"] = masks if batched else masks[0]
+            rows = [_fill(row, width, self.pad_token_id, side) for row in rows]
+            per_token = {key: [_fill(list(r), width, _PADDED_BESIDE[key], side) for r in values]
+                         for key, values in per_token.items()}
+        if return_attention_mask is False:
+            del per_token["attention_mask"]
+        named = {"input_ids": rows, **per_token}
+        out = BatchEncoding({key: values if batched else values[0] for key, values in named.items()})
         if return_tensors is not None:
             if return_tensors != "pt":
                 raise TokenizerError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
@@ -206,8 +197,8 @@ def _rows(value) -> list:
     return [v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, (list, tuple)) else v for v in value]
 
 
-# Per-token rows a data collator may hand over beside the ids, and what pads them (transformers')
-_PADDED_BESIDE = {"token_type_ids": 0, "special_tokens_mask": 1}
+# Per-token rows that go with the ids, and what pads them (transformers')
+_PADDED_BESIDE = {"attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
 
 def _fill(row: list, width: int, value, side: str) -> list:
