@@ -136,6 +136,8 @@ def test_resizing_matches_hugging_face(tmp_path, name):
     assert ours.resize_token_embeddings() is ours.get_input_embeddings()  # no size: as many as now
     with pytest.raises(ValueError, match="pad_to_multiple_of must be a positive int"):
         ours.resize_token_embeddings(size, pad_to_multiple_of=0)
+    with pytest.raises(TypeError, match="mean_resizing must be True or False, got 'no'"):  # was read as True
+        ours.resize_token_embeddings(size + 9, mean_resizing="no")
     ours.resize_token_embeddings(got.shape[0] + 2, mean_resizing=False)  # the 2019 way: drawn as at training
     assert not torch.equal(ours.get_input_embeddings().weight[-1], ours.get_input_embeddings().weight[-2])
 
