@@ -17,7 +17,7 @@ from .cache import Record, UrlCache
 from .fetch import HINT, cached_or_raise, why_offline
 from .http import DownloadError, EntryNotFoundError, offline
 from .partial import claim, lock
-from .transfer import CHUNK
+from .transfer import CHUNK, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
         if cached is not None and cached[1].etag == etag and cached[1].size == size:
             return cached[0]
         partial = claim(cache.blobs, cache.key(url), None)
+        bar = progress_bar(url, size, progress)
         try:
             with open(partial, "wb") as f:
-                client.download_fileobj(bucket, key, f)
+                client.download_fileobj(bucket, key, f, Callback=bar.update if bar is not None else None)
             digest = _verify(partial, url, etag, size)
             return cache.store(partial, Record(url=url, etag=etag, size=size, sha256=digest))
         except ClientError as err:
@@ -67,6 +68,9 @@ def fetch_s3(url: str, *, cache_dir=None, force_download: bool = False, local_fi
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def _verify(path: Path, url: str, etag: str, size: int) -> str:

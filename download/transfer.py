@@ -97,7 +97,7 @@ def download(session: requests.Session, remote: Remote, folder: Path, key: str, 
     turned out to be, its sha256). The caller moves it into place."""
     url = remote.url
     partial = claim(folder, key, remote.validator)
-    bar = _progress_bar(url, remote.size, progress)
+    bar = progress_bar(url, remote.size, progress)
     try:
         _check_space(folder, remote.size - partial.stat().st_size, url)
         fruitless, last = 0, None
@@ -225,7 +225,9 @@ def _verify(path: Path, remote: Remote, pinned: str | None) -> str:
     return sha256.hexdigest()
 
 
-def _progress_bar(url: str, size: int, progress: bool | None):
+def progress_bar(url: str, size: int, progress: bool | None):
+    """A tqdm bar on stderr for a download of ``size`` bytes, or None: ``progress`` False, a small
+    file, or (``progress`` None) stderr not a terminal."""
     if progress is False or size < PROGRESS_FROM or (progress is None and not sys.stderr.isatty()):
         return None
     from tqdm import tqdm

@@ -96,3 +96,15 @@ def test_offline_serves_s3_from_the_cache(s3, monkeypatch):
     assert download.resolve_file(f"s3://{BUCKET}/c/", ["config.json"]) == path
     with pytest.raises(download.CheckpointNotFoundError, match="not in the cache"):
         download.resolve_file(f"s3://{BUCKET}/other/", ["config.json"])
+
+
+def test_an_s3_download_shows_its_progress(s3, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(repo_module("download.transfer"), "PROGRESS_FROM", 1)
+    s3.put_object(Bucket=BUCKET, Key="bar/model.safetensors", Body=b"x" * 4096)
+    path = download.resolve_file(f"s3://{BUCKET}/bar/model.safetensors", ["model.safetensors"], progress=True)
+    assert open(path, "rb").read() == b"x" * 4096
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and "4.00k" in err  # tqdm's bar, counted to the object's size
+    s3.put_object(Bucket=BUCKET, Key="quiet/model.safetensors", Body=b"y" * 4096)
+    download.resolve_file(f"s3://{BUCKET}/quiet/model.safetensors", ["model.safetensors"], progress=False)
+    assert capsys.readouterr().err == ""
