@@ -28,11 +28,6 @@ SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 WEIGHTS_NAMES = (SAFETENSORS_NAME, PYTORCH_NAME)
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
 _CONVERT_BYTES = 16 * 1024 * 1024  # source bytes converted between page releases
 # Buffers that old checkpoints carry and today's code derives (the causal mask, -1e4): never read.
 LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias", "position_ids")

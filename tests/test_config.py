@@ -1,8 +1,9 @@
+import os
 import json
 
 import pytest
 import torch
-from conftest import require, TINY, models
+from conftest import require, TINY, models, repo_module
 
 GPT2Config = models.GPT2Config
 ConfigError = models.ConfigError
@@ -107,3 +108,19 @@ def test_defaults_equal_hugging_face_gpt2_config():
     assert GPT2Config().num_labels == transformers.GPT2Config().num_labels == 2
     config = GPT2Config(**TINY)
     assert models.GPT2DoubleHeadsModel(config).config.num_labels == 1 and config.num_labels == 2
+
+
+def test_a_containers_memory_limit_refuses_a_model_past_it(tmp_path):
+    """In a container limited to 1 GiB, GPT-2 XL's 6 GiB of float32 weights would get the process
+    killed while allocating; the machine's own memory is no bound there."""
+    memory = repo_module("models.memory")
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(f"{1 << 30}\n")
+    usage.write_text("0\n")
+    cgroups = ((str(limit), str(usage)),)
+    xl = GPT2Config(n_embd=1600, n_layer=48, n_head=25)
+    with pytest.raises(ValueError, match=r"GPT2Config\.n_layer=48 makes the weights need 5\.8 GiB, more than the 1\.0 GiB"):
+        memory.check_fits_in_memory(xl, torch.float32, cgroups)
+    memory.check_fits_in_memory(GPT2Config(), torch.float32, cgroups)  # 0.5 GiB fits
+    limit.write_text("max\n")  # no limit: the machine's memory bounds it
+    assert memory.memory_size(cgroups) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
