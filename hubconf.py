@@ -7,7 +7,8 @@ gpt2-xl, distilgpt2).
 (``<owner>/<repo>``: the GitHub owner/name this repository is published under; a clone loads with
 its path and ``source='local'``.) ``python hubconf.py --help`` is the command line (``cli/``).
 
-The code lives in the packages ``models``, ``tokenizers``, ``download``, ``hubconfs`` and ``cli``. Those
+The code lives in the packages ``models``, ``tokenizers``, ``download``, ``training``, ``hubconfs`` and
+``cli`` (and the module ``errors``). Those
 names are common (Hugging Face's ``tokenizers``; other hub repositories' ``models``), so they are
 imported here under a private parent package, never as top-level modules: loading this
 repository neither shadows nor is shadowed by anything else in the process.

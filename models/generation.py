@@ -35,7 +35,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
              generator: torch.Generator | None = None, seed: int | None = None, streamer=None) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
     all), ``[batch * num_return_sequences, length]``, with the defaults of this repository's API
-    (``../shared/seeds/003``: ``top_k=0`` samples from the whole vocabulary). Rows stop at any of
+    (the 2019 hub pages': ``max_length=20`` counts the prompt, ``top_k=0`` samples from the whole
+    vocabulary). Rows stop at any of
     ``eos_token_id`` (one id or a list; None: the config's, as Hugging Face does; ``[]``: none) and
     are then padded with ``pad_token_id``. ``streamer`` gets each step's tokens (``put``) and
     ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""

@@ -14,12 +14,44 @@ from torch import Tensor, nn
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .generation import generate
 from .inputs import check_choice_positions
-from .layers import Linear, SequenceSummary
+from .layers import Linear
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutputWithPast, TokenClassifierOutput)
 from .pretrained import PreTrainedModel
 
 IGNORE_INDEX = -100
+
+
+class SequenceSummary(nn.Module):
+    """The multiple-choice head: pick one hidden state per sequence, then project it.
+
+    ``summary_type`` picks the state: ``cls_index`` (at ``mc_token_ids``, else the last), ``last``,
+    ``first`` or ``mean``.
+    """
+
+    def __init__(self, config, n_embd: int):
+        super().__init__()
+        self.summary_type = config.summary_type
+        self.summary: nn.Module = nn.Identity()
+        if config.summary_use_proj:
+            out = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else n_embd
+            self.summary = nn.Linear(n_embd, out)
+        self.activation = torch.tanh if config.summary_activation == "tanh" else nn.Identity()
+        self.first_dropout = nn.Dropout(config.summary_first_dropout)
+        self.last_dropout = nn.Dropout(config.summary_last_dropout)
+
+    def forward(self, hidden: Tensor, cls_index: Tensor | None = None) -> Tensor:
+        # hidden: [..., T, C]; cls_index: [...]
+        if self.summary_type == "first":
+            picked = hidden[..., 0, :]
+        elif self.summary_type == "mean":
+            picked = hidden.mean(-2)
+        elif self.summary_type == "cls_index" and cls_index is not None:
+            index = cls_index[..., None, None].expand(*cls_index.shape, 1, hidden.size(-1))  # [..., 1, C]
+            picked = hidden.gather(-2, index).squeeze(-2)  # [..., C]
+        else:  # "last", or cls_index without indices
+            picked = hidden[..., -1, :]
+        return self.last_dropout(self.activation(self.summary(self.first_dropout(picked))))
 
 
 def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -198,35 +198,3 @@ class Block(ConvertedWhole):
         products = [layer.native_one_row() for layer in (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)]
         norms = [(norm.weight, norm.bias, norm.eps) for norm in (self.ln_1, self.ln_2)]
         return native_block(products, norms, attn.n_head, attn.scale, self.pre_norm, mlp.named_activation())
-
-
-class SequenceSummary(nn.Module):
-    """The multiple-choice head: pick one hidden state per sequence, then project it.
-
-    ``summary_type`` picks the state: ``cls_index`` (at ``mc_token_ids``, else the last), ``last``,
-    ``first`` or ``mean``.
-    """
-
-    def __init__(self, config, n_embd: int):
-        super().__init__()
-        self.summary_type = config.summary_type
-        self.summary: nn.Module = nn.Identity()
-        if config.summary_use_proj:
-            out = config.num_labels if config.summary_proj_to_labels and config.num_labels > 0 else n_embd
-            self.summary = nn.Linear(n_embd, out)
-        self.activation = torch.tanh if config.summary_activation == "tanh" else nn.Identity()
-        self.first_dropout = nn.Dropout(config.summary_first_dropout)
-        self.last_dropout = nn.Dropout(config.summary_last_dropout)
-
-    def forward(self, hidden: Tensor, cls_index: Tensor | None = None) -> Tensor:
-        # hidden: [..., T, C]; cls_index: [...]
-        if self.summary_type == "first":
-            picked = hidden[..., 0, :]
-        elif self.summary_type == "mean":
-            picked = hidden.mean(-2)
-        elif self.summary_type == "cls_index" and cls_index is not None:
-            index = cls_index[..., None, None].expand(*cls_index.shape, 1, hidden.size(-1))  # [..., 1, C]
-            picked = hidden.gather(-2, index).squeeze(-2)  # [..., C]
-        else:  # "last", or cls_index without indices
-            picked = hidden[..., -1, :]
-        return self.last_dropout(self.activation(self.summary(self.first_dropout(picked))))

@@ -67,7 +67,7 @@ class Rows(Dataset):
 @dataclass
 class Task:
     """``loss(model, batch)`` is minimised; ``score(model, batch)`` returns sums (a dict of
-    float64 tensors) that are added over the evaluation set and all ranks, then ``summarise``d."""
+    tensors, added in float64) that are added over the evaluation set and all ranks, then ``summarise``d."""
 
     train: Rows
     eval: Rows | None

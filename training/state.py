@@ -98,7 +98,8 @@ def read_state(folder: Path, world: int) -> dict[str, Any]:
 def restore(folder: Path, optimizer, scheduler, rank: int, world: int,
             device: torch.device) -> tuple[int, list[dict], float, int]:
     """Put the optimizer, scheduler and rank ``rank``'s random state back as the checkpoint had
-    them; returns the step, the history and the epoch's running loss."""
+    them; returns the step, the history and the epoch's loss so far (its running sum and the
+    micro-batches counted)."""
     state = read_state(folder, world)
     try:
         optimizer.load_state_dict(state["optimizer"])
