@@ -1,5 +1,5 @@
-"""The one base class of the errors this library raises on purpose, and the errors about
-arguments that every part of it shares.
+"""The one base class of the errors this library raises on purpose, the errors about arguments
+that every part of it shares, and the checks of argument values that raise them.
 
 Each error is also the built-in type that fits it (``ValueError`` for a bad value or file,
 ``TypeError`` for a wrong type, ``OSError`` for a download or the disk), so code that catches
@@ -9,6 +9,8 @@ those keeps working, and ``except GPTHubError`` catches everything this library 
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 
 
 class GPTHubError(Exception):
@@ -33,3 +35,37 @@ class UnknownArgumentError(GPTHubError, TypeError):
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hints.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
         return cls(f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}")
+
+
+def is_flag(value: object) -> bool:
+    """Whether ``value`` reads as True or False: a bool, a NumPy bool, 0 or 1 (not a string)."""
+    try:
+        return not isinstance(value, (str, bytes)) and value is not None and value in (True, False)
+    except (TypeError, ValueError, RuntimeError):  # an array or a tensor of several values
+        return False
+
+
+def flag(name: str, value) -> bool:
+    """``value`` as a bool, refused unless it is a flag (``"no"`` would read as True)."""
+    if not is_flag(value):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArgumentError(f"{name} must be in [{low}, {'...' if high is None else high}], got {value}")
+    return value
+
+
+def real(name: str, value, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        raise InvalidArgumentError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}"
+                                   f"{']' if math.isfinite(high) else ')'}, got {value}")
+    return value

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from ..errors import ArgumentTypeError, GPTHubError
+from ..errors import ArgumentTypeError, GPTHubError, is_flag
 from .fetch import fetch_hub, fetch_url
 from .http import EntryNotFoundError, OfflineError
 from .names import HUB_REPOS, ORIGINAL_RELEASES, PINNED_SHA256, hub_url, original_release_url, repo_id
@@ -88,14 +88,6 @@ def _check_types(**options: tuple[object, type | tuple[type, ...]]) -> None:
         if not isinstance(value, kinds):
             wanted = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
             raise ArgumentTypeError(f"{name} must be {wanted}, got {type(value).__name__}")
-
-
-def is_flag(value: object) -> bool:
-    """Whether ``value`` reads as True or False: a bool, a NumPy bool, 0 or 1 (not a string)."""
-    try:
-        return not isinstance(value, (str, bytes)) and value is not None and value in (True, False)
-    except (TypeError, ValueError, RuntimeError):  # an array or a tensor of several values
-        return False
 
 
 def _local_folder(path: str, filenames: Sequence[str]) -> str | None:

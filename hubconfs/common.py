@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..download.resolve import is_flag
-from ..errors import ArgumentTypeError
+from ..errors import flag
 from ..models.devices import place
 from ..models.pretrained import check_placement
 
@@ -98,8 +97,7 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
               cache_dir: str | os.PathLike | None = None, local_files_only: bool = False, config: Any = None,
               state_dict: dict | None = None, quantize: str | None = None, device_map: Any = None,
               **config_overrides: Any):
-        if not is_flag(pretrained):  # "no" or "False" would count as True and download
-            raise ArgumentTypeError(f"pretrained must be True or False, got {pretrained!r}")
+        pretrained = flag("pretrained", pretrained)  # "no" or "False" would count as True and download
         fetch = fetch_options(revision, force_download, cache_dir, local_files_only)
         if pretrained:  # from_pretrained checks the scheme and the device before fetching anything
             return model_class.from_pretrained(pretrained_model_name_or_path, config=config, state_dict=state_dict,

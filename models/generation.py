@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, integer
 from . import generation_args as checks
 from .decoder import bindable_head
 from .kv_cache import StaticKVCache
@@ -47,9 +47,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     eos = (checks.token_ids("eos_token_id", eos_token_id, vocab_size) if eos_token_id is not None
            else checks.config_eos(model.config, vocab_size))
     if pad_token_id is not None:
-        pad_token_id = checks.integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
+        pad_token_id = integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
     choose = checks.sampling(do_sample, temperature, top_k, top_p, repetition_penalty)
-    repeats = checks.integer("num_return_sequences", num_return_sequences, low=1)
+    repeats = integer("num_return_sequences", num_return_sequences, low=1)
     if repeats > 1 and not choose.do_sample:  # Hugging Face refuses it too
         raise InvalidArgumentError(f"num_return_sequences={repeats} with greedy decoding would give {repeats} copies "
                                    "of one sequence: pass do_sample=True")

@@ -4,14 +4,12 @@ naming the argument and what it must be, never a silent wrong answer."""
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentTypeError, InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError, flag, integer, real
 from .inputs import check_token_ids
 
 logger = logging.getLogger(__name__)
@@ -116,29 +114,10 @@ def sampling(do_sample, temperature, top_k, top_p, repetition_penalty) -> Sampli
     """The sampling options, checked; None stands for each one's default (as in Hugging Face's
     generation config). Greedy decoding uses none of temperature, top_k and top_p, and takes a
     temperature or top_p of 0 as Hugging Face does (0 is the OpenAI API's greedy temperature)."""
-    if not isinstance(do_sample, bool):
-        raise ArgumentTypeError(f"do_sample must be True or False, got {do_sample!r}")
+    do_sample = flag("do_sample", do_sample)
     temperature = 1.0 if temperature is None else temperature
     top_k, top_p = 0 if top_k is None else top_k, 1.0 if top_p is None else top_p
     return Sampling(do_sample, real("temperature", temperature, low=0.0, low_open=do_sample),
                     integer("top_k", top_k, low=0), real("top_p", top_p, low=0.0, high=1.0, low_open=do_sample),
                     real("repetition_penalty", repetition_penalty, low=0.0, low_open=True))
 
-
-def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise InvalidArgumentError(f"{name} must be in [{low}, {'...' if high is None else high}], got {value}")
-    return value
-
-
-def real(name: str, value, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-        raise InvalidArgumentError(f"{name} must be a finite number in {'(' if low_open else '['}{low}, {high}"
-                                   f"{']' if math.isfinite(high) else ')'}, got {value}")
-    return value

@@ -10,8 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..download import DOWNLOAD_OPTIONS, download_options
-from ..download.resolve import is_flag
-from ..errors import ArgumentTypeError, InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError, flag
 from .checkpoint import SAFETENSORS_NAME, write_safetensors
 from .config_base import PretrainedConfig
 from .devices import place, resolve_device
@@ -116,8 +115,7 @@ class PreTrainedModel(ConvertedWhole):
         for name, value in (("new_num_tokens", size), ("pad_to_multiple_of", pad_to_multiple_of)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-        if not is_flag(mean_resizing):  # "no" would read as True
-            raise ArgumentTypeError(f"mean_resizing must be True or False, got {mean_resizing!r}")
+        mean_resizing = flag("mean_resizing", mean_resizing)
         if pad_to_multiple_of is not None:
             size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
         if size == old.num_embeddings:

@@ -69,6 +69,15 @@ def test_bad_generate_arguments_are_named(gpt2, kwargs, kind, message):
     raises(kind, message, gpt2.generate, IDS, **{"max_new_tokens": 3, **kwargs})
 
 
+def test_numpy_flags_read_as_flags_everywhere(gpt2):
+    """One check of flags for every argument: do_sample took only a Python bool, while pretrained
+    and mean_resizing took NumPy's too (a value read from an array or a config)."""
+    numpy = require("numpy")
+    sampled = gpt2.generate(IDS, max_new_tokens=4, do_sample=numpy.True_, seed=3)
+    assert torch.equal(sampled, gpt2.generate(IDS, max_new_tokens=4, do_sample=True, seed=3))
+    assert torch.equal(gpt2.generate(IDS, max_new_tokens=4, do_sample=numpy.False_), gpt2.generate(IDS, max_new_tokens=4))
+
+
 @pytest.mark.parametrize("prompt, message", [
     (torch.zeros(1, 2, 3, dtype=torch.long), r"\[batch, length\]"),
     (torch.tensor(3), r"\[batch, length\]"),

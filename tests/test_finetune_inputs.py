@@ -1,7 +1,7 @@
 """Bad input to fine-tuning never gives a stray traceback or a failure after the training
 (issue 18): the output folder is checked before any step, a damaged or foreign checkpoint on
 --resume is named, and so is a record nested too deeply. Each case is one row of
-docs/bad-input-tokenizers.md."""
+docs/bad-input.md."""
 
 from __future__ import annotations
 

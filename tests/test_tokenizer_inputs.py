@@ -1,7 +1,7 @@
 """Bad input to the tokenizers never gives a silent wrong answer, a hang or a stray traceback
 (issue 18): broken vocabulary and merges files are refused at load with the file named, a bad
 ``errors`` handler is refused at load, and tiktoken never sees the whitespace runs that make it
-panic. Each case here is one row of docs/bad-input-tokenizers.md."""
+panic. Each case here is one row of docs/bad-input.md."""
 
 from __future__ import annotations
 
