@@ -24,9 +24,11 @@ class Sampling:
     repetition_penalty: float
 
 
-def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``input_ids`` as ``[batch, length]`` int64 (a single row may be 1-D) and its mask (all ones
-    when not given), both checked, and on ``device`` (the model's)."""
+def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
+           pad_token_id: int | None = None) -> tuple[Tensor, Tensor]:
+    """``input_ids`` as ``[batch, length]`` int64 (a single row may be 1-D) and its mask, both
+    checked, and on ``device`` (the model's). Without a mask, ``pad_token_id`` (when given: it
+    is no eos id) marks the padding, as Hugging Face infers it; else every token counts."""
     if not isinstance(input_ids, Tensor):
         raise ArgumentTypeError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
     for name, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask)):
@@ -41,7 +43,14 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> 
     check_token_ids(input_ids, vocab_size)
     input_ids = input_ids.long()
     if attention_mask is None:
-        return input_ids, torch.ones_like(input_ids)
+        if pad_token_id is None:
+            return input_ids, torch.ones_like(input_ids)
+        attention_mask = (input_ids != pad_token_id).long()
+        empty = (attention_mask == 0).all(-1)
+        if bool(empty.any()):
+            raise InvalidArgumentError(f"input_ids row {int(empty.nonzero()[0])} is all pad_token_id={pad_token_id}, "
+                                       "which marks padding: a row needs at least one token")
+        return input_ids, attention_mask
     if not isinstance(attention_mask, Tensor):
         raise ArgumentTypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() == 1:
@@ -49,8 +58,7 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device) -> 
     if attention_mask.shape != input_ids.shape:
         raise InvalidArgumentError(f"attention_mask has shape {list(attention_mask.shape)}; it must match "
                                    f"input_ids, {list(input_ids.shape)}")
-    if attention_mask.is_floating_point() or attention_mask.is_complex() or bool(((attention_mask != 0) &
-                                                                                  (attention_mask != 1)).any()):
+    if attention_mask.is_complex() or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
         raise InvalidArgumentError("attention_mask must hold 1 for tokens and 0 for padding")
     empty = (attention_mask == 0).all(-1)
     if bool(empty.any()):
@@ -92,10 +100,10 @@ def new_tokens(max_length, max_new_tokens, prompt_length: int, n_positions: int)
     return new
 
 
-def config_eos(config, vocab_size: int) -> list[int]:
-    """The ids generation stops at by default: the config's ``eos_token_id`` (one or a list), as
-    Hugging Face does, leaving out ids a resized or custom vocabulary does not have."""
-    value = getattr(config, "eos_token_id", None)
+def config_ids(config, name: str, vocab_size: int) -> list[int]:
+    """The config's ``eos_token_id`` or ``pad_token_id`` (one or a list), generate's defaults as in
+    Hugging Face, leaving out ids a resized or custom vocabulary does not have."""
+    value = getattr(config, name, None)
     values = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
     return [v for v in values if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab_size]
 

@@ -93,6 +93,34 @@ def test_the_defaults_are_the_apis_and_stop_at_the_configs_eos(pair):
         ours.generate(x, num_return_sequences=2)
 
 
+def test_the_configs_pad_token_pads_and_marks_the_prompts_padding(pair):
+    """As in transformers: with no pad_token_id given, finished rows are padded with the config's
+    (not with eos), and a prompt padded with it (no eos id) is masked without an attention_mask;
+    a float mask of 0.0/1.0 is taken as the forward takes it."""
+    hf, ours = pair
+    x = torch.randint(3, vocab(ours), (2, 6))
+    free = ours.generate(x, max_new_tokens=10, eos_token_id=[])
+    eos, pad = int(free[0, 8]), 1
+    for model in (hf, ours):
+        model.config.pad_token_id = pad
+    hf.generation_config.pad_token_id = pad
+    out = ours.generate(x, max_new_tokens=10, eos_token_id=eos)
+    theirs = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=10, do_sample=False, eos_token_id=eos)
+    assert torch.equal(out, theirs) and int(out[0, -1]) == pad
+    left = torch.cat([torch.full((1, 3), pad), x[1:, 3:]], 1)  # row 1's last three tokens, left-padded with pad
+    x[1] = left
+    mask = (x != pad).long()
+    with_mask = ours.generate(x, attention_mask=mask, max_new_tokens=8, eos_token_id=[])
+    assert torch.equal(ours.generate(x, max_new_tokens=8, eos_token_id=[]), with_mask)
+    assert torch.equal(hf.generate(x, max_new_tokens=8, do_sample=False, eos_token_id=None), with_mask)
+    assert torch.equal(ours.generate(x, attention_mask=mask.float(), max_new_tokens=8, eos_token_id=[]), with_mask)
+    unmasked = ours.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=8, eos_token_id=[pad])
+    assert torch.equal(ours.generate(x, max_new_tokens=8, eos_token_id=[pad]), unmasked)  # pad is eos: no mask
+    assert torch.equal(hf.generate(x, max_new_tokens=8, do_sample=False, eos_token_id=pad), unmasked)
+    with pytest.raises(ValueError, match="input_ids row 0 is all pad_token_id=1"):
+        ours.generate(torch.full((1, 3), pad), max_new_tokens=2)
+
+
 def test_a_max_length_that_leaves_nothing_says_so(pair, caplog):
     """max_length counts the prompt (the API's default, 20): a longer prompt came back unchanged
     without a word."""
