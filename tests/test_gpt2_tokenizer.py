@@ -170,6 +170,24 @@ def test_padded_batches_match_hugging_face(side, hugging_face):
     assert pair["input_ids"] == hugging_face("first part", "second part", truncation="longest_first", max_length=3)["input_ids"]
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"padding": "max_length", "max_length": 4}, {"padding": True, "max_length": 4}, {"padding": "longest", "max_length": 4},
+    {"padding": False, "max_length": 4}, {"max_length": 4}, {"padding": "max_length", "max_length": 4, "truncation": True},
+    {"padding": "max_length", "max_length": 20, "truncation": False}, {"padding": "max_length"},
+])
+def test_padding_and_max_length_without_truncation_match_hugging_face(kwargs, hugging_face, monkeypatch):
+    """transformers truncates to max_length unasked only without padding (with padding it is the
+    padded width and long rows stay whole); ours cut every row to max_length. padding="max_length"
+    without one pads to model_max_length (ours refused it)."""
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    ours.pad_token, hugging_face.pad_token = ours.eos_token, hugging_face.eos_token
+    hugging_face.padding_side = "right"
+    monkeypatch.setattr(hugging_face, "model_max_length", 1024)  # the hub's gpt2 says so; these bare files do not
+    texts = [HF_TEXTS[2], "Hi"]
+    mine, theirs = ours(texts, **kwargs), hugging_face(texts, **kwargs)
+    assert mine["input_ids"] == theirs["input_ids"] and mine["attention_mask"] == theirs["attention_mask"]
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_hugging_faces_data_collator_and_older_names_work(side, hugging_face):
     """DataCollatorForLanguageModeling needs tokenizer.pad (an AttributeError here before), and

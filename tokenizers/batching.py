@@ -45,7 +45,7 @@ class Batching:
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
         if len(pairs) != len(texts):
             raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        strategy = truncation_strategy(truncation, max_length)
+        strategy = truncation_strategy(truncation, max_length, padding)
         if strategy != "do_not_truncate" and max_length is None:
             max_length = self.model_max_length
         if (pad_to_multiple_of and truncation not in (None, False, "do_not_truncate") and padding
@@ -128,9 +128,10 @@ class Batching:
             if self.pad_token_id is None:
                 raise TokenizerError("padding needs a pad token, and this tokenizer has none: set "
                                  "tokenizer.pad_token = tokenizer.eos_token (or add one)")
-            if padding == "max_length" and max_length is None:
-                raise TokenizerError("padding='max_length' needs max_length")
-            width = max_length if padding == "max_length" else max(map(len, rows), default=0)
+            if padding == "longest":
+                width = max(map(len, rows), default=0)
+            else:  # as transformers, the model's length where none is given
+                width = self.model_max_length if max_length is None else max_length
             if multiple is not None:
                 width = -(-width // multiple) * multiple
             rows = [_fill(row, width, self.pad_token_id, side) for row in rows]
@@ -151,9 +152,11 @@ class Batching:
         return out
 
 
-def truncation_strategy(truncation: bool | str | None, max_length: int | None) -> str:
+def truncation_strategy(truncation: bool | str | None, max_length: int | None, padding) -> str:
+    """As in transformers, a ``max_length`` truncates when truncation is not said only where there
+    is no padding (with padding it is the padded width, and longer rows stay whole)."""
     if truncation is None:
-        return "longest_first" if max_length is not None else "do_not_truncate"
+        return "longest_first" if max_length is not None and padding in (False, "do_not_pad") else "do_not_truncate"
     if truncation is True:
         return "longest_first"
     if truncation is False:
