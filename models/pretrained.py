@@ -153,9 +153,13 @@ class PreTrainedModel(ConvertedWhole):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        skip = {id(self.get_input_embeddings().weight)} if exclude_embeddings else set()
-        unique = {id(p): p for p in self.parameters() if id(p) not in skip}
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """How many parameters, each counted once (the tied head is the embedding); as in
+        transformers, ``exclude_embeddings`` leaves out every embedding (tokens and positions)."""
+        skip = ({id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+                if flag("exclude_embeddings", exclude_embeddings) else set())
+        only_trainable = flag("only_trainable", only_trainable)
+        unique = {id(p): p for p in self.parameters() if id(p) not in skip and (p.requires_grad or not only_trainable)}
         return sum(p.numel() for p in unique.values())
 
     # -- checkpoints ----------------------------------------------------------------------------

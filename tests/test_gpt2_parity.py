@@ -258,3 +258,15 @@ def test_logits_to_keep_matches_hugging_face(tmp_path, keep):
         want, got = hf(x, logits_to_keep=keep).logits, ours(x, logits_to_keep=keep).logits
     assert got.shape == (2, keep or 9, TINY["vocab_size"])
     close(got, want)
+
+
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel", "GPT2DoubleHeadsModel"])
+def test_parameter_counts_match_hugging_face(tmp_path, name):
+    """exclude_embeddings left out the token embedding only (transformers: positions too), and
+    only_trainable (common in fine-tuning scripts) was a TypeError."""
+    hf, ours = pair(tmp_path, name)
+    for part in (hf, ours):
+        part.transformer.wpe.weight.requires_grad_(False)
+    for kwargs in ({}, {"exclude_embeddings": True}, {"only_trainable": True},
+                   {"only_trainable": True, "exclude_embeddings": True}):
+        assert ours.num_parameters(**kwargs) == hf.num_parameters(**kwargs), kwargs
