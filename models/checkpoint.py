@@ -136,6 +136,13 @@ def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metad
         save_file(contiguous, tmp, metadata=metadata or {"format": "pt"})
 
 
+def write_torch_pickle(tensors: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """``write_safetensors``'s twin for ``pytorch_model.bin``: a ``torch.save`` of the tensors, atomically."""
+    contiguous = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        torch.save(contiguous, tmp)
+
+
 def read_torch_pickle(path: str | os.PathLike, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
     """A ``torch.save`` file, through the weights-only unpickler only, its tensors copied as
     ``read_safetensors``'s are (out of a map of the file where its format allows one)."""

@@ -20,6 +20,7 @@ from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
 from .openai_release import OriginalReleaseError, is_original_release, read_original_release
 from .pages import copy_in_huge_pages
+from .shards import INDEX_NAMES, check_shard, is_index, read_index
 from .quantize import quantize_model, read_quantization_config
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
         if given_file and os.path.basename(path) != CONFIG_NAME:
             weights_path = os.fspath(path)
         else:
-            weights_path = resolve_file(path, WEIGHTS_NAMES, **fetch_options)
-        state_dict = load_weights(weights_path, dtype if isinstance(dtype, torch.dtype) else None)
+            weights_path = resolve_file(path, WEIGHTS_NAMES + INDEX_NAMES, **fetch_options)
+        state_dict = _read_weights(path, weights_path, dtype if isinstance(dtype, torch.dtype) else None, fetch_options)
     saved = read_quantization_config(config)
     if saved is not None and quantize not in (None, saved[0]):
         raise InvalidArgumentError(f"{path} is saved quantized as {saved[0]}; quantize={quantize!r} cannot change that "
@@ -69,6 +70,20 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
     model = from_state_dict(cls, config, state_dict, resolve_dtype(dtype, weights=state_dict), str(path), origin,
                             quantized=saved)
     return model.quantize(quantize) if quantize is not None and saved is None else model
+
+
+def _read_weights(path, weights_path: str, dtype: torch.dtype | None, fetch_options: dict[str, Any]) -> dict[str, Tensor]:
+    """The tensors of a weights file, or of every shard a shard index names (each fetched from
+    where the index came from, as ``path`` leads to it)."""
+    if not is_index(weights_path):
+        return load_weights(weights_path, dtype)
+    tensors: dict[str, Tensor] = {}
+    for file, names in read_index(weights_path).items():
+        shard_path = resolve_file(path, [file], **fetch_options)
+        shard = load_weights(shard_path, dtype)
+        check_shard(shard_path, shard, names)
+        tensors.update((name, shard[name]) for name in names)
+    return tensors
 
 
 def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor], dtype: torch.dtype,

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..download import DOWNLOAD_OPTIONS, download_options
+from ..download import DOWNLOAD_OPTIONS, atomic_write, download_options
 from ..errors import ArgumentTypeError, InvalidArgumentError, flag
-from .checkpoint import SAFETENSORS_NAME, write_safetensors
+from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME, write_safetensors, write_torch_pickle
 from .config_base import PretrainedConfig
 from .devices import place, resolve_device
 from .dtypes import resolve_dtype
@@ -20,6 +20,7 @@ from .loading import load_pretrained, materialize, on_meta
 from .memory import check_fits_in_memory
 from .quantize import DEFAULT_GROUP_SIZE, QuantizedLinear, check_scheme, quantization_config, quantize_model
 from .quantized_values import check_quantizable
+from .shards import INDEX_SUFFIX, index_json, plan_shards, shard_bytes, stale_weights
 
 
 def check_placement(quantize: str | None, device_map: Any, torch_dtype: Any = None, dtype: Any = None, *,
@@ -235,11 +236,21 @@ class PreTrainedModel(ConvertedWhole):
         """The model's ``quantization_config`` (scheme and group size), or None if not quantized."""
         return self.config.extra.get("quantization_config")
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` as Hugging Face transformers does."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *, safe_serialization: bool = True,
+                        max_shard_size: int | str | None = None, state_dict: dict[str, Tensor] | None = None,
+                        is_main_process: bool = True) -> None:
+        """Write ``config.json`` and the weights as Hugging Face transformers does:
+        ``model.safetensors`` (``pytorch_model.bin`` with ``safe_serialization=False``), or shards
+        of at most ``max_shard_size`` (bytes, or ``"5GB"``) and their index where the weights are
+        larger (models/shards.py). Weights files an earlier save left there are removed, once
+        the new ones are whole. ``state_dict``: these tensors in place of the model's;
+        ``is_main_process=False`` (the other ranks of a distributed run) writes nothing."""
+        safe, limit = flag("safe_serialization", safe_serialization), shard_bytes(max_shard_size)
+        if not flag("is_main_process", is_main_process):
+            return
         os.makedirs(save_directory, exist_ok=True)
         tensors, seen = {}, set()
-        for name, tensor in self.state_dict().items():
+        for name, tensor in (self.state_dict() if state_dict is None else state_dict).items():
             key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
             if tensor.numel() and key in seen:  # a tied weight is stored once, under its first name
                 continue
@@ -247,5 +258,14 @@ class PreTrainedModel(ConvertedWhole):
             tensors[name] = tensor
         config = self.config.replace()
         config.extra["architectures"] = [type(self).__name__]
-        write_safetensors(tensors, os.path.join(save_directory, SAFETENSORS_NAME))
+        weights_name, write = (SAFETENSORS_NAME, write_safetensors) if safe else (PYTORCH_NAME, write_torch_pickle)
+        files = plan_shards(tensors, limit, weights_name)
+        for file, group in files.items():
+            write(group, os.path.join(save_directory, file))
+        written = set(files)
+        if len(files) > 1:  # the index last: until it is there, a loader finds the earlier save, whole
+            atomic_write(os.path.join(save_directory, weights_name + INDEX_SUFFIX), index_json(files).encode())
+            written.add(weights_name + INDEX_SUFFIX)
         config.save_pretrained(save_directory)
+        for stale in stale_weights(save_directory, written):
+            os.remove(stale)

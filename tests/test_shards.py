@@ -1,0 +1,98 @@
+"""Checkpoints in shards (an index and its files), as transformers writes them past
+max_shard_size: read from a folder and from the hub, written by save_pretrained, and the index
+never trusted to reach files elsewhere."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import TINY, models, repo_module, require
+
+transformers = require("transformers")
+CheckpointError = repo_module("models.checkpoint").CheckpointError
+X = torch.tensor([[1, 2, 3, 4]])
+
+
+def logits(model):
+    return model(X).logits
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_transformers_shards_load_and_ours_load_in_transformers(tmp_path, tiny, safe):
+    """A folder of shards was 'provides no model.safetensors or pytorch_model.bin'."""
+    tiny.save_pretrained(tmp_path / "ours", max_shard_size="20KB", safe_serialization=safe)
+    name = "model.safetensors" if safe else "pytorch_model.bin"
+    files = sorted(os.listdir(tmp_path / "ours"))
+    assert f"{name}.index.json" in files and name not in files and len(files) > 3, files
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    assert torch.allclose(theirs(X).logits, logits(tiny), atol=1e-5)
+    theirs.save_pretrained(tmp_path / "theirs", max_shard_size="20KB", safe_serialization=safe)
+    assert any(n.endswith(".index.json") for n in os.listdir(tmp_path / "theirs"))  # transformers 5 writes safetensors
+    for folder in ("ours", "theirs"):
+        assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path / folder)), logits(tiny)), folder
+    index = tmp_path / "ours" / f"{name}.index.json"
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(index)), logits(tiny))  # the index's path
+
+
+def test_one_file_unless_a_limit_splits_it_and_a_later_save_replaces_an_earlier(tmp_path, tiny):
+    tiny.save_pretrained(tmp_path, max_shard_size="20KB")
+    shards = [n for n in os.listdir(tmp_path) if n.startswith("model-")]
+    assert len(shards) > 1 and all(n.endswith(f"-of-{len(shards):05d}.safetensors") for n in shards)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards) and index["metadata"]["total_size"] > 20_000
+    other = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+    other.save_pretrained(tmp_path)  # one file now: the shards must not outlive it (nor shadow it)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(other))
+    tiny.save_pretrained(tmp_path, max_shard_size=20_000)  # and back: the single file would be found first
+    assert "model.safetensors" not in os.listdir(tmp_path)
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(tiny))
+    tiny.save_pretrained(tmp_path / "rank1", is_main_process=False)
+    assert not (tmp_path / "rank1").exists()
+
+
+@pytest.mark.parametrize("size", ["5 parsecs", 0, -1, "0GB", True, 2.5])
+def test_a_bad_max_shard_size_is_named(tmp_path, tiny, size):
+    with pytest.raises(ValueError, match="max_shard_size must be a positive number of bytes"):
+        tiny.save_pretrained(tmp_path, max_shard_size=size)
+    assert not tmp_path.joinpath("config.json").exists()
+
+
+def test_an_index_cannot_reach_outside_its_folder_nor_skip_a_weight(tmp_path, tiny):
+    tiny.save_pretrained(tmp_path / "ckpt", max_shard_size="20KB")
+    index_path = tmp_path / "ckpt" / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    (tmp_path / "secret.safetensors").write_bytes((tmp_path / "ckpt" / next(iter(index["weight_map"].values()))).read_bytes())
+    for target in ("../secret.safetensors", "/etc/passwd", "model-00001-of-00009.bin"):
+        first = next(iter(index["weight_map"]))
+        index_path.write_text(json.dumps({**index, "weight_map": {**index["weight_map"], first: target}}))
+        with pytest.raises(CheckpointError, match=f"mapped to '{target}', not a .safetensors file beside the index"):
+            models.GPT2LMHeadModel.from_pretrained(tmp_path / "ckpt")
+    moved = dict(index["weight_map"])
+    name = "transformer.h.1.mlp.c_fc.weight"
+    moved[name] = next(f for f in set(moved.values()) if f != moved[name])  # a shard that does not hold it
+    index_path.write_text(json.dumps({**index, "weight_map": moved}))
+    with pytest.raises(CheckpointError, match=f"lacks 1 weights its index puts there \\(first: '{name}'\\)"):
+        models.GPT2LMHeadModel.from_pretrained(tmp_path / "ckpt")
+    for text in ("{", "[]", '{"weight_map": {}}'):
+        index_path.write_text(text)
+        with pytest.raises(CheckpointError, match="shard index"):
+            models.GPT2LMHeadModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_shards_download_from_the_hub(hub, tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    tiny.save_pretrained(tmp_path / "ckpt", max_shard_size="20KB")
+    for name in os.listdir(tmp_path / "ckpt"):
+        hub.add("someone/sharded", name, (tmp_path / "ckpt" / name).read_bytes())
+    loaded = models.GPT2LMHeadModel.from_pretrained("someone/sharded", cache_dir=tmp_path / "cache")
+    assert torch.equal(logits(loaded), logits(tiny))
+    offline = models.GPT2LMHeadModel.from_pretrained("someone/sharded", cache_dir=tmp_path / "cache", local_files_only=True)
+    assert torch.equal(logits(offline), logits(tiny))
