@@ -45,7 +45,12 @@ class PreTrainedModel(ConvertedWhole):
     def __init__(self, config: PretrainedConfig):
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise ArgumentTypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+            where = type(config).__module__.split(".")[0]
+            hint = (f" from {where}: convert it with {self.config_class.__name__}.from_dict(config.to_dict()), or pass "
+                    "it as from_pretrained's or an entrypoint's config=" if callable(getattr(config, "to_dict", None))
+                    and where != __name__.split(".")[0] else "")
+            raise ArgumentTypeError(f"{type(self).__name__} needs this repository's {self.config_class.__name__}, "
+                                    f"got a {type(config).__name__}{hint}")
         self.config = config
         if str(torch.get_default_device()) != "meta":
             check_fits_in_memory(config, torch.get_default_dtype())

@@ -255,6 +255,12 @@ def test_transformers_own_config_is_taken(tmp_path):
     assert loaded.config.n_layer == TINY["n_layer"]
     raises(ValueError, r"OpenAIGPTConfig \(openai-gpt\); this model takes a GPT2Config", entry, "gpt2",
            pretrained=False, config=transformers.OpenAIGPTConfig())
+    # the constructor said "needs a GPT2Config, got GPT2Config"
+    raises(TypeError, r"needs this repository's GPT2Config, got a GPT2Config from transformers: convert it with "
+           r"GPT2Config.from_dict\(config.to_dict\(\)\)", models.GPT2LMHeadModel, theirs)
+    built = models.GPT2LMHeadModel(models.GPT2Config.from_dict(theirs.to_dict()))
+    assert fields(built.config) == fields(models.GPT2Config(**TINY))
+    raises(TypeError, "GPT2LMHeadModel needs this repository's GPT2Config, got a dict$", models.GPT2LMHeadModel, dict(TINY))
 
 
 # -- checkpoint files ----------------------------------------------------------------------------------
