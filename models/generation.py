@@ -38,18 +38,19 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     (the 2019 hub pages': ``max_length=20`` counts the prompt, ``top_k=0`` samples from the whole
     vocabulary). Rows stop at any of
     ``eos_token_id`` (one id or a list; None: the config's, as Hugging Face does; ``[]``: none) and
-    are then padded with ``pad_token_id`` (None: the config's, else the first eos id). Without an
+    are then padded with ``pad_token_id`` (None: ``model.generation_config``'s, else the config's,
+    else the first eos id; eos likewise). Without an
     ``attention_mask``, a ``pad_token_id`` that is no eos id marks the prompt's padding, as in
     Hugging Face. ``streamer`` gets each step's tokens (``put``) and
     ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""
     table = model.get_input_embeddings()
     vocab_size = table.num_embeddings
     eos = (checks.token_ids("eos_token_id", eos_token_id, vocab_size) if eos_token_id is not None
-           else checks.config_ids(model.config, "eos_token_id", vocab_size))
+           else checks.default_ids(model, "eos_token_id", vocab_size))
     if pad_token_id is not None:
         pad_token_id = integer("pad_token_id", pad_token_id, low=0, high=vocab_size - 1)
     else:
-        pad_token_id = next(iter(checks.config_ids(model.config, "pad_token_id", vocab_size)), None)
+        pad_token_id = next(iter(checks.default_ids(model, "pad_token_id", vocab_size)), None)
     input_ids, attention_mask = checks.prompt(input_ids, attention_mask, vocab_size, table.weight.device,
                                               None if pad_token_id in eos else pad_token_id)
     new = checks.new_tokens(max_length, max_new_tokens, input_ids.size(1), model.config.n_positions)

@@ -9,10 +9,45 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentTypeError, InvalidArgumentError, flag, integer, real
+from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, flag, integer, real
 from .inputs import check_token_ids
 
 logger = logging.getLogger(__name__)
+
+
+class GenerationConfigError(GPTHubError, AttributeError):
+    """A generate option set on ``generation_config`` that it does not hold (it would be ignored)."""
+
+
+class GenerationConfig:
+    """``model.generation_config``: the token ids ``generate`` takes where none is passed, as
+    transformers' (``model.generation_config.pad_token_id = tokenizer.eos_token_id``); None: the
+    model config's. Kept in memory, not saved. The other options are ``generate``'s arguments:
+    setting one here is refused, not ignored."""
+
+    FIELDS = ("pad_token_id", "eos_token_id", "bos_token_id")
+
+    def __init__(self) -> None:
+        for name in self.FIELDS:
+            object.__setattr__(self, name, None)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self.FIELDS:
+            raise GenerationConfigError(f"generation_config holds pad_token_id, eos_token_id and bos_token_id only: "
+                                        f"pass {name} to generate() itself")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"GenerationConfig({', '.join(f'{n}={getattr(self, n)!r}' for n in self.FIELDS)})"
+
+
+def default_ids(model, name: str, vocab_size: int) -> list[int]:
+    """``eos_token_id`` or ``pad_token_id`` where generate was given none: the generation
+    config's, checked, else the model config's."""
+    value = getattr(getattr(model, "generation_config", None), name, None)
+    if value is not None:
+        return token_ids(f"generation_config.{name}", value, vocab_size)
+    return config_ids(model.config, name, vocab_size)
 
 
 @dataclass(frozen=True)

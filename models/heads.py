@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
 from .generation import generate
+from .generation_args import GenerationConfig
 from .inputs import check_choice_positions
 from .layers import Linear
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
@@ -85,6 +86,13 @@ class _Head(PreTrainedModel):
 
 
 class _Generates:
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """The token ids ``generate`` takes where none is passed (``models.generation_args``)."""
+        if "_generation_config" not in self.__dict__:
+            self._generation_config = GenerationConfig()
+        return self._generation_config
+
     def generate(self, input_ids, **kwargs):
         """Greedy or sampled continuation of ``input_ids``; see ``models.generation.generate``."""
         return generate(self, input_ids, **kwargs)

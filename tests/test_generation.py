@@ -121,6 +121,28 @@ def test_the_configs_pad_token_pads_and_marks_the_prompts_padding(pair):
         ours.generate(torch.full((1, 3), pad), max_new_tokens=2)
 
 
+def test_generation_config_sets_pad_and_eos_as_in_transformers(pair):
+    """model.generation_config.pad_token_id = tokenizer.eos_token_id, a common line, was an
+    AttributeError; options it does not hold are refused by name, not ignored."""
+    hf, ours = pair
+    x = torch.randint(3, vocab(ours), (1, 6))
+    free = ours.generate(x, max_new_tokens=10, eos_token_id=[])
+    eos = int(free[0, 8])
+    for model in (hf, ours):
+        model.generation_config.eos_token_id = eos
+        model.generation_config.pad_token_id = 2
+    mine = ours.generate(x, max_new_tokens=10)
+    assert torch.equal(mine, hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=10, do_sample=False))
+    assert int(mine[0, -1]) == eos and ours.config.eos_token_id != eos  # the model config is left as it was
+    assert torch.equal(ours.generate(x, max_new_tokens=10, eos_token_id=[]), free)  # an argument still wins
+    with pytest.raises(AttributeError, match="generation_config holds pad_token_id, eos_token_id and bos_token_id"
+                                             " only: pass max_new_tokens to generate"):
+        ours.generation_config.max_new_tokens = 5
+    ours.generation_config.eos_token_id = vocab(ours)
+    with pytest.raises(ValueError, match=r"generation_config.eos_token_id must be in \[0, "):
+        ours.generate(x, max_new_tokens=2)
+
+
 def test_a_max_length_that_leaves_nothing_says_so(pair, caplog):
     """max_length counts the prompt (the API's default, 20): a longer prompt came back unchanged
     without a word."""
