@@ -188,6 +188,36 @@ def test_padding_and_max_length_without_truncation_match_hugging_face(kwargs, hu
     assert mine["input_ids"] == theirs["input_ids"] and mine["attention_mask"] == theirs["attention_mask"]
 
 
+def test_common_transformers_calls_answer_as_transformers_does(hugging_face):
+    """Each of these was refused or missing: decode of a batch, return_tensors="np", a batch of
+    (text, pair) tuples, added tokens outside the byte alphabet in convert_tokens_to_string, and
+    is_fast, name_or_path, num_special_tokens_to_add, get_special_tokens_mask."""
+    numpy = require("numpy")
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2")
+    batch = torch.tensor([[31373, 995], [995, 31373]])
+    assert ours.decode(batch) == hugging_face.decode(batch) == ["hello world", " worldhello"]
+    assert ours.decode([[31373, 995]]) == hugging_face.decode([[31373, 995]])
+    ours.pad_token, hugging_face.pad_token = ours.eos_token, hugging_face.eos_token
+    hugging_face.padding_side = "right"
+    mine, theirs = (t(["hello world", "hi"], return_tensors="np", padding=True) for t in (ours, hugging_face))
+    for key in ("input_ids", "attention_mask"):
+        assert isinstance(mine[key], numpy.ndarray) and mine[key].dtype == numpy.int64
+        assert numpy.array_equal(mine[key], theirs[key])
+    pairs = [("a b", "c"), ("d", "e f")]
+    assert ours(pairs)["input_ids"] == hugging_face(pairs)["input_ids"] == ours.batch_encode_plus(pairs)["input_ids"]
+    added = type(hugging_face).from_pretrained(str(need_shared_data() / "gpt2"))  # not the shared one
+    for tokenizer in (ours, added):
+        tokenizer.add_tokens(["思考"])
+    tokens = ours.convert_ids_to_tokens(ours.encode("I 思考 so"))  # was a KeyError
+    assert ours.convert_tokens_to_string(tokens) == "I 思考 so" == added.decode(added.encode("I 思考 so"))
+    assert ours.is_fast is False and ours.name_or_path == str(need_shared_data() / "gpt2")
+    assert ours.num_special_tokens_to_add() == hugging_face.num_special_tokens_to_add() == 0
+    assert ours.num_special_tokens_to_add(pair=True) == hugging_face.num_special_tokens_to_add(pair=True)
+    assert (ours.get_special_tokens_mask([1, 2, 50256], already_has_special_tokens=True)
+            == hugging_face.get_special_tokens_mask([1, 2, 50256], already_has_special_tokens=True) == [0, 0, 1])
+    assert ours.get_special_tokens_mask([1, 2, 50256]) == [0, 0, 0]  # none are added (transformers' raises here)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_hugging_faces_data_collator_and_older_names_work(side, hugging_face):
     """DataCollatorForLanguageModeling needs tokenizer.pad (an AttributeError here before), and

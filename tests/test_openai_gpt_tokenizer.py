@@ -141,6 +141,8 @@ def test_fine_tuning_special_tokens_and_saving(tmp_path):
     again = OpenAIGPTTokenizer.from_pretrained(tmp_path)
     assert len(again) == 40481 and again.encode("_start_ a story _classify_", parse_special_tokens=True) == ids
     assert again.decode(ids, skip_special_tokens=True) == "a story"
+    tokens = again.convert_ids_to_tokens(ids)  # convert_tokens_to_string was missing for GPT-1
+    assert again.convert_tokens_to_string(tokens) == again.decode(ids) and tokens[0] == "_start_"
 
 
 def test_loading_does_not_import_spacy():

@@ -29,6 +29,8 @@ class PreTrainedTokenizer(Batching, Saving):
 
     model_input_names = ("input_ids", "attention_mask")
     model_max_length = 1024
+    is_fast = False  # no Rust tokenizer behind it: no offset mappings, word ids
+    name_or_path = ""  # what from_pretrained was given
     encoder: dict[str, int]
     decoder: dict[int, str]
 
@@ -216,6 +218,20 @@ class PreTrainedTokenizer(Batching, Saving):
         """The tokens of ``text`` as strings (GPT-2: ``"Ġworld"``; GPT: ``"world</w>"``)."""
         return [self._id_to_token(i) for i in self._encode_text(text, parse_special_tokens)]
 
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return len(self.build_inputs_with_special_tokens([], [] if pair else None))
+
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 for a special token, 0 for a token of the text: of ids that have them already (any
+        special token's id), else of what ``build_inputs_with_special_tokens`` makes of them
+        (which adds none)."""
+        ids = token_ids_0 + (token_ids_1 or [])
+        if not already_has_special_tokens:
+            return [0] * len(ids)
+        special = set(self.all_special_ids)
+        return [int(i in special) for i in ids]
+
     def build_inputs_with_special_tokens(self, ids: list[int], pair: list[int] | None = None) -> list[int]:
         """GPT and GPT-2 add no special tokens around their inputs."""
         return ids if pair is None else ids + pair
@@ -240,16 +256,30 @@ class PreTrainedTokenizer(Batching, Saving):
     def _decode_tokens(self, tokens: list[str]) -> str:
         raise NotImplementedError
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """The text of ``tokens``; added tokens outside the vocabulary stand for themselves."""
+        pieces, run = [], []
+        for token in tokens:
+            if token in self.added_tokens_encoder and token not in self.encoder:
+                pieces += [self._decode_tokens(run), token]
+                run = []
+            else:
+                run.append(token)
+        return "".join(pieces) + self._decode_tokens(run)
+
     def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False,
-               **kwargs) -> str:
-        """Text of ``token_ids`` (a list, a 1-d tensor, or one id). Raises ``ValueError`` for ids
-        outside the vocabulary."""
+               **kwargs) -> str | list[str]:
+        """Text of ``token_ids`` (a list, a 1-d tensor, or one id; of a batch, the list of each
+        row's, as transformers 5 gives). Raises ``ValueError`` for ids outside the vocabulary."""
         if hasattr(token_ids, "tolist"):
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
             token_ids = [token_ids]
+        if isinstance(token_ids, (list, tuple)) and token_ids and isinstance(token_ids[0], (list, tuple)):
+            return self.batch_decode(token_ids, skip_special_tokens=skip_special_tokens,
+                                     clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)
         skip = set(self.all_special_ids) if skip_special_tokens else set()
-        pieces, run = [], []
+        tokens = []
         for index in token_ids:
             try:  # an int, or what stands for one: a NumPy integer, a 0-d integer tensor (list(ids[0]))
                 if isinstance(index, bool):
@@ -259,14 +289,9 @@ class PreTrainedTokenizer(Batching, Saving):
                 raise TokenizerError(f"token ids must be ints, got {index!r}") from None
             if index < 0:
                 raise TokenizerError(f"token id {index} is negative")
-            if index in skip:
-                continue
-            if index in self.added_tokens_decoder and self.added_tokens_decoder[index] not in self.encoder:
-                pieces += [self._decode_tokens(run), self.added_tokens_decoder[index]]
-                run = []
-            else:
-                run.append(self._id_to_token(index))
-        text = "".join(pieces) + self._decode_tokens(run)
+            if index not in skip:
+                tokens.append(self._id_to_token(index))
+        text = self.convert_tokens_to_string(tokens)
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences, **kwargs) -> list[str]:

@@ -42,6 +42,8 @@ class Batching:
             raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
+        if batched and text_pair is None and texts and all(isinstance(t, tuple) and len(t) == 2 for t in texts):
+            texts, text_pair = [t[0] for t in texts], [t[1] for t in texts]  # [(text, pair), ...], as transformers takes
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
         if len(pairs) != len(texts):
             raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
@@ -70,9 +72,7 @@ class Batching:
 
     def batch_encode_plus(self, batch_text_or_text_pairs: Sequence, **kwargs) -> BatchEncoding:
         texts = list(batch_text_or_text_pairs)
-        if texts and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):
-            return self([t[0] for t in texts], [t[1] for t in texts], **kwargs)
-        return self(texts, **kwargs)
+        return self([tuple(t) if isinstance(t, list) and len(t) == 2 else t for t in texts], **kwargs)
 
     def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
             pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
@@ -103,9 +103,7 @@ class Batching:
         for key, value in encoded_inputs.items():  # the rest passes through
             if key not in ("input_ids", *_PADDED_BESIDE):
                 if return_tensors is not None:
-                    import torch
-
-                    value = torch.as_tensor(value if batched else [value])
+                    value = tensor_maker(return_tensors)(value if batched else [value])
                 out[key] = value
         return out
 
@@ -142,14 +140,25 @@ class Batching:
         named = {"input_ids": rows, **per_token}
         out = BatchEncoding({key: values if batched else values[0] for key, values in named.items()})
         if return_tensors is not None:
-            if return_tensors != "pt":
-                raise TokenizerError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-            import torch
-
+            as_tensor = tensor_maker(return_tensors)
             if len({len(row) for row in rows}) > 1:
                 raise TokenizerError("the sequences have different lengths: pass padding=True to return one tensor")
-            out = BatchEncoding({k: torch.tensor(v if batched else [v], dtype=torch.long) for k, v in out.items()})
+            out = BatchEncoding({k: as_tensor(v if batched else [v]) for k, v in out.items()})
         return out
+
+
+def tensor_maker(return_tensors: str):
+    """The function that makes ``return_tensors``' kind of array of int64 rows: ``"pt"``
+    (PyTorch) or ``"np"`` (NumPy)."""
+    if return_tensors == "pt":
+        import torch
+
+        return lambda rows: torch.as_tensor(rows, dtype=torch.long)
+    if return_tensors == "np":
+        import numpy
+
+        return lambda rows: numpy.asarray(rows, dtype=numpy.int64)
+    raise TokenizerError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
 
 
 def truncation_strategy(truncation: bool | str | None, max_length: int | None, padding) -> str:

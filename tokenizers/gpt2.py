@@ -159,9 +159,6 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         data = bytes(self.byte_decoder[c] for token in tokens for c in token)
         return data.decode("utf-8", errors=self.errors)
 
-    def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        return self._decode_tokens(tokens)
-
     # -- saving ---------------------------------------------------------------------------------
 
     def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, str]:

@@ -105,6 +105,7 @@ class Saving:
             if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
                 tokenizer._register(getattr(tokenizer, name))
         tokenizer.add_tokens(additional, special_tokens=True)
+        tokenizer.name_or_path = os.fspath(name_or_path)
         return tokenizer
 
     @classmethod
