@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..download import atomic_write, download_options, resolve_file
-from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, UnknownArgumentError
+from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, UnknownArgumentError, flag
 
 CONFIG_NAME = "config.json"
 
@@ -46,6 +46,8 @@ class PretrainedConfig:
     """Fields every model family shares: labels, special token ids and output switches."""
 
     model_type: ClassVar[str] = ""
+    is_encoder_decoder: ClassVar[bool] = False  # read by code written for transformers
+    name_or_path: ClassVar[str] = ""  # set on the instance by from_pretrained: where it was read
     # Hugging Face's generic names for our fields (``config.hidden_size`` is ``config.n_embd``).
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "n_embd",
@@ -173,8 +175,27 @@ class PretrainedConfig:
         out["model_type"] = self.model_type
         return {**self.extra, **out}
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the values a default config has (``model_type`` stays)."""
+        defaults = type(self)().to_dict()
+        return {k: v for k, v in self.to_dict().items() if k == "model_type" or k not in defaults or defaults[k] != v}
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        """The config as JSON: every field (``config.json``), or with ``use_diff`` those that differ
+        from a default config."""
+        values = self.to_diff_dict() if flag("use_diff", use_diff) else self.to_dict()
+        return json.dumps(values, indent=2, sort_keys=True) + "\n"
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set fields (or their generic names) from ``values`` in place, checked as a new config's
+        are; other keys are kept in ``extra``, as a ``config.json``'s are."""
+        if not isinstance(values, dict):
+            raise ArgumentTypeError(f"update takes a dict of config values, got {type(values).__name__}")
+        known = self.field_names() | set(self.attribute_map)
+        fields = {k: v for k, v in values.items() if k in known}
+        updated = type(self).from_dict(self.to_dict(), **fields)
+        updated.extra.update({k: v for k, v in values.items() if k not in known})
+        self.__dict__.update(updated.__dict__)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         os.makedirs(save_directory, exist_ok=True)
@@ -202,7 +223,9 @@ class PretrainedConfig:
         other keyword overrides a config field.
         """
         path = resolve_file(name_or_path, [CONFIG_NAME], **download_options(kwargs))
-        return cls.from_json_file(path, **kwargs)
+        config = cls.from_json_file(path, **kwargs)
+        config.name_or_path = os.fspath(name_or_path)
+        return config
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:

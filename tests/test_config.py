@@ -124,3 +124,23 @@ def test_a_containers_memory_limit_refuses_a_model_past_it(tmp_path):
     memory.check_fits_in_memory(GPT2Config(), torch.float32, cgroups)  # 0.5 GiB fits
     limit.write_text("max\n")  # no limit: the machine's memory bounds it
     assert memory.memory_size(cgroups) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_what_transformers_code_reads_and_calls_on_a_config(tmp_path):
+    """update(), to_json_string(use_diff=...), is_encoder_decoder and name_or_path were missing."""
+    transformers = require("transformers")
+    config = GPT2Config(**TINY)
+    config.update({"n_layer": 3, "num_attention_heads": 2, "task_specific_params": {"x": 1}})
+    assert (config.n_layer, config.n_head, config.task_specific_params) == (3, 2, {"x": 1})
+    with pytest.raises(ValueError, match="n_embd"):
+        config.update({"n_head": 5})  # 32 is not a multiple of 5: checked as a new config is
+    assert config.n_head == 2  # and left as it was
+    diff = json.loads(config.to_json_string(use_diff=True))
+    assert diff["n_layer"] == 3 and diff["n_embd"] == TINY["n_embd"] and diff["task_specific_params"] == {"x": 1}
+    assert diff["model_type"] == "gpt2" and "layer_norm_epsilon" not in diff and "use_cache" not in diff
+    theirs = transformers.GPT2Config(**{**TINY, "n_layer": 3, "n_head": 2})
+    assert json.loads(config.to_json_string(use_diff=False)) == config.to_dict()
+    assert config.is_encoder_decoder is False and theirs.is_encoder_decoder is False
+    models.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert loaded.config.name_or_path == str(tmp_path) and GPT2Config().name_or_path == ""
