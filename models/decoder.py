@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from . import functional
 from ..errors import InvalidArgumentError
 from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
-from .kv_cache import LayerCaches, StaticKVCache, normalize_past, past_length
+from .kv_cache import LayerCaches, StaticKVCache, is_transformers_cache, normalize_past, past_length
 from .layers import (Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step,
                      final_norm_step)
 from .native.decoder import BodyStep, GreedyStep, native_decoder
@@ -84,7 +84,8 @@ class DecoderModel(PreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         if past is not None and past_key_values is not None:
             raise InvalidArgumentError("give the cache as past or as past_key_values, not both")
-        past = normalize_past(past if past is not None else past_key_values, config.n_layer)
+        given = past if past is not None else past_key_values
+        past = normalize_past(given, config.n_layer)
         tokens = self.get_input_embeddings()
 
         if (input_ids is None) == (inputs_embeds is None):
@@ -139,6 +140,10 @@ class DecoderModel(PreTrainedModel):
         if hasattr(past, "length"):  # a preallocated cache: every layer wrote its positions
             past.length += length
             cache = past
+        elif use_cache and is_transformers_cache(given):  # extended in place, as transformers' models do
+            for i, (keys, values) in enumerate(presents):
+                given.update(keys[..., past_len:, :], values[..., past_len:, :], i)
+            cache = given
         else:
             cache = LayerCaches(presents)
         out = BaseModelOutputWithPast(

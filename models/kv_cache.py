@@ -90,11 +90,21 @@ def past_length(past) -> int:
     return 0 if not past else past[0][0].size(-2)
 
 
+def is_transformers_cache(past) -> bool:
+    """Whether ``past`` is one of transformers 5's cache objects (``DynamicCache``...), which the
+    forward extends in place, as transformers' models do."""
+    return (not isinstance(past, (tuple, list, StaticKVCache)) and callable(getattr(past, "update", None))
+            and callable(getattr(past, "get_seq_length", None)))
+
+
 def normalize_past(past, n_layer: int):
-    """Accept the cache as returned (per layer a ``(key, value)`` pair) or in the 2019 layout
-    (per layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``)."""
+    """Accept the cache as returned (per layer a ``(key, value)`` pair), in the 2019 layout (per
+    layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``), or as one of
+    transformers' cache objects (empty: no past)."""
     if past is None or hasattr(past, "length"):
         return past
+    if is_transformers_cache(past) and past.get_seq_length() == 0:
+        return None
     past = tuple(past)
     if len(past) != n_layer:
         raise InvalidArgumentError(f"past_key_values has {len(past)} layers, the model has {n_layer}")

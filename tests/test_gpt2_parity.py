@@ -270,3 +270,29 @@ def test_parameter_counts_match_hugging_face(tmp_path, name):
     for kwargs in ({}, {"exclude_embeddings": True}, {"only_trainable": True},
                    {"only_trainable": True, "exclude_embeddings": True}):
         assert ours.num_parameters(**kwargs) == hf.num_parameters(**kwargs), kwargs
+
+
+def test_a_transformers_cache_object_is_extended_in_place(tmp_path):
+    """transformers 5's pattern: past_key_values=DynamicCache() (empty) was refused ("0 layers"),
+    and a cache object passed in was left as it was, so a loop that did not take the returned one
+    back ran on a stale cache (logits off by 0.6, silently)."""
+    hf, ours = pair(tmp_path)
+    x = ids(2, 8)
+    with torch.no_grad():
+        cache = transformers.DynamicCache()
+        out = ours(x[:, :5], past_key_values=cache, use_cache=True)
+        assert out.past_key_values is cache and cache.get_seq_length() == 5
+        for t in range(5, 8):  # the same object each step, its return value ignored
+            step = ours(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+        assert cache.get_seq_length() == 8
+        close(step.logits[:, -1], ours(x).logits[:, -1])
+        theirs = transformers.DynamicCache()
+        hf(x[:, :5], past_key_values=theirs, use_cache=True)
+        close(ours(x[:, 5:], past_key_values=cache_of(ours, x[:, :5])).logits,
+              hf(x[:, 5:], past_key_values=theirs).logits)
+
+
+def cache_of(model, x):
+    cache = transformers.DynamicCache()
+    model(x, past_key_values=cache, use_cache=True)
+    return cache
