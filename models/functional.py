@@ -29,8 +29,9 @@ def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | No
 
     ``attention_mask`` (1 = token, 0 = padding) covers past and new positions. Without
     ``position_ids`` the positions count real tokens only, so a left-padded row sees the positions
-    it would see unpadded. The mask is None where plain causal attention (``is_causal``) or no
-    mask at all (a single new token) does the job.
+    it would see unpadded; a padding position is its index, as in transformers (so a right-padded
+    row is exactly transformers', padding included, which a loss over it reads). The mask is None
+    where plain causal attention (``is_causal``) or no mask at all (a single new token) does the job.
     """
     total = past_len + length
     if attention_mask is None:
@@ -40,7 +41,9 @@ def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | No
         return mask, position_ids.reshape(-1, length)
     attention_mask = attention_mask.reshape(batch, -1)  # [B, S]
     if position_ids is None:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_len:]  # [B, T]
+        counted = attention_mask.long().cumsum(-1) - 1  # [B, S]
+        index = torch.arange(total, device=device).expand(batch, total)  # [B, S]
+        position_ids = torch.where(attention_mask.bool(), counted, index)[:, past_len:]  # [B, T]
     keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
     mask = keys & causal_mask(length, total, device)  # [B, 1, T, S]
     # A query that sees no key at all (a left-pad position) would give NaN; let it see every key.

@@ -98,6 +98,20 @@ def test_left_padding_and_cache_match_hugging_face(tmp_path):
         close(theirs2.logits, mine2.logits)
 
 
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel", "OpenAIGPTLMHeadModel"])
+def test_a_right_padded_batch_with_padding_in_the_labels_equals_hugging_face(tmp_path, name):
+    """labels=input_ids over right padding (a custom loop that does not set -100): padding
+    positions were the last real one's, not their index as transformers', so the loss differed
+    (10.7004 against 10.6949)."""
+    hf, ours = pair(tmp_path, name)
+    x = ids(3, 7)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    with torch.no_grad():
+        theirs, mine = hf(x, attention_mask=mask, labels=x), ours(x, attention_mask=mask, labels=x)
+    close(theirs.logits, mine.logits)
+    assert abs(theirs.loss.item() - mine.loss.item()) < 1e-5
+
+
 def test_left_padded_row_equals_the_row_alone(tmp_path):
     _, ours = pair(tmp_path)
     x, mask = left_padded_batch()
