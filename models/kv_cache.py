@@ -105,6 +105,10 @@ def normalize_past(past, n_layer: int):
         return past
     if is_transformers_cache(past) and past.get_seq_length() == 0:
         return None
+    if isinstance(past, Tensor):  # model(ids, mask): transformers' OpenAI GPT takes the mask second
+        raise InvalidArgumentError(f"past (the second argument) must be the cache a previous call returned, got a "
+                                   f"tensor of shape {list(past.shape)}; pass an attention mask by keyword: "
+                                   "model(input_ids, attention_mask=mask)")
     past = tuple(past)
     if len(past) != n_layer:
         raise InvalidArgumentError(f"past_key_values has {len(past)} layers, the model has {n_layer}")

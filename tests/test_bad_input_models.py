@@ -145,6 +145,18 @@ def test_bad_forward_inputs_are_named(gpt2, kwargs, message):
         raises(ValueError, message, gpt2, IDS, **kwargs)
 
 
+@pytest.mark.parametrize("family", ["GPT2LMHeadModel", "OpenAIGPTLMHeadModel"])
+def test_a_mask_given_second_is_named(family):
+    """transformers' OpenAI GPT takes the attention mask as its second argument, ours the cache
+    (the 2019 API): model(ids, mask) ended in a raw IndexError."""
+    config = (models.GPT2Config if family.startswith("GPT2") else models.OpenAIGPTConfig)(**TINY)
+    model = getattr(models, family)(config).eval()
+    with torch.no_grad():
+        for mask in (torch.ones_like(IDS), torch.ones(2, 4, dtype=torch.long)):
+            raises(ValueError, r"past \(the second argument\) must be the cache a previous call returned, got a tensor "
+                   r"of shape \[\d, 4\]; pass an attention mask by keyword", model, IDS, mask)
+
+
 def test_a_0d_input_is_named(gpt2):
     with torch.no_grad():
         raises(ValueError, "0-D tensor", gpt2, torch.tensor(3))
