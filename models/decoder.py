@@ -4,10 +4,12 @@ blocks; GPT-2 ends with a LayerNorm, GPT does not."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from . import functional
@@ -23,10 +25,21 @@ from .outputs import BaseModelOutputWithPast
 from .pretrained import PreTrainedModel
 from .quantize import QuantizedLinear
 
+logger = logging.getLogger(__name__)
+
 # What generate may bind: modules of exactly these classes (a subclass, such as a LoRA wrapper,
 # may compute something else), besides the body and its block class.
 _BINDABLE = (nn.Embedding, nn.Dropout, nn.ModuleList, LayerNorm, CausalSelfAttention, MLP, Conv1D, Linear,
              QuantizedLinear)
+
+
+def block_runner(body: DecoderModel) -> Callable | None:
+    """How the forward calls each block under gradient checkpointing (in training, with
+    gradients): through ``torch.utils.checkpoint``, which keeps only the block's input and
+    recomputes the rest during backward, with the same dropout. None: as it is."""
+    if not (body.gradient_checkpointing and body.training and torch.is_grad_enabled()):
+        return None
+    return partial(torch.utils.checkpoint.checkpoint, use_reentrant=body.checkpoint_reentrant)
 
 
 class DecoderModel(PreTrainedModel):
@@ -38,6 +51,8 @@ class DecoderModel(PreTrainedModel):
     position_embedding_name = "wpe"
     block_class: type[Block] = Block
     final_norm = False
+    gradient_checkpointing = False  # PreTrainedModel.gradient_checkpointing_enable
+    checkpoint_reentrant = False
 
     def __init__(self, config):
         super().__init__(config)
@@ -79,7 +94,12 @@ class DecoderModel(PreTrainedModel):
         ``token_type_ids`` are embedded with the token embedding, as in the original models.
         """
         config = self.config
-        use_cache = config.use_cache if use_cache is None else use_cache
+        asked, use_cache = use_cache, config.use_cache if use_cache is None else use_cache
+        checkpointed = block_runner(self)
+        if checkpointed is not None and use_cache:  # keeping keys and values is what checkpointing saves
+            if asked:  # not only the config's default
+                logger.warning("use_cache=True does not go with gradient checkpointing: no cache is returned")
+            use_cache = False
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         if past is not None and past_key_values is not None:
@@ -128,7 +148,8 @@ class DecoderModel(PreTrainedModel):
         for i, block in enumerate(blocks):
             if output_hidden_states:
                 hidden_states.append(x.view(*shape, -1))
-            x, present, weights = block(x, mask, past[i] if past else None, use_cache, head_masks[i], output_attentions)
+            args = (x, mask, past[i] if past else None, use_cache, head_masks[i], output_attentions)
+            x, present, weights = block(*args) if checkpointed is None else checkpointed(block, *args)
             presents.append(present)
             attentions.append(weights)
         if hasattr(self, "ln_f"):  # after bound steps, the bound final norm, as generate's (native/norm.py)

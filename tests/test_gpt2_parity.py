@@ -310,3 +310,41 @@ def cache_of(model, x):
     cache = transformers.DynamicCache()
     model(x, past_key_values=cache, use_cache=True)
     return cache
+
+
+@pytest.mark.parametrize("name", ["GPT2LMHeadModel", "OpenAIGPTDoubleHeadsModel"])
+def test_gradient_checkpointing_gives_the_same_gradients_recomputing_each_block(tmp_path, name, caplog):
+    """model.gradient_checkpointing_enable(), common in fine-tuning scripts, was an AttributeError."""
+    _, ours = pair(tmp_path, name)
+    ours.train()
+    x = ids(2, 6)
+
+    def gradients():
+        ours.zero_grad()
+        torch.manual_seed(7)  # the same dropout in both runs: checkpointing replays it
+        loss = ours(x, labels=x).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in ours.named_parameters() if p.grad is not None}
+
+    plain_loss, plain = gradients()
+    calls = []
+    hooks = [block.register_forward_pre_hook(lambda *_: calls.append(1)) for block in ours.transformer.h]
+    ours.gradient_checkpointing_enable({"use_reentrant": False})
+    assert ours.is_gradient_checkpointing
+    loss, checkpointed = gradients()
+    assert len(calls) == 2 * len(ours.transformer.h)  # each block ran again during backward
+    assert torch.equal(loss, plain_loss) and plain.keys() == checkpointed.keys()
+    for key in plain:
+        close(plain[key], checkpointed[key], atol=1e-6)
+    with caplog.at_level("WARNING"):
+        assert ours(x, use_cache=True).past_key_values is None
+    assert "does not go with gradient checkpointing" in caplog.text
+    ours.eval()
+    with torch.no_grad():  # in inference it changes nothing
+        assert ours(x).past_key_values is not None
+    for hook in hooks:
+        hook.remove()
+    ours.gradient_checkpointing_disable()
+    assert not ours.is_gradient_checkpointing
+    with pytest.raises(TypeError, match="'use_reentrnt'"):
+        ours.gradient_checkpointing_enable({"use_reentrnt": False})
