@@ -66,11 +66,13 @@ def drop_stale(weights: Iterable[Tensor]) -> None:
     hold host memory for as long as the weight lives."""
     by_id = {id(weight): weight for weight in weights}
     with _lock:
-        for key, (_, ref, state) in list(_copies.items()):
+        # A snapshot in one step: a collection while listing could free a dead weight, whose
+        # finalizer (which takes no lock: it may run in this very thread) drops its entry.
+        for key, (_, ref, state) in _copies.copy().items():
             weight = by_id.get(key[0])
             if weight is not None and ref() is weight and (weight.is_inference() or
                                                            (weight.data_ptr(), weight._version) != state):
-                del _copies[key]
+                _copies.pop(key, None)
 
 
 def packed(out_in: Tensor, weight: Tensor) -> Tensor | None:

@@ -235,3 +235,31 @@ def test_copies_of_weights_moved_or_converted_are_dropped(calls):
     assert not [kind for p in block.parameters() for kind in copies_of(id(p))] and held()
     model.half()
     assert held() == []
+
+
+def test_a_collection_during_a_conversion_never_breaks_it(calls):
+    """A garbage collection inside ``model.to()`` can free a dead model (held only by a reference
+    cycle) whose weights had copies: their finalizers dropped entries while the copies were being
+    listed, and ``to()`` raised "dictionary changed size during iteration" half-way, leaving the
+    model half converted. The collection is made to land at each point of the conversion in turn."""
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    torch.manual_seed(0)
+    live = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16).eval()
+    live.generate(prompt, max_new_tokens=2)
+    thresholds = gc.get_threshold()
+    try:
+        for allocations in range(1, 90):
+            gc.collect()
+            gc.disable()
+            dead = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16).eval()
+            dead.generate(prompt, max_new_tokens=1)  # its weights get copies
+            dead.cycle = dead
+            del dead
+            gc.enable()
+            gc.set_threshold(gc.get_count()[0] + allocations)
+            live.to(torch.bfloat16)
+            gc.set_threshold(*thresholds)
+    finally:
+        gc.enable()
+        gc.set_threshold(*thresholds)
+    assert {p.dtype for p in live.parameters()} == {torch.bfloat16}
