@@ -8,7 +8,7 @@ gpt2-xl, distilgpt2).
 its path and ``source='local'``.) ``python hubconf.py --help`` is the command line (``cli/``).
 
 The code lives in the packages ``models``, ``tokenizers``, ``download``, ``training``, ``hubconfs`` and
-``cli`` (and the module ``errors``). Those
+``cli`` (and the modules ``errors`` and ``locks``). Those
 names are common (Hugging Face's ``tokenizers``; other hub repositories' ``models``), so they are
 imported here under a private parent package, never as top-level modules: loading this
 repository neither shadows nor is shadowed by anything else in the process.

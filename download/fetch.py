@@ -10,11 +10,11 @@ error gives the whole cause and what to do.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..locks import ForkSafeLock
 from . import http
 from .cache import CacheCorruptedError, Record, UrlCache, move_into_place
 from .hf_cache import COMMIT, RepoCache
@@ -29,7 +29,7 @@ HINT = ("To load what is already cached without asking the server, set HF_HUB_OF
         "or pass a local directory that holds the files.")
 UNREACHABLE_FOR = 60.0  # seconds during which a host that could not be reached is not asked again
 _unreachable: dict[str, float] = {}
-_unreachable_lock = threading.Lock()
+_unreachable_lock = ForkSafeLock()
 
 
 def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_dir=None, force_download: bool = False,

@@ -14,12 +14,13 @@ It is a cache of this library's own, in this module; nothing outside it changes.
 from __future__ import annotations
 
 import os
-import threading
 import weakref
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
+
+from ..locks import ForkSafeLock
 
 
 def find_onednn(name: str):
@@ -37,7 +38,7 @@ ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not N
 
 # (id(weight), kind) -> (the copy, a weakref to the weight, (its data pointer, its version) when copied)
 _copies: dict[tuple[int, str], tuple[Tensor, weakref.ref, tuple[int, int]]] = {}
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def derived(weight: Tensor, kind: str, make: Callable[[], Tensor]) -> Tensor | None:

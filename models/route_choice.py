@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..locks import ForkSafeLock
 from .memory import available_memory
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ COPY_MARGIN = 1.10
 _METHOD = f"float32 -rows; copies x{COPY_MARGIN}; 2 LLC to 1 GB".encode()  # in the choices file's name: a change measures again
 _chosen: dict[tuple, tuple[str, ...]] = {}  # by key: the candidates' names, fastest first
 _warned: set[str] = set()  # forced names already reported as no candidate
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def _sysfs_bytes(text: str) -> int:

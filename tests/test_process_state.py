@@ -97,3 +97,35 @@ def test_loading_and_generating_change_nothing_another_thread_sees(checkpoints, 
             fresh.generate(ids, max_new_tokens=4, do_sample=True, seed=0)
     assert sampler.readings > 10, sampler.readings
     assert sampler.changes == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="os.fork is POSIX only")
+@pytest.mark.parametrize("module, name", [("models.route_choice", "_lock"), ("models.packed_weights", "_lock"),
+                                          ("models.native.build", "_lock"), ("download.fetch", "_unreachable_lock")])
+def test_a_child_forked_while_a_thread_holds_a_lock_gets_it_unlocked(module, name):
+    """A fork while another thread measured kernels (holding route choice's lock) left the child's
+    copy locked for good: its first generate after torch.set_num_threads(1) hung."""
+    import os
+    import signal
+
+    lock = getattr(repo_module(module), name)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the lock, then out (no test machinery, no torch)
+        signal.alarm(10)  # a hang ends the child with SIGALRM
+        with lock:
+            pass
+        os._exit(0)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the child hung on {module}.{name}"

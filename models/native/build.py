@@ -35,10 +35,10 @@ import shutil
 import signal
 import struct
 import subprocess
-import threading
 import time
 from pathlib import Path
 
+from ...locks import ForkSafeLock
 from ...download.atomic import atomic_path
 from ...download.cache import default_cache_dir
 
@@ -64,7 +64,7 @@ STALE_TEMPORARY_S = 2 * COMPILE_TIMEOUT_S + 60
 _TEMPORARY = re.compile(r"\.(decode-[0-9a-f]+\.so|choices-[0-9a-f]+\.json)\.[0-9]+\.[0-9a-f]+\.tmp")
 
 _loaded: dict[tuple[str, ...], ctypes.CDLL | None] = {}
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def enabled() -> bool:
