@@ -21,8 +21,8 @@ LOADING_DOC = """
             TensorFlow (``openai/124M`` ... ``openai/1558M``, ``openai-gpt-original``, or such a
             folder on disk).
         pretrained: False builds the architecture with fresh random weights (nothing downloaded).
-        torch_dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or
-            ``"auto"`` (the checkpoint's own).
+        torch_dtype: ``torch.float32``, ``torch.bfloat16``, ``torch.float16`` or ``"auto"`` (the
+            checkpoint's own); default: torch's default dtype (float32 unless set otherwise).
         revision: the hub revision (branch, tag or commit) to download; default ``main``.
         force_download: download again even if the files are cached.
         cache_dir: where downloads are kept; default ``torch.hub.get_dir()/gpt_hub``.

@@ -144,3 +144,19 @@ def test_what_transformers_code_reads_and_calls_on_a_config(tmp_path):
     models.GPT2LMHeadModel(config).save_pretrained(tmp_path)
     loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path)
     assert loaded.config.name_or_path == str(tmp_path) and GPT2Config().name_or_path == ""
+
+
+@pytest.mark.parametrize("default, expected", [(torch.float64, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_loading_under_another_default_dtype(tmp_path, default, expected):
+    """Under torch.set_default_dtype(torch.float64), from_pretrained refused a torch_dtype=float64
+    it was never given, while from_config built a float64 model: both now take torch's default
+    where a model can have it, else float32."""
+    models.GPT2LMHeadModel(GPT2Config(**TINY)).save_pretrained(tmp_path)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path)
+        built = models.GPT2LMHeadModel.from_config(GPT2Config(**TINY))
+    finally:
+        torch.set_default_dtype(before)
+    assert loaded.dtype == built.dtype == expected
