@@ -47,6 +47,7 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
                     overrides: dict[str, Any], quantize: str | None = None) -> nn.Module:
     """``cls.from_pretrained``: see its docstring."""
     origin: dict[str, str] = {}
+    given = state_dict is not None  # the caller's tensors: the model gets copies, never shares them
     if is_original_release(path) and config is None and state_dict is None:
         config, release = read_original_release(path, cls.config_class, fetch_options, **overrides)
         state_dict = {name: tensor for name, (_, tensor) in release.items()}
@@ -68,7 +69,7 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
         raise InvalidArgumentError(f"{path} is saved quantized as {saved[0]}; quantize={quantize!r} cannot change that "
                                    f"(load the float checkpoint to quantize it otherwise)")
     model = from_state_dict(cls, config, state_dict, resolve_dtype(dtype, weights=state_dict), str(path), origin,
-                            quantized=saved)
+                            quantized=saved, copy=given)
     return model.quantize(quantize) if quantize is not None and saved is None else model
 
 
@@ -88,10 +89,11 @@ def _read_weights(path, weights_path: str, dtype: torch.dtype | None, fetch_opti
 
 def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor], dtype: torch.dtype,
                     source: str, origin: dict[str, str] | None = None,
-                    quantized: tuple[str, int] | None = None) -> nn.Module:
-    """The model with ``state_dict``'s tensors as its weights (converted to ``dtype``);
-    ``origin`` names a tensor's source where the checkpoint calls it otherwise (OpenAI's);
-    ``quantized`` (scheme, group size) for a checkpoint saved quantized."""
+                    quantized: tuple[str, int] | None = None, copy: bool = False) -> nn.Module:
+    """The model with ``state_dict``'s tensors as its weights (converted to ``dtype``; copied
+    where ``copy``: tensors the caller still holds); ``origin`` names a tensor's source where the
+    checkpoint calls it otherwise (OpenAI's); ``quantized`` (scheme, group size) for a checkpoint
+    saved quantized."""
     check_fits_in_memory(config, dtype)
     model = on_meta(cls, config)
     if quantized is not None:
@@ -101,18 +103,19 @@ def from_state_dict(cls, config: PretrainedConfig, state_dict: dict[str, Tensor]
     for name, tensor in weights.items():
         if tensor.shape != expected[name].shape:
             raise _shape_error(source, name, model.base_model_prefix + ".", tensor, expected[name], origin)
-    model.load_state_dict(_owned(weights, expected, dtype), strict=False, assign=True)
+    model.load_state_dict(_owned(weights, expected, dtype, copy), strict=False, assign=True)
     model.tie_weights()
     _initialise_missing(model, dtype, source)
     return model.eval()
 
 
-def _owned(weights: dict[str, Tensor], expected: dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+def _owned(weights: dict[str, Tensor], expected: dict[str, Tensor], dtype: torch.dtype,
+           copy: bool = False) -> dict[str, Tensor]:
     """``weights`` as the model will hold them: floating-point ones in ``dtype``, and in memory of
     their own wherever the model keeps two weights apart that the checkpoint stores as one (a
     ``torch.save`` of a tied model loaded with ``tie_word_embeddings=False``: sharing memory,
-    training the head would move the embedding too). One stored tensor is converted once, however
-    many names it has."""
+    training the head would move the embedding too), or everywhere with ``copy``. One stored
+    tensor is converted once, however many names it has."""
     holders: dict[tuple, Tensor] = {}  # a stored tensor -> the model's weight that holds it
     converted: dict[tuple, Tensor] = {}
     for name, tensor in weights.items():
@@ -121,7 +124,7 @@ def _owned(weights: dict[str, Tensor], expected: dict[str, Tensor], dtype: torch
         stored = (str(tensor.device), address, tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
         if address and holders.setdefault(stored[:2], expected[name]) is not expected[name]:
             weights[name] = copy_in_huge_pages(tensor, target)
-        elif target != tensor.dtype:
+        elif target != tensor.dtype or copy:
             if (stored, target) not in converted:
                 converted[stored, target] = copy_in_huge_pages(tensor, target)
             weights[name] = converted[stored, target]

@@ -189,6 +189,11 @@ def test_paths_config_and_state_dict_keywords(tmp_path, hf_checkpoint):
         for other in (by_file, by_state, by_config):
             assert torch.equal(by_folder(x).logits, other(x).logits)
     assert by_config.config.num_labels == 4
+    assert not {p.data_ptr() for p in by_folder.parameters()} & {p.data_ptr() for p in by_state.parameters()}
+    with torch.no_grad():  # the model built from another's state dict is its own (it shared every weight)
+        before = by_folder(x).logits
+        by_state.transformer.h[0].mlp.c_fc.weight.zero_()
+        assert torch.equal(by_folder(x).logits, before)
 
 
 def test_a_name_or_missing_path_is_a_clear_error(tmp_path, monkeypatch):
