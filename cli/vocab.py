@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -12,6 +11,7 @@ from pathlib import Path
 import regex
 
 from ..tokenizers.bpe import bytes_to_unicode
+from ..tokenizers.files import write_bpe_files
 from ..tokenizers.gpt2 import PATTERN
 
 Word = tuple[str, ...]
@@ -50,10 +50,7 @@ def _merge(word: Word, pair: tuple[str, str]) -> Word:
 
 def _write(folder: Path, symbols: list[str], merges: list[tuple[str, str]]) -> Path:
     tokens = list(dict.fromkeys(symbols + ["".join(pair) for pair in merges]))
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False),
-                                       encoding="utf-8")
-    lines = "".join(f"{a} {b}\n" for a, b in merges)
-    (folder / "merges.txt").write_text("#version: 0.2\n" + lines, encoding="utf-8")
+    write_bpe_files(folder, {t: i for i, t in enumerate(tokens)}, merges)
     return folder
 
 

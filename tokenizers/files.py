@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from ..download import atomic_write
 from .checks import TokenizerError
 
 _VOCAB_SHAPE = "a JSON object mapping each token (a string) to its id (a distinct integer >= 0)"
@@ -85,6 +86,17 @@ def _belonging(encoder: dict[str, int], merges: list[tuple[str, str]], vocab_fil
                                          f"{symbol!r} that is not a token of {vocab_file}; the two files do not "
                                          "belong together")
     return BPEFiles(encoder, merges, digests)
+
+
+def write_bpe_files(folder: str | os.PathLike, encoder: dict[str, int],
+                    merges: list[tuple[str, str]], prefix: str = "") -> tuple[str, str]:
+    """``vocab.json`` and ``merges.txt`` (with the ``#version`` line GPT-2's files have), in
+    Hugging Face's layout, each written atomically; their paths."""
+    vocab_path = os.path.join(folder, prefix + "vocab.json")
+    merges_path = os.path.join(folder, prefix + "merges.txt")
+    atomic_write(vocab_path, (json.dumps(encoder, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write(merges_path, ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode("utf-8"))
+    return vocab_path, merges_path
 
 
 def require_tokens(vocab_file: str | os.PathLike, encoder: dict[str, int], tokens: list[str], why: str) -> None:

@@ -13,13 +13,11 @@ remains the reference and the default everywhere else (``use_tiktoken=False`` fo
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 
 import regex
 
-from ..download import atomic_write
 from .base import PreTrainedTokenizer
 from .bpe import BoundedCache, bytes_to_unicode, merge_symbols
 from .checks import check_decode_errors
@@ -160,19 +158,6 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         return data.decode("utf-8", errors=self.errors)
 
     # -- saving ---------------------------------------------------------------------------------
-
-    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, str]:
-        prefix = f"{filename_prefix}-" if filename_prefix else ""
-        vocab_path = os.path.join(save_directory, prefix + "vocab.json")
-        merges_path = os.path.join(save_directory, prefix + "merges.txt")
-        atomic_write(vocab_path, (json.dumps(self.encoder, ensure_ascii=False) + "\n").encode("utf-8"))
-        merges = sorted(self.bpe_ranks.items(), key=lambda item: item[1])
-        text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for (a, b), _ in merges)
-        atomic_write(merges_path, text.encode("utf-8"))
-        return vocab_path, merges_path
-
-    def init_kwargs(self) -> dict:
-        return {**super().init_kwargs(), "errors": self.errors, "add_prefix_space": self.add_prefix_space}
 
     @classmethod
     def saved_settings(cls) -> set[str]:

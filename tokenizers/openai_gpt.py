@@ -18,13 +18,11 @@ Without ftfy or spaCy it falls back, with one warning, to a BERT-style basic tok
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import unicodedata
 
-from ..download import atomic_write
 from .base import PreTrainedTokenizer
 from .bpe import BoundedCache, merge_symbols
 from .checks import TokenizerError
@@ -175,17 +173,6 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
 
     def _decode_tokens(self, tokens: list[str]) -> str:
         return "".join(tokens).replace("</w>", " ").strip()
-
-    def save_vocabulary(self, save_directory: str | os.PathLike) -> tuple[str, str]:
-        vocab_path = os.path.join(save_directory, "vocab.json")
-        merges_path = os.path.join(save_directory, "merges.txt")
-        atomic_write(vocab_path, (json.dumps(self.encoder, ensure_ascii=False) + "\n").encode("utf-8"))
-        merges = sorted(self.bpe_ranks.items(), key=lambda item: item[1])
-        atomic_write(merges_path, ("#version: 0.2\n" + "".join(" ".join(pair) + "\n" for pair, _ in merges)).encode("utf-8"))
-        return vocab_path, merges_path
-
-    def init_kwargs(self) -> dict:
-        return {**super().init_kwargs(), "use_spacy": self.use_spacy}
 
     @classmethod
     def saved_settings(cls) -> set[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..download import atomic_write, download_options, resolve_file
 from ..errors import UnknownArgumentError
-from .files import TOKENIZER_JSON, check_ids, read_json_object, tokenizer_json_added
+from .files import TOKENIZER_JSON, check_ids, read_json_object, tokenizer_json_added, write_bpe_files
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -22,18 +22,19 @@ SETTINGS_SHAPES = {TOKENIZER_CONFIG: "a JSON object of the tokenizer's settings"
 
 
 class Saving:
-    """``save_pretrained`` and ``from_pretrained`` for a tokenizer that provides
-    ``save_vocabulary``, ``vocab_file_candidates`` and its special and added tokens."""
+    """``save_pretrained`` and ``from_pretrained`` for a tokenizer that provides its ``encoder``
+    and ``bpe_ranks``, ``vocab_file_candidates``, ``saved_settings`` and its special and added tokens."""
 
-    def save_vocabulary(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
-        raise NotImplementedError
+    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str, str]:
+        """``vocab.json`` and ``merges.txt`` (named ``{filename_prefix}-vocab.json`` ... with a prefix)."""
+        merges = sorted(self.bpe_ranks, key=self.bpe_ranks.get)
+        return write_bpe_files(save_directory, self.encoder, merges, f"{filename_prefix}-" if filename_prefix else "")
 
     def init_kwargs(self) -> dict[str, Any]:
-        """The constructor arguments (besides the vocabulary files) that ``save_pretrained`` records."""
-        return {**{name: token for name, token in self._special.items() if token is not None},
-                "additional_special_tokens": self.additional_special_tokens, "padding_side": self.padding_side,
-                "truncation_side": self.truncation_side, "model_max_length": self.model_max_length,
-                "parse_special_tokens": self.parse_special_tokens}
+        """The constructor arguments (besides the vocabulary files) that ``save_pretrained`` records:
+        ``saved_settings``, the special tokens that are set."""
+        values = {name: getattr(self, name) for name in sorted(self.saved_settings())}
+        return {name: value for name, value in values.items() if value is not None or name not in SPECIAL_TOKEN_NAMES}
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
         """The vocabulary files, ``tokenizer_config.json``, ``special_tokens_map.json`` and
