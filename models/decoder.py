@@ -158,7 +158,7 @@ class DecoderModel(PreTrainedModel):
         if output_hidden_states:
             hidden_states.append(x)
 
-        if hasattr(past, "length"):  # a preallocated cache: every layer wrote its positions
+        if isinstance(past, StaticKVCache):  # every layer wrote its positions
             past.length += length
             cache = past
         elif use_cache and is_transformers_cache(given):  # extended in place, as transformers' models do
@@ -181,7 +181,7 @@ class DecoderModel(PreTrainedModel):
         call where it can, models/native/block.py), so that both give the same logits; otherwise
         the modules. Bound only where that computes what the modules do (``bindable``) and no
         gradient is asked, of the parameters or of ``x``."""
-        if x.size(0) == 1 and x.size(1) == 1 and hasattr(past, "length") and bindable(self, (type(self).block_class,)):
+        if x.size(0) == 1 and x.size(1) == 1 and isinstance(past, StaticKVCache) and bindable(self, (type(self).block_class,)):
             if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
                 return [block.bind() for block in self.h]
         return self.h

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .kv_cache import LayerCache
+
 Step = Callable[[Tensor], Tensor]
 
 
@@ -75,7 +77,7 @@ def with_past(keys_values: Tensor, layer_past, use_cache: bool):
     """Keys and values ``[B, H, S, D]`` over past and new positions, and what to keep for the
     next call. ``layer_past`` is None, a ``(keys, values)`` pair, or a preallocated cache's layer
     (models/kv_cache.py), which writes the new positions in place."""
-    if hasattr(layer_past, "append"):
+    if isinstance(layer_past, LayerCache):
         k, v = layer_past.append(keys_values)  # each [B, H, S, D]
         return k, v, layer_past
     k, v = keys_values[0], keys_values[1]  # each [B, H, T, D]

@@ -85,7 +85,7 @@ class LayerCaches(tuple):
 
 def past_length(past) -> int:
     """How many positions a cache (preallocated, or per-layer ``(keys, values)``) holds."""
-    if hasattr(past, "length"):  # a preallocated cache
+    if isinstance(past, StaticKVCache):
         return past.length
     return 0 if not past else past[0][0].size(-2)
 
@@ -101,7 +101,7 @@ def normalize_past(past, n_layer: int):
     """Accept the cache as returned (per layer a ``(key, value)`` pair), in the 2019 layout (per
     layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``), or as one of
     transformers' cache objects (empty: no past)."""
-    if past is None or hasattr(past, "length"):
+    if past is None or isinstance(past, StaticKVCache):
         return past
     if is_transformers_cache(past) and past.get_seq_length() == 0:
         return None

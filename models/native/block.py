@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ...errors import InvalidArgumentError
+from ..kv_cache import LayerCache
 from .build import library
 from .products import ACTIVATIONS, NativeKernelError, NativeProduct, _pointer
 
@@ -188,7 +189,7 @@ class BlockStep:
 
     def __call__(self, x: Tensor, mask: Tensor | None, layer_past=None, use_cache: bool = False,
                  head_mask: Tensor | None = None, output_attentions: bool = False):
-        if (mask is None and head_mask is None and not output_attentions and hasattr(layer_past, "keys_values")
+        if (mask is None and head_mask is None and not output_attentions and isinstance(layer_past, LayerCache)
                 and x.numel() == x.size(-1)):
             native = self.native()
             if native is not None and native.takes(x, layer_past):

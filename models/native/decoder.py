@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import InvalidArgumentError
+from ..kv_cache import StaticKVCache
 from .block import BlockStep, NativeBlock, _Block, _memory, _Product, check_memory, check_position
 from .build import library
 from .norm import NativeNorm
@@ -177,7 +178,7 @@ class BodyStep:
 def _one_token(input_ids: Tensor, cache) -> bool:
     """Whether this is a step C can take: one token of one sequence over a preallocated cache, and
     no gradient (generate's never; C keeps none)."""
-    return input_ids.shape == (1, 1) and hasattr(cache, "layers") and not torch.is_grad_enabled()
+    return input_ids.shape == (1, 1) and isinstance(cache, StaticKVCache) and not torch.is_grad_enabled()
 
 
 class GreedyStep:
