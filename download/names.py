@@ -32,12 +32,12 @@ _ORIGINAL_BASES = {"GPT2_URL": "https://openaipublic.blob.core.windows.net/gpt-2
 # hashes are those tiktoken pins for OpenAI's encoder.json/vocab.bpe, which every size shares; the
 # GPT-1 ones are finetune-transformer-lm's files). Pinned for these URLs only: hub files are checked
 # against the hub's own validators instead (download.transfer), whatever their bytes.
-_GPT2_VOCAB = {"encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-               "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+OPENAI_GPT2_VOCAB_SHA256 = {"encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+                            "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
 _GPT1_VOCAB = {"encoder_bpe_40000.json": "fdf49b19e7de236852091da09b84a7a3cd5e7b0e79916376cf45f6b8127b8078",
                "vocab_40000.bpe": "0ea9b51ae695073cd871e0358f7016311d671a7ff3963e367d5236522f294725"}
 PINNED_SHA256 = {**{f"{_ORIGINAL_BASES['GPT2_URL']}/models/{size}/{name}": sha
-                    for size in OPENAI_GPT2_SIZES for name, sha in _GPT2_VOCAB.items()},
+                    for size in OPENAI_GPT2_SIZES for name, sha in OPENAI_GPT2_VOCAB_SHA256.items()},
                  **{f"{_ORIGINAL_BASES['GPT1_URL']}/model/{name}": sha for name, sha in _GPT1_VOCAB.items()}}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")

@@ -18,6 +18,7 @@ import os
 
 import regex
 
+from ..download.names import OPENAI_GPT2_VOCAB_SHA256
 from .base import PreTrainedTokenizer
 from .bpe import BoundedCache, bytes_to_unicode, merge_symbols
 from .checks import check_decode_errors
@@ -27,9 +28,8 @@ logger = logging.getLogger(__name__)
 
 # OpenAI's pre-tokenizer (src/encoder.py).
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# sha256 of OpenAI's encoder.json and vocab.bpe (Hugging Face's vocab.json/merges.txt are the same bytes).
-OPENAI_VOCAB_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-OPENAI_MERGES_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+# OpenAI's encoder.json and vocab.bpe, by sha256 (Hugging Face's vocab.json/merges.txt are the same bytes).
+OPENAI_FILES = (OPENAI_GPT2_VOCAB_SHA256["encoder.json"], OPENAI_GPT2_VOCAB_SHA256["vocab.bpe"])
 _CACHE_ENTRIES = 100_000
 # tiktoken's regex engine overflows its backtracking stack (pyo3's PanicException, a BaseException)
 # on one run of about 1,000,000 whitespace characters of any kind (found by experiment with
@@ -83,7 +83,7 @@ class GPT2Tokenizer(PreTrainedTokenizer):
         self.add_prefix_space = add_prefix_space
         self._pattern = regex.compile(PATTERN)
         self._cache = BoundedCache(_CACHE_ENTRIES)
-        self._openai_vocabulary = files.sha256 == (OPENAI_VOCAB_SHA256, OPENAI_MERGES_SHA256)
+        self._openai_vocabulary = files.sha256 == OPENAI_FILES
         self.use_tiktoken = use_tiktoken
         self._tiktoken = None
         super().__init__(unk_token=unk_token, bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, **kwargs)
