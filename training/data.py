@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..errors import GPTHubError
+from ..models.heads import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 MC_TOKENS = ("_start_", "_delimiter_", "_classify_")
 
 

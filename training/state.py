@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from ..errors import GPTHubError
+from ..models.config_base import CONFIG_NAME
 
 STATE_NAME = "trainer_state.pt"
-CONFIG_NAME = "config.json"
+
 # what save_checkpoint writes, by key: the types a resumed state must have
 _STATE_TYPES: dict[str, type | tuple[type, ...]] = {
     "step": int, "history": list, "epoch_loss": (list, tuple), "optimizer": dict, "scheduler": dict,
