@@ -14,7 +14,10 @@ docs/performance.md):
   two, both halves in one ``bmm`` (both cores stream the weight), then summed;
 - other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
 - bfloat16: oneDNN's linear operator on a copy of the weight packed in its blocked layout
-  (models/packed_weights.py);
+  (models/packed_weights.py); on a CPU for which oneDNN has no bfloat16 product (AVX2 only), where
+  PyTorch's stock bfloat16 product runs 10 to 100 times slower than float32's, several rows take a
+  float32 product over the weight widened a block of output rows at a time (``widened_product``),
+  rounded once;
 - everything else, and anything that needs a gradient, on another device or under
   ``torch.compile``: the stock product.
 
@@ -33,11 +36,45 @@ from torch import Tensor
 
 from . import route_choice
 from .native import products as native
-from .packed_weights import derived, find_onednn, packed
+from .packed_weights import ONEDNN_BFLOAT16, derived, find_onednn, packed
 from .pages import copy_in_huge_pages, empty_in_huge_pages
 
 Product = Callable[[Tensor], Tensor]
 _ONEDNN_LINEAR = find_onednn("_linear_pointwise")
+# The dtype of products over weights widened from bfloat16 or integers: bfloat16 where oneDNN
+# computes it (with AVX-512 or AMX), else float32 (PyTorch's own bfloat16 product is slow there).
+WIDENED_DTYPE = torch.bfloat16 if ONEDNN_BFLOAT16 else torch.float32
+WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
+
+
+def widened_product(flat: Tensor, out_features: int, widen: Callable[[int, int], Tensor], dtype: torch.dtype,
+                    scales: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+    """``flat @ W.T (+ bias)`` ``[rows, out]`` in ``dtype``, through one product per
+    ``WIDENED_AT_ONCE`` output rows of W, ``widen(start, end)`` giving those rows ``[end - start,
+    in]`` in ``flat``'s dtype, each piece times its ``scales`` (in float32) if given: the copies are
+    a piece's at most (GPT-2 XL's head widened whole would be 160 MB, a whole result in float32
+    twice its size)."""
+    y = torch.empty(flat.size(0), out_features, dtype=dtype)
+    for start in range(0, out_features, WIDENED_AT_ONCE):
+        end = min(start + WIDENED_AT_ONCE, out_features)
+        piece = F.linear(flat, widen(start, end), None if bias is None else bias[start:end])  # [rows, end - start]
+        y[:, start:end] = piece if scales is None else piece.float().mul_(scales[start:end])
+    return y
+
+
+def _widens(weight: Tensor) -> bool:
+    """Whether several rows against this weight take a float32 product over it widened."""
+    return weight.dtype == torch.bfloat16 and WIDENED_DTYPE == torch.float32
+
+
+def _float32_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Tensor:
+    """bfloat16 ``x @ W + b`` for x ``[..., in]`` computed in float32 over the weight widened a
+    block of output rows at a time (exact), rounded once to bfloat16."""
+    out_in = weight.t() if stored_in_out else weight  # [out, in]
+    flat = x.reshape(-1, x.size(-1)).float()  # [rows, in]
+    wide_bias = None if bias is None else bias.float()
+    y = widened_product(flat, out_in.size(0), lambda start, end: out_in[start:end].float(), x.dtype, bias=wide_bias)
+    return y.view(*x.shape[:-1], -1)  # [..., out]
 
 
 def _routable(weight: Tensor) -> bool:
@@ -99,6 +136,8 @@ def _torch_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_r
     onednn = _onednn_weight(weight, stored_in_out)
     if onednn is not None:
         return partial(_onednn_product, weight=onednn, bias=bias)
+    if not one_row and _widens(weight):
+        return partial(_float32_product, weight=weight, bias=bias, stored_in_out=stored_in_out)
     return partial(_stock_product, weight=weight, bias=bias, stored_in_out=stored_in_out)
 
 

@@ -6,7 +6,9 @@ first use and kept beside the weight:
 - current: remade when the weight is changed in place (its version counter moved) or given other
   memory (``param.data = ...``, its data pointer moved);
 - never made for weights created under ``torch.inference_mode`` (no version counter to watch),
-  nor oneDNN's when ``GPT_HUB_PACK_BFLOAT16=0`` (then bfloat16 products take the stock kernels).
+  nor oneDNN's when ``GPT_HUB_PACK_BFLOAT16=0`` or where oneDNN has no bfloat16 product for this
+  CPU (AVX2 only: it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT); bfloat16 products then take the
+  stock kernels.
 
 It is a cache of this library's own, in this module; nothing outside it changes.
 """
@@ -33,8 +35,18 @@ def find_onednn(name: str):
         return None
 
 
+def onednn_has_bfloat16() -> bool:
+    """Whether oneDNN computes bfloat16 products on this CPU (its packing refuses otherwise)."""
+    supported = find_onednn("_is_mkldnn_bf16_supported")
+    try:
+        return supported is not None and bool(supported())
+    except RuntimeError:
+        return False
+
+
 _PACK = find_onednn("_reorder_linear_weight")
-ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None
+ONEDNN_BFLOAT16 = onednn_has_bfloat16()
+ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None and ONEDNN_BFLOAT16
 
 # (id(weight), kind) -> (the copy, a weakref to the weight, (its data pointer, its version) when copied)
 _copies: dict[tuple[int, str], tuple[Tensor, weakref.ref, tuple[int, int]]] = {}

@@ -1,7 +1,8 @@
 """Weight-only quantization for inference on CPU: int8 per output channel, or int4 in groups
 along the inner dimension, both symmetric, through PyTorch's own CPU kernels
 (``_weight_int8pack_mm``, ``_weight_int4pack_mm_for_cpu``) for a few rows, and for many through
-one bfloat16 product over the weight widened (``_widened_product``). The kernels take activations and
+one product over the weight widened (``kernels.widened_product``: in bfloat16, or in float32 on a
+CPU for which oneDNN has no bfloat16 product). The kernels take activations and
 scales of one dtype, and only their bfloat16 paths are fast (float32 activations run 5 to 70
 times slower: docs/performance.md), so the product runs in bfloat16 whatever the model's dtype,
 and its result comes back in the model's dtype (float32 or bfloat16). A single row (batch-1
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import GPTHubError, InvalidArgumentError
 from . import route_choice
+from .kernels import WIDENED_DTYPE, widened_product
 from .layers import Conv1D, Linear
 from .native import products as native
 from .pages import copy_in_huge_pages, empty_in_huge_pages
@@ -38,27 +40,13 @@ from .quantized_values import (DEFAULT_GROUP_SIZE, QUANT_METHOD, SCALE_DTYPE, ch
                                quantize_weight, unpack_nibbles)
 
 _INT4_ROWS = 16  # the int4 kernel packs output rows in multiples of this
-# From this many rows (a prompt, a batch of 16), int8 runs as a bfloat16 product over its values
-# widened (exactly) and is scaled after: 2-3x faster there than PyTorch's int8 kernel, which reads
+# From this many rows (a prompt, a batch of 16), int8 runs as a product over its values widened
+# (exactly, to kernels.WIDENED_DTYPE) and is scaled after: 2-3x faster there than PyTorch's int8 kernel, which reads
 # better for fewer rows (docs/performance.md).
 _WIDENED_INT8_ROWS = 16
 # int4's values are widened from the native kernel's tiles (decode.c, about 2 ms a GPT-2 block):
 # from this many rows that pays (2.5x PyTorch's int4 kernel at 1024 rows).
 _WIDENED_INT4_ROWS = 48
-_WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
-
-
-def _widened_product(flat: Tensor, out_features: int, widen, dtype: torch.dtype, scales: Tensor | None = None) -> Tensor:
-    """``flat @ W.T`` ``[rows, out]`` in ``dtype``, through one bfloat16 product per
-    ``_WIDENED_AT_ONCE`` output rows of W, ``widen(start, end)`` giving those rows ``[end - start,
-    in]``, each piece times its ``scales`` (in float32) if given: the copies are a piece's at most
-    (GPT-2 XL's head widened whole would be 160 MB, a whole result in float32 twice its size)."""
-    y = torch.empty(flat.size(0), out_features, dtype=dtype)
-    for start in range(0, out_features, _WIDENED_AT_ONCE):
-        end = min(start + _WIDENED_AT_ONCE, out_features)
-        piece = nn.functional.linear(flat, widen(start, end))  # [rows, end - start]
-        y[:, start:end] = piece if scales is None else piece.float().mul_(scales[start:end])
-    return y
 
 
 class QuantizedUseError(GPTHubError, RuntimeError):
@@ -69,8 +57,8 @@ def _int8_product(x: Tensor, qweight: Tensor, scales: Tensor, bias: Tensor | Non
     flat = x.reshape(-1, x.size(-1)).to(SCALE_DTYPE).contiguous()  # [rows, in]: the kernels take 2-D,
     # contiguous inputs
     if flat.size(0) >= _WIDENED_INT8_ROWS:
-        y = _widened_product(flat, out_features, lambda start, end: qweight[start:end].to(SCALE_DTYPE), x.dtype,
-                             scales)  # [rows, out]
+        y = widened_product(flat.to(WIDENED_DTYPE), out_features, lambda start, end: qweight[start:end].to(WIDENED_DTYPE),
+                            x.dtype, scales)  # [rows, out]
     else:
         y = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)  # [rows, out]
     return (y if bias is None else y.add_(bias)).view(*x.shape[:-1], out_features)
@@ -83,9 +71,9 @@ def _int4_product(x: Tensor, packed: Tensor, scales_zeros: Tensor, group_size: i
         values, scales = tiles
 
         def widen(start: int, end: int) -> Tensor:
-            return native.int4_widened(values, scales, start, end - start, group_size)
+            return native.int4_widened(values, scales, start, end - start, group_size).to(WIDENED_DTYPE)
 
-        y = _widened_product(flat, out_features, widen, x.dtype)
+        y = widened_product(flat.to(WIDENED_DTYPE), out_features, widen, x.dtype)
     else:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group_size, scales_zeros).to(x.dtype)
         y = y[:, :out_features]  # [rows, out]: the kernel's rows are padded to 16s

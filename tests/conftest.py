@@ -225,6 +225,15 @@ def need_compiler():
         pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
 
 
+def need_kernel(name: str) -> None:
+    """Skip where the native build a kernel name (``wide``, ``narrow-rows``...) asks for is not
+    made on this CPU: ``wide`` is AVX-512's, and a CPU without it has only ``narrow``."""
+    need_compiler()
+    variant = name.partition("-")[0]
+    if variant in ("wide", "narrow") and not repo_module("models.native.build").builds_here(variant):
+        pytest.skip(f"this CPU has no AVX-512: there is no {variant} build here")
+
+
 @pytest.fixture
 def narrow():
     """The native kernels' AVX2 build, loaded (its name)."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, models, need_compiler, repo_module
+from conftest import TINY, models, need_compiler, need_kernel, repo_module
 
 kernels = repo_module("models.kernels")
 packed_weights = repo_module("models.packed_weights")
@@ -27,12 +27,13 @@ def onednn():
 
 @pytest.fixture
 def calls(monkeypatch, onednn):
-    """Counts the products that go through oneDNN and the split batched product, with PyTorch's
-    routes chosen for single rows (tests/test_native.py covers the native ones)."""
+    """Counts the products that go through oneDNN, the split batched product and the widened
+    float32 one, with PyTorch's routes chosen for single rows (tests/test_native.py covers the
+    native ones)."""
     monkeypatch.setenv("GPT_HUB_KERNEL", "torch")
     monkeypatch.setattr(route_choice, "_chosen", {})
-    seen = {"onednn": 0, "bmm": 0}
-    linear, bmm = kernels._ONEDNN_LINEAR, torch.bmm
+    seen = {"onednn": 0, "bmm": 0, "widened": 0}
+    linear, bmm, widened = kernels._ONEDNN_LINEAR, torch.bmm, kernels.widened_product
 
     def counting_linear(*args):
         seen["onednn"] += 1
@@ -42,9 +43,45 @@ def calls(monkeypatch, onednn):
         seen["bmm"] += 1
         return bmm(*args)
 
+    def counting_widened(*args, **kwargs):
+        seen["widened"] += 1
+        return widened(*args, **kwargs)
+
     monkeypatch.setattr(kernels, "_ONEDNN_LINEAR", counting_linear)
     monkeypatch.setattr(kernels.torch, "bmm", counting_bmm)
+    monkeypatch.setattr(kernels, "widened_product", counting_widened)
     return seen
+
+
+def counts(onednn: int = 0, bmm: int = 0, widened: int = 0) -> dict[str, int]:
+    return {"onednn": onednn, "bmm": bmm, "widened": widened}
+
+
+def bfloat16_counts(products: int, several_rows: int) -> dict[str, int]:
+    """What ``products`` bfloat16 products by PyTorch's routes, ``several_rows`` of them with
+    more than one row, take: oneDNN's on packed copies, or where oneDNN has no bfloat16 product
+    for this CPU (AVX2 only) the stock kernel for one row and the widened float32 one for more."""
+    if packed_weights.ENABLED:
+        return counts(onednn=products)
+    assert not packed_weights.ONEDNN_BFLOAT16, "GPT_HUB_PACK_BFLOAT16=0 is set: these counts assume packing"
+    return counts(widened=several_rows)
+
+
+def assert_stock_or_widened(got, stock):
+    """The stock product's result, or where several bfloat16 rows are widened (AVX2 only) within
+    one rounding of it: a float32 sum in another order."""
+    if packed_weights.ONEDNN_BFLOAT16:
+        assert torch.equal(got, stock)
+    else:
+        assert_within_one_rounding(got, stock)
+
+
+def keep_copies(monkeypatch) -> None:
+    """Where oneDNN packs no bfloat16 weights (AVX2 only), the copy a bfloat16 weight gets is the
+    native ``[out, in]`` kernel's transposed one: that kernel is forced."""
+    if not packed_weights.ENABLED:
+        need_kernel("narrow-rows")
+        monkeypatch.setenv("GPT_HUB_KERNEL", "narrow-rows")
 
 
 def copies_of(weight_id: int) -> list:
@@ -84,7 +121,7 @@ def test_float32_products_equal_the_stock_ones(rows, calls):
     torch.testing.assert_close(ours_out_in[0], exact, rtol=1e-5, atol=1e-5)
     assert ours_out_in.shape == (1, rows, 200)
     # one row against [in, out] splits the inner dimension; everything else is oneDNN's
-    assert calls == ({"onednn": 1, "bmm": 1} if rows == 1 else {"onednn": 2, "bmm": 0})
+    assert calls == (counts(onednn=1, bmm=1) if rows == 1 else counts(onednn=2))
 
 
 @pytest.mark.parametrize("rows", [1, 5])
@@ -97,7 +134,42 @@ def test_bfloat16_products_equal_the_stock_ones_to_one_rounding(rows, calls):
         ours = linear_in_out(x, weight, bias), linear_out_in(x[None], head)[0]
     assert_within_one_rounding(ours[0], correctly_rounded(x, weight, bias))
     assert_within_one_rounding(ours[1], correctly_rounded(x, head.t()))
-    assert calls == {"onednn": 2, "bmm": 0}  # oneDNN's, on packed copies
+    assert calls == bfloat16_counts(2, 2 if rows > 1 else 0)
+
+
+def test_bfloat16_packing_is_on_only_where_onednn_can_pack(onednn):
+    """On a CPU without AVX-512 BW/VL/DQ or AVX-NE-CONVERT (a Zen 3), oneDNN refuses to pack
+    bfloat16 weights, and every bfloat16 product of several rows raised there."""
+    try:
+        packed_weights._PACK(torch.randn(16, 32, dtype=torch.bfloat16), 1)
+        packs = True
+    except RuntimeError as error:
+        assert "bf16" in str(error)
+        packs = False
+    assert packed_weights.ONEDNN_BFLOAT16 == packs and packed_weights.ENABLED <= packs
+
+
+@pytest.mark.parametrize("at_once", [4096, 16])
+def test_several_bfloat16_rows_without_onednn_take_a_widened_float32_product(at_once, calls, monkeypatch):
+    """Where oneDNN has no bfloat16 product for the CPU (AVX2 only), the stock bfloat16 product of
+    1024 rows by GPT-2's [768, 2304] weight took 3.2 s against 28 ms widened to float32 (a Zen 3),
+    and oneDNN's packing raised. Simulated here: several rows take the widened product, a block of
+    ``at_once`` output rows at a time, rounded once."""
+    monkeypatch.setattr(packed_weights, "ENABLED", False)
+    monkeypatch.setattr(kernels, "WIDENED_DTYPE", torch.float32)
+    monkeypatch.setattr(kernels, "WIDENED_AT_ONCE", at_once)
+    torch.manual_seed(0)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    weight, bias = torch.randn(64, 48, dtype=torch.bfloat16), torch.randn(48, dtype=torch.bfloat16)
+    head = torch.randn(48, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ours = linear_in_out(x, weight, bias), linear_out_in(x[None], head)[0]
+        row = linear_in_out(x[:1], weight, bias)
+    assert calls == counts(widened=2)  # one row stays on the stock kernel (or a native one)
+    assert_within_one_rounding(ours[0], correctly_rounded(x, weight, bias))
+    assert_within_one_rounding(ours[1], correctly_rounded(x, head.t()))
+    assert_within_one_rounding(row, correctly_rounded(x[:1], weight, bias))
+    assert ours[0].dtype == ours[1].dtype == torch.bfloat16 and ours[1].shape == (5, 48)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -117,9 +189,9 @@ def test_bound_products_take_the_same_kernels_as_the_per_call_ones(dtype, calls)
             assert {key: calls[key] - before[key] for key in calls} == bound_calls
             assert all(torch.equal(a, b) for a, b in zip(bound, per_call))
     if dtype == torch.float32:
-        assert calls == {"onednn": 6, "bmm": 2}  # single rows against [in, out] split
+        assert calls == counts(onednn=6, bmm=2)  # single rows against [in, out] split
     else:
-        assert calls == {"onednn": 8, "bmm": 0}
+        assert calls == bfloat16_counts(8, 4)
 
 
 def test_strided_inputs_and_weights_work(calls):
@@ -137,7 +209,7 @@ def test_gradients_take_the_stock_kernels(calls):
     weight = torch.randn(32, 16, requires_grad=True)
     bias = torch.randn(16, requires_grad=True)
     linear_in_out(x, weight, bias).square().sum().backward()
-    assert calls == {"onednn": 0, "bmm": 0}
+    assert calls == counts()
     expected = [t.grad.clone() for t in (x, weight, bias)]
     for t in (x, weight, bias):
         t.grad = None
@@ -165,6 +237,9 @@ def test_a_packed_copy_follows_its_weight(rows, kernel, onednn, monkeypatch):
         doubled = linear_in_out(x, weight, bias)
     assert torch.equal(doubled, 2 * first)  # doubling is exact in binary floating point
     key = id(weight)
+    if kernel == "torch" and not packed_weights.ENABLED:
+        assert not copies_of(key)  # no oneDNN packing for bfloat16 on this CPU: nothing to follow
+        return
     assert copies_of(key)  # oneDNN's packing, or for one row the native kernel's [out, in] copy
     del weight
     gc.collect()
@@ -176,7 +251,7 @@ def test_models_give_the_same_outputs_on_fast_and_stock_kernels(monkeypatch, cal
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
     ids = torch.randint(0, TINY["vocab_size"], (2, 7))
     stock = model(ids).logits  # gradients enabled: the stock kernels
-    assert calls == {"onednn": 0, "bmm": 0}
+    assert calls == counts()
     with torch.no_grad():
         fast = model(ids).logits
         greedy = model.generate(ids[:1], max_new_tokens=6)
@@ -205,8 +280,9 @@ def test_weights_made_in_inference_mode_get_no_copies(calls):
     with torch.inference_mode():  # such tensors have no version counter: in-place changes go unseen
         x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
         y, row = linear_out_in(x, weight), linear_out_in(x[:1], weight)
-    assert calls == {"onednn": 0, "bmm": 0} and not copies_of(id(weight))
-    assert torch.equal(y, F.linear(x, weight)) and torch.equal(row, F.linear(x[:1], weight))
+    assert calls == counts(widened=0 if packed_weights.ONEDNN_BFLOAT16 else 1) and not copies_of(id(weight))
+    assert_stock_or_widened(y, F.linear(x, weight))
+    assert torch.equal(row, F.linear(x[:1], weight))
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16)
     with torch.inference_mode():
         assert model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3).shape == (1, 6)
@@ -217,13 +293,15 @@ def test_bfloat16_routes_can_be_switched_off(monkeypatch, calls):
     x, weight = torch.randn(2, 8, dtype=torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16)
     with torch.no_grad():
         y, row = linear_out_in(x, weight), linear_out_in(x[:1], weight)
-    assert calls == {"onednn": 0, "bmm": 0}
-    assert torch.equal(y, F.linear(x, weight)) and torch.equal(row, F.linear(x[:1], weight))
+    assert calls == counts(widened=0 if packed_weights.ONEDNN_BFLOAT16 else 1)
+    assert_stock_or_widened(y, F.linear(x, weight))
+    assert torch.equal(row, F.linear(x[:1], weight))
 
 
-def test_copies_of_weights_moved_or_converted_are_dropped(calls):
+def test_copies_of_weights_moved_or_converted_are_dropped(calls, monkeypatch):
     """``model.to('cuda')`` or ``model.half()`` keeps each Parameter and gives it other memory:
     the bfloat16 copies made for the CPU kernels stayed, holding host memory while the model lived."""
+    keep_copies(monkeypatch)
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16)
     model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=3)
     held = lambda: [kind for p in model.parameters() for kind in copies_of(id(p))]  # noqa: E731
@@ -237,11 +315,12 @@ def test_copies_of_weights_moved_or_converted_are_dropped(calls):
     assert held() == []
 
 
-def test_a_collection_during_a_conversion_never_breaks_it(calls):
+def test_a_collection_during_a_conversion_never_breaks_it(calls, monkeypatch):
     """A garbage collection inside ``model.to()`` can free a dead model (held only by a reference
     cycle) whose weights had copies: their finalizers dropped entries while the copies were being
     listed, and ``to()`` raised "dictionary changed size during iteration" half-way, leaving the
     model half converted. The collection is made to land at each point of the conversion in turn."""
+    keep_copies(monkeypatch)
     prompt = torch.tensor([[1, 2, 3, 4]])
     torch.manual_seed(0)
     live = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16).eval()

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 import torch
-from conftest import TINY, models, need_compiler, repo_module
+from conftest import TINY, models, need_compiler, need_kernel, repo_module
 
 build = repo_module("models.native.build")
 products = repo_module("models.native.products")
@@ -35,9 +35,8 @@ BUILDS = {
 NEEDS = {"haswell": {"avx2", "fma"}, "skylake": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
 
 
-def cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+def cpu_flags() -> frozenset[str]:
+    return build.cpu_flags() or frozenset()
 
 
 class Builds(dict):
@@ -188,11 +187,24 @@ def fresh(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_a_build_is_kept_and_named_by_what_made_it(fresh):
+def test_a_build_is_kept_and_named_by_what_made_it(fresh, monkeypatch):
+    monkeypatch.setattr(build, "cpu_flags", lambda: None)  # flags unknown: both builds, as on AVX-512
     assert build.library("narrow") is not None and build.library("wide") is not None
     names = sorted(p.name for p in fresh.iterdir())
     assert len(names) == 2 and all(name.startswith("decode-") and name.endswith(".so") for name in names)
     assert build.library_path(build.BASE_FLAGS, build.compiler(), fresh).name in names
+
+
+def test_a_cpu_without_avx512_gets_no_wide_build(fresh, monkeypatch):
+    """-march=native without AVX-512 compiles the wide build into the narrow one's code: it was
+    built, and its kernels timed against their twins, on every AVX2-only CPU."""
+    monkeypatch.setattr(build, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert build.library("wide") is None and not products.available("wide")
+    assert build.library("narrow") is not None
+    assert len(list(fresh.iterdir())) == 1
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert build.builds_here("wide") and build.builds_here("narrow")
 
 
 def test_a_damaged_build_is_rebuilt(fresh, caplog):
@@ -349,6 +361,8 @@ def test_a_ranking_whose_first_cannot_be_built_runs_its_next(monkeypatch, narrow
 @pytest.mark.parametrize("kernel", ["torch", "wide", "narrow", "wide-rows", "narrow-rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_models_generate_alike_on_every_kernel(monkeypatch, narrow, kernel, dtype):
+    if kernel != "torch":
+        need_kernel(kernel)
     torch.manual_seed(0)
     model = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(dtype).eval()
     prompt = torch.randint(0, TINY["vocab_size"], (1, 5))

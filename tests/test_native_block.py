@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import models, need_compiler, repo_module
+from conftest import models, need_compiler, need_kernel, repo_module
 
 block_module = repo_module("models.native.block")
 decoder_module = repo_module("models.native.decoder")
@@ -53,6 +53,7 @@ def steps(block, layer_cache, xs):
 @pytest.mark.parametrize("kind", ["float32", "bfloat16", "int8", "int4"])
 @pytest.mark.parametrize("kernels", ["narrow", "wide"])  # wide: AVX-512 (VNNI, BF16) where the CPU has it
 def test_the_native_block_gives_the_functional_blocks_results(monkeypatch, family, kind, kernels):
+    need_kernel(kernels)
     monkeypatch.setenv("GPT_HUB_KERNEL", kernels)
     assert_native_blocks_match(model_of(family, kind), kind)
 
@@ -60,6 +61,7 @@ def test_the_native_block_gives_the_functional_blocks_results(monkeypatch, famil
 @pytest.mark.parametrize("n_embd", [256, 96, 80])  # heads of 64 (GPT-2's), 24 and 20 values: 4 vectors, 1, a rest
 @pytest.mark.parametrize("kernels", ["narrow", "wide"])
 def test_heads_of_any_width_attend_as_the_functional_code_does(monkeypatch, n_embd, kernels):
+    need_kernel(kernels)
     monkeypatch.setenv("GPT_HUB_KERNEL", kernels)
     assert_native_blocks_match(model_of("gpt2", "float32", n_embd=n_embd), "float32")
 

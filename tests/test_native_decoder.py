@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_native_block import STEPS, model_of
 
-from conftest import need_compiler, repo_module
+from conftest import need_compiler, need_kernel, repo_module
 
 decoder_module = repo_module("models.native.decoder")
 kv_cache = repo_module("models.kv_cache")
@@ -144,6 +144,7 @@ def test_an_embedding_replaced_between_steps_is_looked_up_anew():
 def test_blocks_of_different_builds_keep_their_own_steps(monkeypatch):
     """decoder_step ran every block with the first block's build of block.c, whose vectors round
     otherwise: generate's logits then differed from the modules'."""
+    need_kernel("wide")
     model = model_of("gpt2", "float32")
     body, native = body_step(model)
     steps = body.blocks

@@ -65,7 +65,7 @@ def test_products_equal_the_dequantized_reference_within_the_quantization_error(
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_many_rows_widen_a_few_output_rows_at_a_time_and_give_the_whole_product(monkeypatch, scheme):
-    """The widened weight is made ``_WIDENED_AT_ONCE`` output rows at a time (a bounded copy):
+    """The widened weight is made ``kernels.WIDENED_AT_ONCE`` output rows at a time (a bounded copy):
     16 here, so 40 outputs take three pieces, the last a part of a tile."""
     torch.manual_seed(0)
     weight, bias = torch.randn(40, 256) * 0.02, torch.randn(40) * 0.02
@@ -73,7 +73,7 @@ def test_many_rows_widen_a_few_output_rows_at_a_time_and_give_the_whole_product(
     x = torch.randn(300, 256)
     with torch.no_grad():
         whole = layer(x)
-        monkeypatch.setattr(quantize, "_WIDENED_AT_ONCE", 16)
+        monkeypatch.setattr(repo_module("models.kernels"), "WIDENED_AT_ONCE", 16)
         pieces = layer(x)
     reference = torch.nn.functional.linear(x.bfloat16().float(), dequantized(layer), bias)
     torch.testing.assert_close(pieces, reference, rtol=1e-2, atol=1e-2 * reference.abs().max().item())

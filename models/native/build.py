@@ -12,9 +12,10 @@ would kill the process), and a file that does not load is rebuilt once. A compil
 ``COMPILE_TIMEOUT_S`` is killed with every process it started, and not tried again in this
 process; temporary files that a killed process left behind are removed by the next build.
 
-Two builds: ``wide`` (AVX-512 where the CPU has it) and ``narrow`` (AVX2 at most, which some
-CPUs run faster: AMD's Zen 4 executes 512-bit operations in two halves). models/route_choice.py
-times both against PyTorch's own kernels and keeps the fastest.
+Two builds: ``wide`` (AVX-512) and ``narrow`` (AVX2 at most, which some CPUs run faster: AMD's
+Zen 4 executes 512-bit operations in two halves). models/route_choice.py times both against
+PyTorch's own kernels and keeps the fastest. On a CPU without AVX-512 (where /proc/cpuinfo says
+so) only ``narrow`` is built: ``wide`` would be the same code, timed twice for nothing.
 
 Where no compiler works (or ``GPT_HUB_NATIVE=0``), ``library`` returns None and every product
 takes PyTorch's kernels; the reason is logged once. Linking with ``-fopenmp`` names
@@ -98,6 +99,25 @@ def cpu_identity() -> str:
         return "".join(sorted(set(lines)))
     except OSError:
         return platform.processor() + platform.machine()
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as /proc/cpuinfo lists them, or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def builds_here(variant: str) -> bool:
+    """Whether ``variant`` is a build of its own on this CPU: ``wide`` only where AVX-512 may be
+    present (flags that lack it make it ``narrow``'s code under another name)."""
+    flags = cpu_flags()
+    return variant != "wide" or flags is None or "avx512f" in flags
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -233,7 +253,7 @@ def either_library() -> ctypes.CDLL | None:
 def library(variant: str) -> ctypes.CDLL | None:
     """The ``wide`` or ``narrow`` build for this process, or None where it cannot be had."""
     flags = BASE_FLAGS + VARIANTS[variant]
-    if not enabled():
+    if not enabled() or not builds_here(variant):
         return None
     with _lock:
         if flags not in _loaded:
