@@ -26,7 +26,6 @@ from ..errors import GPTHubError
 
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
-WEIGHTS_NAMES = (SAFETENSORS_NAME, PYTORCH_NAME)
 
 _CONVERT_BYTES = 16 * 1024 * 1024  # source bytes converted between page releases
 # Buffers that old checkpoints carry and today's code derives (the causal mask, -1e4): never read.

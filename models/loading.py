@@ -14,13 +14,13 @@ from torch import Tensor, nn
 
 from ..download import resolve_file
 from ..errors import InvalidArgumentError
-from .checkpoint import LEGACY_BUFFERS, WEIGHTS_NAMES, CheckpointError, load_weights
+from .checkpoint import LEGACY_BUFFERS, CheckpointError, load_weights
 from .config_base import CONFIG_NAME, PretrainedConfig
 from .dtypes import resolve_dtype
 from .memory import check_fits_in_memory
 from .openai_release import OriginalReleaseError, is_original_release, read_original_release
 from .pages import copy_in_huge_pages
-from .shards import INDEX_NAMES, check_shard, is_index, read_index
+from .shards import SEARCH_ORDER, check_shard, is_index, read_index
 from .quantize import quantize_model, read_quantization_config
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def load_pretrained(cls, path: str | os.PathLike, *, config: PretrainedConfig | 
         if given_file and os.path.basename(path) != CONFIG_NAME:
             weights_path = os.fspath(path)
         else:
-            weights_path = resolve_file(path, WEIGHTS_NAMES + INDEX_NAMES, **fetch_options)
+            weights_path = resolve_file(path, SEARCH_ORDER, **fetch_options)
         state_dict = _read_weights(path, weights_path, dtype if isinstance(dtype, torch.dtype) else None, fetch_options)
     saved = read_quantization_config(config)
     if saved is not None and quantize not in (None, saved[0]):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..download import DOWNLOAD_OPTIONS, atomic_write, download_options
+from ..download import DOWNLOAD_OPTIONS, download_options
 from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError, flag
 from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME, write_safetensors, write_torch_pickle
 from .config_base import PretrainedConfig
@@ -20,7 +20,7 @@ from .loading import load_pretrained, materialize, on_meta
 from .memory import check_fits_in_memory
 from .quantize import DEFAULT_GROUP_SIZE, QuantizedLinear, check_scheme, quantization_config, quantize_model
 from .quantized_values import check_quantizable
-from .shards import INDEX_SUFFIX, index_json, plan_shards, shard_bytes, stale_weights
+from .shards import INDEX_SUFFIX, plan_shards, shard_bytes, stale_weights, write_sharded
 
 
 def check_placement(quantize: str | None, device_map: Any, torch_dtype: Any = None, dtype: Any = None, *,
@@ -289,11 +289,11 @@ class PreTrainedModel(ConvertedWhole):
         config.extra["architectures"] = [type(self).__name__]
         weights_name, write = (SAFETENSORS_NAME, write_safetensors) if safe else (PYTORCH_NAME, write_torch_pickle)
         files = plan_shards(tensors, limit, weights_name)
-        for file, group in files.items():
-            write(group, os.path.join(save_directory, file))
         written = set(files)
-        if len(files) > 1:  # the index last: until it is there, a loader finds the earlier save, whole
-            atomic_write(os.path.join(save_directory, weights_name + INDEX_SUFFIX), index_json(files).encode())
+        if len(files) == 1:
+            write(*files.values(), os.path.join(save_directory, *files))  # atomic on its own
+        else:
+            write_sharded(os.fspath(save_directory), files, write, weights_name + INDEX_SUFFIX)
             written.add(weights_name + INDEX_SUFFIX)
         config.save_pretrained(save_directory)
         for stale in stale_weights(save_directory, written):

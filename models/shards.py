@@ -5,17 +5,23 @@ file: ``{"metadata": {"total_size": bytes}, "weight_map": {name: file}}``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 
 from torch import Tensor
 
+from ..download.atomic import atomic_write, fsync_folder
 from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME, CheckpointError
 
 INDEX_SUFFIX = ".index.json"
 INDEX_NAMES = tuple(name + INDEX_SUFFIX for name in (SAFETENSORS_NAME, PYTORCH_NAME))
-_SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)$")
+# What a loader looks for, in transformers' order: safetensors (one file, then shards) before any pickle.
+SEARCH_ORDER = (SAFETENSORS_NAME, INDEX_NAMES[0], PYTORCH_NAME, INDEX_NAMES[1])
+PENDING = ".pending"  # a shard written whole, not yet under its name (write_sharded)
+_SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)(\.pending)?$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*$", re.IGNORECASE)
 _UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -92,9 +98,35 @@ def index_json(files: dict[str, dict[str, Tensor]]) -> str:
     return json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
 
 
+def write_sharded(folder: str, files: dict[str, dict[str, Tensor]], write: Callable[[dict, str], None],
+                  index_name: str) -> None:
+    """The shards ``files`` and their index ``index_name`` in ``folder``, so that a save cut short
+    never leaves an index over two saves' shards (a re-save reuses the shards' names): each shard
+    is written whole under a pending name, then the earlier index is removed (until the new one is
+    in place a loader finds none and says so), the shards take their names, the index comes last."""
+    pending: list[str] = []
+    try:
+        for file, group in files.items():
+            pending.append(os.path.join(folder, file + PENDING))
+            write(group, pending[-1])
+    except BaseException:
+        for path in pending:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(folder, index_name))
+    fsync_folder(folder)
+    for path in pending:
+        os.replace(path, path.removesuffix(PENDING))
+    fsync_folder(folder)
+    atomic_write(os.path.join(folder, index_name), index_json(files).encode())
+
+
 def stale_weights(folder: str | os.PathLike, written: set[str]) -> list[str]:
     """Weights files an earlier save left in ``folder`` that this one did not write: a loader
-    would find the old single file before the new shards, or the old shards beside the new one."""
+    would find the old single file before the new shards, or the old shards beside the new one
+    (and pending shards of a save cut short)."""
     names = {SAFETENSORS_NAME, PYTORCH_NAME, *INDEX_NAMES}
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)
                   if (name in names or _SHARD.match(name)) and name not in written)

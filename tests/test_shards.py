@@ -96,3 +96,59 @@ def test_shards_download_from_the_hub(hub, tmp_path, tiny, monkeypatch):
     assert torch.equal(logits(loaded), logits(tiny))
     offline = models.GPT2LMHeadModel.from_pretrained("someone/sharded", cache_dir=tmp_path / "cache", local_files_only=True)
     assert torch.equal(logits(offline), logits(tiny))
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_a_resave_cut_short_never_leaves_one_index_over_two_saves(tmp_path, tiny, safe, monkeypatch):
+    """Shards were written over the earlier save's of the same names, one by one, under its
+    index: a save that failed at its second shard loaded, silently, as a mix of both models."""
+    pretrained = repo_module("models.pretrained")
+    tiny.save_pretrained(tmp_path, max_shard_size="20KB", safe_serialization=safe)
+    torch.manual_seed(1)
+    other = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+    writer = "write_safetensors" if safe else "write_torch_pickle"
+    real, written = getattr(pretrained, writer), []
+
+    def failing(tensors, path, *args, **kwargs):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(pretrained, writer, failing)
+    with pytest.raises(OSError, match="No space left"):
+        other.save_pretrained(tmp_path, max_shard_size="20KB", safe_serialization=safe)
+    assert not [n for n in os.listdir(tmp_path) if "pending" in n]  # its shards removed
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(tiny))  # the earlier save, whole
+
+    monkeypatch.setattr(pretrained, writer, real)
+    renamed = []
+    real_replace = os.replace
+
+    def killed_while_renaming(source, target):  # the process dies between two shards' renames
+        if str(source).endswith(".pending"):
+            if renamed:
+                raise KeyboardInterrupt
+            renamed.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_while_renaming)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(tmp_path, max_shard_size="20KB", safe_serialization=safe)
+    monkeypatch.setattr(os, "replace", real_replace)
+    with pytest.raises(OSError, match="provides no model.safetensors"):  # no index: refused, not mixed
+        models.GPT2LMHeadModel.from_pretrained(tmp_path)
+    other.save_pretrained(tmp_path, max_shard_size="20KB", safe_serialization=safe)  # the next save tidies up
+    assert not [n for n in os.listdir(tmp_path) if "pending" in n]
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(other))
+
+
+def test_safetensors_shards_are_found_before_a_pickle(tmp_path, tiny):
+    """transformers looks for safetensors, one file or shards, before any pytorch_model.bin: a
+    folder holding shards and a .bin loaded the .bin here (and downloaded a pickle from the hub)."""
+    tiny.save_pretrained(tmp_path, max_shard_size="20KB")
+    torch.manual_seed(1)
+    other = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
+    torch.save(other.state_dict(), tmp_path / "pytorch_model.bin")
+    assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(tiny))
+    assert torch.equal(logits(transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()), logits(tiny))
