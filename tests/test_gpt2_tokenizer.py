@@ -279,6 +279,30 @@ def test_tokens_added_before_transformers_5_saved_are_kept(tmp_path):
         len(hugging_face), hugging_face.pad_token_id, hugging_face.convert_tokens_to_ids("<sp1>"))
 
 
+def test_pad_keeps_labels_dtype_and_do_not_pad_keeps_rows_whole(hugging_face):
+    """pad made every passed-through key int64 (regression labels 0.7, 2.9 became 0, 2 through
+    DataCollatorWithPadding); padding="do_not_pad" with a max_length truncated, which transformers
+    does only for padding=False; a list of 1-D tensors was refused by decode ("token ids must be
+    ints"), where transformers decodes each row."""
+    transformers = require("transformers")
+    numpy = require("numpy")
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
+    hugging_face.pad_token = hugging_face.eos_token
+    features = [{"input_ids": [31373, 995], "label": 0.7}, {"input_ids": [995], "label": 2.9}]
+    mine, theirs = (transformers.DataCollatorWithPadding(t, return_tensors="pt")([dict(f) for f in features])
+                    for t in (ours, hugging_face))
+    assert mine["labels"].dtype == theirs["labels"].dtype == torch.float32 and torch.equal(mine["labels"], theirs["labels"])
+    assert ours.pad([dict(f) for f in features], return_tensors="np")["label"].tolist() == [0.7, 2.9]
+    with pytest.raises(ValueError, match="'name' cannot be made into a 'pt' tensor"):
+        ours.pad([{"input_ids": [1], "name": "a"}, {"input_ids": [2], "name": "b"}], return_tensors="pt")
+    text = HF_TEXTS[2]
+    for padding in ("do_not_pad", transformers.utils.PaddingStrategy.DO_NOT_PAD):
+        assert ours(text, padding=padding, max_length=3)["input_ids"] == hugging_face(text, padding=padding, max_length=3)["input_ids"]
+    assert len(ours(text, padding=False, max_length=3)["input_ids"]) == 3
+    rows = [torch.tensor([31373, 995]), numpy.array([995, 995])]
+    assert ours.decode(rows) == hugging_face.decode([r.tolist() for r in rows]) == ["hello world", " world world"]
+
+
 def test_pad_refuses_what_it_cannot_pad():
     ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
     with pytest.raises(TypeError, match="list of dicts"):

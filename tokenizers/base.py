@@ -275,7 +275,8 @@ class PreTrainedTokenizer(Batching, Saving):
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
             token_ids = [token_ids]
-        if isinstance(token_ids, (list, tuple)) and token_ids and isinstance(token_ids[0], (list, tuple)):
+        if isinstance(token_ids, (list, tuple)) and token_ids and (isinstance(token_ids[0], (list, tuple))
+                                                                  or getattr(token_ids[0], "ndim", 0) >= 1):  # rows of tensors
             return self.batch_decode(token_ids, skip_special_tokens=skip_special_tokens,
                                      clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)
         skip = set(self.all_special_ids) if skip_special_tokens else set()

@@ -100,10 +100,13 @@ class Batching:
                     raise TokenizerError(f"{key} and input_ids differ in length")
         out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
                           padding_side, batched, beside=beside, multiple=pad_to_multiple_of)
-        for key, value in encoded_inputs.items():  # the rest passes through
+        for key, value in encoded_inputs.items():  # the rest passes through, of its own dtype (float labels)
             if key not in ("input_ids", *_PADDED_BESIDE):
                 if return_tensors is not None:
-                    value = tensor_maker(return_tensors)(value if batched else [value])
+                    try:
+                        value = tensor_maker(return_tensors, integers=False)(value if batched else [value])
+                    except (ValueError, TypeError) as err:
+                        raise TokenizerError(f"{key!r} cannot be made into a {return_tensors!r} tensor: {err}") from None
                 out[key] = value
         return out
 
@@ -147,17 +150,17 @@ class Batching:
         return out
 
 
-def tensor_maker(return_tensors: str):
-    """The function that makes ``return_tensors``' kind of array of int64 rows: ``"pt"``
-    (PyTorch) or ``"np"`` (NumPy)."""
+def tensor_maker(return_tensors: str, integers: bool = True):
+    """The function that makes ``return_tensors``' kind of array, ``"pt"`` (PyTorch) or ``"np"``
+    (NumPy), of int64 rows, or with ``integers=False`` of the values' own type (labels)."""
     if return_tensors == "pt":
         import torch
 
-        return lambda rows: torch.as_tensor(rows, dtype=torch.long)
+        return lambda rows: torch.as_tensor(rows, dtype=torch.long if integers else None)
     if return_tensors == "np":
         import numpy
 
-        return lambda rows: numpy.asarray(rows, dtype=numpy.int64)
+        return lambda rows: numpy.asarray(rows, dtype=numpy.int64 if integers else None)
     raise TokenizerError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
 
 
@@ -165,7 +168,7 @@ def truncation_strategy(truncation: bool | str | None, max_length: int | None, p
     """As in transformers, a ``max_length`` truncates when truncation is not said only where there
     is no padding (with padding it is the padded width, and longer rows stay whole)."""
     if truncation is None:
-        return "longest_first" if max_length is not None and padding in (False, "do_not_pad") else "do_not_truncate"
+        return "longest_first" if max_length is not None and padding is False else "do_not_truncate"
     if truncation is True:
         return "longest_first"
     if truncation is False:
