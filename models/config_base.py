@@ -191,9 +191,20 @@ class PretrainedConfig:
         are; other keys are kept in ``extra``, as a ``config.json``'s are."""
         if not isinstance(values, dict):
             raise ArgumentTypeError(f"update takes a dict of config values, got {type(values).__name__}")
+        values = dict(values)
+        label2id = values.pop("label2id", None)
+        if label2id is not None and "id2label" not in values:  # the labels given either way round
+            if not isinstance(label2id, dict) or not all(isinstance(i, int) for i in label2id.values()):
+                raise ConfigError(f"label2id must map labels to integer ids, got {label2id!r}")
+            values["id2label"] = {i: label for label, i in label2id.items()}
         known = self.field_names() | set(self.attribute_map)
         fields = {k: v for k, v in values.items() if k in known}
-        updated = type(self).from_dict(self.to_dict(), **fields)
+        current = self.to_dict()
+        if "id2label" in fields and "num_labels" not in fields:
+            del current["num_labels"]  # new labels set their number
+        elif "num_labels" in fields and "id2label" not in fields and fields["num_labels"] != self.num_labels:
+            del current["id2label"]  # another number of labels drops the old names
+        updated = type(self).from_dict(current, **fields)
         updated.extra.update({k: v for k, v in values.items() if k not in known})
         self.__dict__.update(updated.__dict__)
 

@@ -146,6 +146,25 @@ def test_what_transformers_code_reads_and_calls_on_a_config(tmp_path):
     assert loaded.config.name_or_path == str(tmp_path) and GPT2Config().name_or_path == ""
 
 
+def test_update_takes_labels_as_transformers_does():
+    """update() with three new labels kept num_labels=2 and dropped them (the old count beat
+    them), and a label2id alone went to extra, where to_dict overrode it."""
+    transformers = require("transformers")
+    labels = {0: "neg", 1: "neu", 2: "pos"}
+    changes = [{"id2label": labels, "label2id": {v: k for k, v in labels.items()}},
+               {"label2id": {"a": 0, "b": 1, "c": 2}}, {"num_labels": 3}, {"num_labels": 2}]
+    for first in ({}, {"id2label": {0: "x", 1: "y", 2: "z"}}):
+        for change in changes:
+            ours, theirs = GPT2Config(**first), transformers.GPT2Config(**first)
+            ours.update(change)
+            theirs.update(change)
+            if "label2id" in change and "id2label" not in change:  # transformers keeps them apart; both are read here
+                theirs.id2label = {i: label for label, i in change["label2id"].items()}
+            assert (ours.num_labels, ours.id2label or ours.labels(), ours.extra) == (theirs.num_labels, theirs.id2label, {}), change
+    with pytest.raises(ValueError, match="label2id must map labels to integer ids"):
+        GPT2Config().update({"label2id": {"a": "zero"}})
+
+
 @pytest.mark.parametrize("default, expected", [(torch.float64, torch.float32), (torch.bfloat16, torch.bfloat16)])
 def test_loading_under_another_default_dtype(tmp_path, default, expected):
     """Under torch.set_default_dtype(torch.float64), from_pretrained refused a torch_dtype=float64
