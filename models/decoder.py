@@ -39,7 +39,18 @@ def block_runner(body: DecoderModel) -> Callable | None:
     recomputes the rest during backward, with the same dropout. None: as it is."""
     if not (body.gradient_checkpointing and body.training and torch.is_grad_enabled()):
         return None
-    return partial(torch.utils.checkpoint.checkpoint, use_reentrant=body.checkpoint_reentrant)
+    if body.checkpoint_reentrant:
+        return _reentrant_checkpoint
+    return partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+
+
+def _reentrant_checkpoint(block: Block, x: Tensor, *args):
+    """The reentrant checkpoint passes gradients to a block's weights only through an input that
+    asks for one: with the embeddings frozen (an adapter's fine-tuning) ``x`` does not, and the
+    blocks got none (transformers' ``enable_input_require_grads`` does what this does)."""
+    if not x.requires_grad:
+        x = x.detach().requires_grad_()
+    return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=True)
 
 
 class DecoderModel(PreTrainedModel):

@@ -348,3 +348,27 @@ def test_gradient_checkpointing_gives_the_same_gradients_recomputing_each_block(
     assert not ours.is_gradient_checkpointing
     with pytest.raises(TypeError, match="'use_reentrnt'"):
         ours.gradient_checkpointing_enable({"use_reentrnt": False})
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointing_with_frozen_embeddings_still_trains_the_blocks(tmp_path, reentrant):
+    """use_reentrant=True with the embeddings frozen (an adapter's fine-tuning) gave the blocks no
+    gradients at all, where transformers gives them theirs."""
+    _, ours = pair(tmp_path, "GPT2LMHeadModel")
+    ours.train()
+    x = ids(2, 6)
+    ours.transformer.wte.weight.requires_grad_(False)
+    ours.transformer.wpe.weight.requires_grad_(False)
+
+    def gradients():
+        ours.zero_grad()
+        torch.manual_seed(7)
+        ours(x, labels=x).loss.backward()
+        return {n: p.grad.clone() for n, p in ours.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    ours.gradient_checkpointing_enable({"use_reentrant": reentrant})
+    checkpointed = gradients()
+    assert "transformer.h.0.mlp.c_fc.weight" in checkpointed and plain.keys() == checkpointed.keys()
+    for key in plain:
+        close(plain[key], checkpointed[key], atol=1e-6)
