@@ -99,13 +99,17 @@ def is_transformers_cache(past) -> bool:
 
 def normalize_past(past, n_layer: int):
     """Accept the cache as returned (per layer a ``(key, value)`` pair), in the 2019 layout (per
-    layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``), or as one of
-    transformers' cache objects (empty: no past)."""
+    layer one tensor stacking key and value, ``[2, batch, heads, time, head_dim]``, or all layers
+    stacked in one tensor), or as transformers' ``DynamicCache`` (empty: no past)."""
     if past is None or isinstance(past, StaticKVCache):
         return past
-    if is_transformers_cache(past) and past.get_seq_length() == 0:
-        return None
-    if isinstance(past, Tensor):  # model(ids, mask): transformers' OpenAI GPT takes the mask second
+    if is_transformers_cache(past):
+        if not any(cls.__name__ == "DynamicCache" for cls in type(past).__mro__):
+            raise InvalidArgumentError(f"past_key_values is transformers' {type(past).__name__}, which these models "
+                                       "do not fill; pass a DynamicCache, the cache a previous call returned, or none")
+        if past.get_seq_length() == 0:
+            return None
+    if isinstance(past, Tensor) and past.dim() != 6:  # model(ids, mask): transformers' OpenAI GPT takes the mask second
         raise InvalidArgumentError(f"past (the second argument) must be the cache a previous call returned, got a "
                                    f"tensor of shape {list(past.shape)}; pass an attention mask by keyword: "
                                    "model(input_ids, attention_mask=mask)")

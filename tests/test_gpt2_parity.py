@@ -306,6 +306,23 @@ def test_a_transformers_cache_object_is_extended_in_place(tmp_path):
               hf(x[:, 5:], past_key_values=theirs).logits)
 
 
+def test_other_cache_objects_are_refused_by_name_and_a_stacked_2019_cache_is_taken(tmp_path):
+    """transformers' StaticCache (a full-length buffer) was taken as a DynamicCache on the first
+    call, then failed with "'StaticCache' object is not iterable"; all layers of a 2019 cache
+    stacked in one tensor were refused as if they were an attention mask."""
+    _, ours = pair(tmp_path)
+    x = ids(1, 6)
+    static = transformers.StaticCache(config=transformers.GPT2Config(**TINY), max_cache_len=16)
+    with torch.no_grad(), pytest.raises(ValueError, match="transformers' StaticCache, which these models do not fill"):
+        ours(x[:, :3], past_key_values=static, use_cache=True)
+    with torch.no_grad():
+        past = ours(x[:, :3], use_cache=True).past_key_values
+        stacked = torch.stack([torch.stack(layer) for layer in past])  # [n_layer, 2, B, H, T, D]
+        close(ours(x[:, 3:], past=stacked).logits, ours(x[:, 3:], past=past).logits)
+    with pytest.raises(ValueError, match="pass an attention mask by keyword"):
+        ours(x, torch.ones(1, 6))
+
+
 def cache_of(model, x):
     cache = transformers.DynamicCache()
     model(x, past_key_values=cache, use_cache=True)
