@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import re
 from collections.abc import Callable
@@ -22,8 +23,9 @@ INDEX_NAMES = tuple(name + INDEX_SUFFIX for name in (SAFETENSORS_NAME, PYTORCH_N
 SEARCH_ORDER = (SAFETENSORS_NAME, INDEX_NAMES[0], PYTORCH_NAME, INDEX_NAMES[1])
 PENDING = ".pending"  # a shard written whole, not yet under its name (write_sharded)
 _SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)(\.pending)?$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def is_index(path: str | os.PathLike) -> bool:
@@ -63,11 +65,11 @@ def check_shard(path: str, tensors: dict[str, Tensor], names: list[str]) -> None
 
 def shard_bytes(value: int | str | None) -> int | None:
     """``max_shard_size`` in bytes: an int, or a string as transformers takes it (``"5GB"``,
-    ``"500MiB"``); None: no limit, one file."""
+    ``"500MiB"``, ``"1TB"``); None: no limit, one file."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0:
+        return int(value)  # a NumPy integer too
     match = _SIZE.match(value) if isinstance(value, str) else None
     if match is None or float(match[1]) <= 0:
         raise CheckpointError(f"max_shard_size must be a positive number of bytes or a size such as '5GB', got {value!r}")

@@ -65,6 +65,14 @@ def test_a_bad_max_shard_size_is_named(tmp_path, tiny, size):
     assert not tmp_path.joinpath("config.json").exists()
 
 
+def test_shard_sizes_read_as_transformers_reads_them():
+    """Terabytes and NumPy integers were refused."""
+    numpy = require("numpy")
+    shard_bytes = repo_module("models.shards").shard_bytes
+    assert shard_bytes("5TB") == 5 * 10**12 and shard_bytes("1TiB") == 2**40 and shard_bytes("500MiB") == 500 * 2**20
+    assert shard_bytes(numpy.int64(20_000)) == 20_000 and shard_bytes(None) is None
+
+
 def test_an_index_cannot_reach_outside_its_folder_nor_skip_a_weight(tmp_path, tiny):
     tiny.save_pretrained(tmp_path / "ckpt", max_shard_size="20KB")
     index_path = tmp_path / "ckpt" / "model.safetensors.index.json"
