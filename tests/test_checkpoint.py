@@ -203,7 +203,7 @@ def test_a_name_or_missing_path_is_a_clear_error(tmp_path, monkeypatch):
         models.GPT2LMHeadModel.from_pretrained("gpt2-xl")
     with pytest.raises(download.CheckpointNotFoundError, match="not a local file or directory, a checkpoint name"):
         models.GPT2LMHeadModel.from_pretrained("no such thing!")
-    with pytest.raises(download.CheckpointNotFoundError, match="provides no model.safetensors or pytorch_model.bin"):
+    with pytest.raises(download.CheckpointNotFoundError, match="provides no model.safetensors or model.safetensors.index.json or pytorch_model.bin"):
         models.GPT2LMHeadModel.from_pretrained(tmp_path, config=models.GPT2Config(**TINY))
 
 
