@@ -291,7 +291,8 @@ class PreTrainedModel(ConvertedWhole):
         files = plan_shards(tensors, limit, weights_name)
         written = set(files)
         if len(files) == 1:
-            write(*files.values(), os.path.join(save_directory, *files))  # atomic on its own
+            [(file, group)] = files.items()
+            write(group, os.path.join(save_directory, file))  # atomic on its own
         else:
             write_sharded(os.fspath(save_directory), files, write, weights_name + INDEX_SUFFIX)
             written.add(weights_name + INDEX_SUFFIX)

@@ -202,6 +202,8 @@ def test_a_cpu_without_avx512_gets_no_wide_build(fresh, monkeypatch):
     assert build.library("wide") is None and not products.available("wide")
     assert build.library("narrow") is not None
     assert len(list(fresh.iterdir())) == 1
+    monkeypatch.setattr(build, "cpu_flags", lambda: pytest.fail("/proc/cpuinfo read again"))  # asked on every product
+    assert build.library("wide") is None and build.either_library() is build.library("narrow")
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert build.builds_here("wide") and build.builds_here("narrow")

@@ -91,33 +91,34 @@ def compiler() -> str | None:
     return None
 
 
-def cpu_identity() -> str:
-    """The CPU's model and feature flags (what -march=native compiles for)."""
+def _cpuinfo_lines(*prefixes: str) -> list[str] | None:
+    """The lines of /proc/cpuinfo that start with one of ``prefixes``, or None where it cannot be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
-        return "".join(sorted(set(lines)))
+            return [line for line in f if line.startswith(prefixes)]
     except OSError:
-        return platform.processor() + platform.machine()
+        return None
+
+
+def cpu_identity() -> str:
+    """The CPU's model and feature flags (what -march=native compiles for)."""
+    lines = _cpuinfo_lines("model name", "flags", "Features")
+    return platform.processor() + platform.machine() if lines is None else "".join(sorted(set(lines)))
 
 
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags as /proc/cpuinfo lists them, or None where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
+    lines = _cpuinfo_lines("flags")
+    return frozenset(lines[0].split(":", 1)[1].split()) if lines else None
 
 
 def builds_here(variant: str) -> bool:
     """Whether ``variant`` is a build of its own on this CPU: ``wide`` only where AVX-512 may be
     present (flags that lack it make it ``narrow``'s code under another name)."""
+    if variant != "wide":
+        return True
     flags = cpu_flags()
-    return variant != "wide" or flags is None or "avx512f" in flags
+    return flags is None or "avx512f" in flags
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -253,9 +254,11 @@ def either_library() -> ctypes.CDLL | None:
 def library(variant: str) -> ctypes.CDLL | None:
     """The ``wide`` or ``narrow`` build for this process, or None where it cannot be had."""
     flags = BASE_FLAGS + VARIANTS[variant]
-    if not enabled() or not builds_here(variant):
+    if not enabled():
         return None
     with _lock:
+        if flags not in _loaded and not builds_here(variant):  # decided once: callers ask on every product
+            _loaded[flags] = None
         if flags not in _loaded:
             try:
                 _loaded[flags] = load(flags)
