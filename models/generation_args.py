@@ -81,9 +81,9 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
         if pad_token_id is None:
             return input_ids, torch.ones_like(input_ids)
         attention_mask = (input_ids != pad_token_id).long()
-        empty = (attention_mask == 0).all(-1)
-        if bool(empty.any()):
-            raise InvalidArgumentError(f"input_ids row {int(empty.nonzero()[0])} is all pad_token_id={pad_token_id}, "
+        empty = _first_empty_row(attention_mask)
+        if empty is not None:
+            raise InvalidArgumentError(f"input_ids row {empty} is all pad_token_id={pad_token_id}, "
                                        "which marks padding: a row needs at least one token")
         return input_ids, attention_mask
     if not isinstance(attention_mask, Tensor):
@@ -95,11 +95,16 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
                                    f"input_ids, {list(input_ids.shape)}")
     if attention_mask.is_complex() or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
         raise InvalidArgumentError("attention_mask must hold 1 for tokens and 0 for padding")
-    empty = (attention_mask == 0).all(-1)
-    if bool(empty.any()):
-        raise InvalidArgumentError(f"attention_mask row {int(empty.nonzero()[0])} masks every token: a row needs at "
-                                   "least one")
+    empty = _first_empty_row(attention_mask)
+    if empty is not None:
+        raise InvalidArgumentError(f"attention_mask row {empty} masks every token: a row needs at least one")
     return input_ids, attention_mask.long()
+
+
+def _first_empty_row(attention_mask: Tensor) -> int | None:
+    """The first row of ``attention_mask`` ``[batch, length]`` that masks every token, or None."""
+    empty = (attention_mask == 0).all(-1)  # [batch]
+    return int(empty.nonzero()[0]) if bool(empty.any()) else None
 
 
 def generator(value, seed, device: torch.device) -> torch.Generator | None:
