@@ -78,9 +78,10 @@ class Batching:
             pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
             return_attention_mask: bool | None = None, padding_side: str | None = None) -> BatchEncoding:
         """Pad encodings made before: a list of ``{"input_ids": [...], ...}`` (what Hugging Face's
-        data collators hand over) or one dict of lists (or of one row). ``input_ids`` and any
-        ``attention_mask`` are padded; other keys pass through (tensors where ``return_tensors``
-        asks, so their rows must be as long as each other)."""
+        data collators hand over) or one dict of lists (or of one row). ``input_ids`` and the
+        per-token rows beside them (``attention_mask``, ``token_type_ids``,
+        ``special_tokens_mask``) are padded; other keys pass through, of their own dtype (tensors
+        where ``return_tensors`` asks, so their rows must be as long as each other)."""
         if isinstance(encoded_inputs, (list, tuple)):
             if not all(isinstance(row, Mapping) for row in encoded_inputs):
                 raise TokenizerTypeError("pad takes a list of dicts (encodings) or one dict of lists")
