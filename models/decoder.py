@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import functional
 from ..errors import InvalidArgumentError
-from .inputs import check_attention_mask, check_token_ids, head_mask_per_layer
+from .inputs import check_attention_mask, check_not_empty, check_token_ids, head_mask_per_layer
 from .kv_cache import LayerCaches, StaticKVCache, is_transformers_cache, normalize_past, past_length
 from .layers import (Block, CausalSelfAttention, Conv1D, LayerNorm, Linear, MLP, embedding, embedding_step,
                      final_norm_step)
@@ -123,10 +123,10 @@ class DecoderModel(PreTrainedModel):
             raise InvalidArgumentError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None:  # token ids, looked up in the token embedding
             input_ids = check_token_ids(input_ids, tokens.num_embeddings)
-            shape = input_ids.shape
+            shape = check_not_empty(input_ids.shape, "input_ids")
             inputs, embed_inputs = input_ids.reshape(-1, shape[-1]), tokens  # [B, T]
         else:  # embeddings given: used as they are
-            shape = inputs_embeds.shape[:-1]
+            shape = check_not_empty(inputs_embeds.shape[:-1], "inputs_embeds")
             inputs, embed_inputs = inputs_embeds.reshape(-1, *inputs_embeds.shape[-2:]), _given  # [B, T, C]
         batch, length = inputs.shape[:2]
         past_len = past_length(past)

@@ -27,6 +27,14 @@ def check_token_ids(input_ids: Tensor, vocab_size: int, what: str = "input_ids")
     return input_ids if input_ids.dtype in (torch.int64, torch.int32) else input_ids.long()
 
 
+def check_not_empty(shape: torch.Size, what: str) -> torch.Size:
+    """``shape`` (the input's, without the embedding width), refused where it holds no token: an
+    empty batch or an empty row failed deep inside the blocks, in a reshape."""
+    if not shape.numel():
+        raise InvalidArgumentError(f"{what} has shape {list(shape)}: give at least one token in at least one row")
+    return shape
+
+
 def check_attention_mask(attention_mask: Tensor | None, batch: int, past_len: int, length: int) -> None:
     """``attention_mask`` covers every row and all past and new positions."""
     if attention_mask is None:

@@ -74,7 +74,7 @@ def _float32_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_o
     flat = x.reshape(-1, x.size(-1)).float()  # [rows, in]
     wide_bias = None if bias is None else bias.float()
     y = widened_product(flat, out_in.size(0), lambda start, end: out_in[start:end].float(), x.dtype, bias=wide_bias)
-    return y.view(*x.shape[:-1], -1)  # [..., out]
+    return y.view(*x.shape[:-1], out_in.size(0))  # [..., out]
 
 
 def _routable(weight: Tensor) -> bool:
@@ -126,7 +126,7 @@ def _stock_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_out
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.size(-1))  # [rows, in]
     y = torch.addmm(bias, flat, weight) if bias is not None else flat @ weight
-    return y.view(*x.shape[:-1], -1)  # [..., out]
+    return y.view(*x.shape[:-1], weight.size(1))  # [..., out]
 
 
 def _torch_route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:

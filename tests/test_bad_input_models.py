@@ -162,6 +162,18 @@ def test_a_0d_input_is_named(gpt2):
         raises(ValueError, "0-D tensor", gpt2, torch.tensor(3))
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (1, 0), (0, 0), (0,)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_an_input_without_tokens_is_named(gpt2, shape, grad):
+    """An empty batch or row failed deep inside the blocks ("cannot reshape tensor of 0
+    elements"), as it does in transformers."""
+    with torch.set_grad_enabled(grad):
+        raises(ValueError, rf"input_ids has shape \[{', '.join(map(str, shape))}\]: give at least one token",
+               gpt2, torch.zeros(shape, dtype=torch.long))
+        raises(ValueError, r"inputs_embeds has shape \[0, 5\]: give at least one token",
+               gpt2, inputs_embeds=torch.zeros(0, 5, TINY["n_embd"]))
+
+
 @pytest.mark.parametrize("mc_token_ids, message", [
     (torch.tensor([[0, 9]]), r"mc_token_ids must lie in \[0, 3\)"),
     (torch.tensor([[-1, 0]]), r"mc_token_ids must lie in \[0, 3\)"),
