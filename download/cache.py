@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import GPTHubError
 from .atomic import atomic_write, fsync_folder
+from .names import is_hex
 
 
 class CacheCorruptedError(GPTHubError, OSError):
@@ -73,7 +74,7 @@ class UrlCache:
             record = Record(**json.loads(self.record_path(url).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
-        if record.url != url or not _is_hex64(record.sha256):
+        if record.url != url or not is_hex(record.sha256, 64):
             return None  # a hash collision, in theory, or a record from elsewhere
         path = self.blobs / record.sha256
         try:
@@ -94,6 +95,3 @@ class UrlCache:
         atomic_write(self.record_path(record.url), json.dumps(asdict(record)).encode("utf-8"))
         return path
 
-
-def _is_hex64(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from ..locks import ForkSafeLock
 from . import http
 from .cache import CacheCorruptedError, Record, UrlCache, move_into_place
-from .hf_cache import COMMIT, RepoCache
+from .hf_cache import RepoCache, is_commit
 from .http import DownloadError, EntryNotFoundError, OfflineError, UnreachableError
 from .names import hub_url
 from .partial import lock
@@ -61,7 +61,7 @@ def fetch_hub(repo: str, filename: str, *, revision: str | None = None, cache_di
             raise UnreachableError(f"{err}. Nothing for {repo} at revision {revision!r} is cached in {cache.root}. {HINT}") from None
         raise
     _mark_reached(url)
-    commit = remote.commit or (revision if COMMIT.match(revision) else None)
+    commit = remote.commit or (revision if is_commit(revision) else None)
     if commit is None or remote.etag is None:
         raise DownloadError(f"{url} did not send {'X-Repo-Commit' if commit is None else 'an ETag'}, so it cannot be cached")
     blob = cache.blob(remote.etag)

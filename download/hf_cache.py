@@ -26,12 +26,16 @@ import shutil
 from pathlib import Path
 
 from .atomic import atomic_write, atomic_writer, fsync_folder
-from .names import InvalidNameError
+from .names import InvalidNameError, is_hex
 
 logger = logging.getLogger(__name__)
 
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_BLOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_BLOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def is_commit(value: object) -> bool:
+    """Whether ``value`` is a full git commit id, as the hub sends and the cache's folders use."""
+    return is_hex(value, 40)
 
 
 def hf_home() -> Path:
@@ -81,13 +85,13 @@ class RepoCache:
 
     def commit(self, revision: str) -> str | None:
         """The commit ``revision`` stands for: itself if it is one, else what ``refs/`` recorded."""
-        if COMMIT.match(revision):
+        if is_commit(revision):
             return revision
         try:
             commit = self.folder.joinpath("refs", *safe_parts(revision, "revision")).read_text(encoding="utf-8").strip()
         except OSError:
             return None
-        return commit if COMMIT.match(commit) else None
+        return commit if is_commit(commit) else None
 
     def snapshot(self, commit: str, filename: str) -> Path:
         return self.folder.joinpath("snapshots", commit, *safe_parts(filename, "file name"))
@@ -107,7 +111,7 @@ class RepoCache:
 
     def blob(self, etag: str) -> Path:
         """The blob for an etag; an etag that could not be a file name is hashed into one."""
-        name = etag if _BLOB_NAME.match(etag) else hashlib.sha256(etag.encode("utf-8")).hexdigest()
+        name = etag if _BLOB_NAME.fullmatch(etag) else hashlib.sha256(etag.encode("utf-8")).hexdigest()
         return self.blobs / name
 
     def lock_path(self, blob: Path) -> Path:
@@ -137,7 +141,7 @@ class RepoCache:
         return path
 
     def set_ref(self, revision: str, commit: str) -> None:
-        if revision == commit or not COMMIT.match(commit) or self.commit(revision) == commit:
+        if revision == commit or not is_commit(commit) or self.commit(revision) == commit:
             return
         path = self.folder.joinpath("refs", *safe_parts(revision, "revision"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +149,7 @@ class RepoCache:
 
     def mark_absent(self, revision: str, commit: str, filename: str) -> None:
         """Remember that ``commit`` has no ``filename``, so offline lookups answer at once."""
-        if not COMMIT.match(commit):
+        if not is_commit(commit):
             return
         try:
             path = self.absent(commit, filename)

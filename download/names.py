@@ -40,11 +40,17 @@ PINNED_SHA256 = {**{f"{_ORIGINAL_BASES['GPT2_URL']}/models/{size}/{name}": sha
                     for size in OPENAI_GPT2_SIZES for name, sha in OPENAI_GPT2_VOCAB_SHA256.items()},
                  **{f"{_ORIGINAL_BASES['GPT1_URL']}/model/{name}": sha for name, sha in _GPT1_VOCAB.items()}}
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class InvalidNameError(GPTHubError, ValueError):
     """A checkpoint name, repository id or revision that could not be a real one."""
+
+
+def is_hex(value: object, digits: int) -> bool:
+    """Whether ``value`` is ``digits`` lowercase hex digits: a git commit or blob id (40), a sha256 (64)."""
+    return isinstance(value, str) and len(value) == digits and _HEX.fullmatch(value) is not None
 
 
 def endpoint() -> str:
@@ -68,7 +74,7 @@ def repo_id(name: str) -> str | None:
         return HUB_REPOS[name]
     if "\x00" in name or ".." in name or name.startswith(("/", "\\")):
         raise InvalidNameError(f"{name!r} is not a checkpoint name, a repository id or an existing path")
-    return name if _REPO_ID.match(name) else None
+    return name if _REPO_ID.fullmatch(name) else None  # fullmatch: '$' lets a final newline through
 
 
 def hub_url(repo: str, filename: str, revision: str | None = None) -> str:

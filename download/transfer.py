@@ -26,6 +26,7 @@ import requests
 
 from . import http
 from .http import DownloadError, Stalled
+from .names import is_hex
 from .partial import claim, rebind, release
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ CHUNK = 1 << 20  # for hashing
 STREAM_CHUNK = 1 << 16  # the most one read returns
 PROGRESS_BYTES = 1 << 16  # an attempt that adds less than this (and does not finish) made no progress
 PROGRESS_FROM = 10 * 1024 * 1024  # bytes; smaller files download without a bar
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
 class DiskFullError(DownloadError):
@@ -57,10 +56,10 @@ class Remote:
     linked: bool = False  # an LFS file: etag is the sha256 of the content
 
     def sha256(self) -> str | None:
-        return self.etag if self.linked and self.etag and _HEX64.match(self.etag) else None
+        return self.etag if self.linked and is_hex(self.etag, 64) else None
 
     def git_sha1(self) -> str | None:
-        return self.etag if not self.linked and self.etag and _HEX40.match(self.etag) else None
+        return self.etag if not self.linked and is_hex(self.etag, 40) else None
 
 
 def normalize_etag(value: str | None) -> str | None:

@@ -215,7 +215,7 @@ def test_disk_full_keeps_the_older_version(hub, monkeypatch):
 
 @pytest.mark.parametrize("name, kwargs", [
     ("../../etc/passwd", {}), ("org/../../x", {}), ("a\x00b", {}), (REPO_ID, {"revision": ".."}),
-    ("/absolute/path/that/is/not/here", {}), ("org/name\x00", {}),
+    ("/absolute/path/that/is/not/here", {}), ("org/name\x00", {}), ("org/name\n", {}),
 ])
 def test_crafted_names_are_refused(hub, name, kwargs):
     with pytest.raises((download.InvalidNameError, download.CheckpointNotFoundError)):

@@ -318,30 +318,33 @@ def test_copies_of_weights_moved_or_converted_are_dropped(calls, monkeypatch):
     assert held() == []
 
 
-def test_a_collection_during_a_conversion_never_breaks_it(calls, monkeypatch):
-    """A garbage collection inside ``model.to()`` can free a dead model (held only by a reference
-    cycle) whose weights had copies: their finalizers dropped entries while the copies were being
-    listed, and ``to()`` raised "dictionary changed size during iteration" half-way, leaving the
-    model half converted. The collection is made to land at each point of the conversion in turn."""
-    keep_copies(monkeypatch)
-    prompt = torch.tensor([[1, 2, 3, 4]])
+def test_a_collection_while_copies_are_listed_never_breaks_a_conversion():
+    """A garbage collection inside ``model.to()`` can free dead weights (held only by a reference
+    cycle) that had copies: their finalizers dropped entries while the copies were being listed
+    (``drop_stale``, which ``to()`` ends with), and ``to()`` raised "dictionary changed size during
+    iteration" half-way. The collection is made to land at each allocation of the listing in turn:
+    a sweep over the whole of ``to()`` never reaches it (the module walk before it frees as much
+    as it allocates)."""
     torch.manual_seed(0)
-    live = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16).eval()
-    live.generate(prompt, max_new_tokens=2)
+    live = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
     thresholds = gc.get_threshold()
     try:
-        for allocations in range(1, 90):
+        for allocations in range(1, 25):
             gc.collect()
             gc.disable()
-            dead = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).to(torch.bfloat16).eval()
-            dead.generate(prompt, max_new_tokens=1)  # its weights get copies
-            dead.cycle = dead
-            del dead
+            dead = [torch.nn.Parameter(torch.zeros(4)) for _ in range(16)]
+            for weight in dead:
+                packed_weights.derived(weight, "test", weight.detach().clone)
+            dead.append(dead)  # a cycle: only a collection frees it
+            del dead, weight
             gc.enable()
             gc.set_threshold(gc.get_count()[0] + allocations)
-            live.to(torch.bfloat16)
+            packed_weights.drop_stale(live.parameters())
             gc.set_threshold(*thresholds)
     finally:
         gc.enable()
         gc.set_threshold(*thresholds)
+    gc.collect()
+    assert not [key for key in packed_weights._copies if key[1] == "test"]  # every dead one dropped
+    live.to(torch.bfloat16)
     assert {p.dtype for p in live.parameters()} == {torch.bfloat16}
