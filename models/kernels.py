@@ -15,7 +15,8 @@ docs/performance.md):
 - other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
 - bfloat16: oneDNN's linear operator on a copy of the weight packed in its blocked layout
   (models/packed_weights.py); on a CPU for which oneDNN has no bfloat16 product (AVX2 only), where
-  PyTorch's stock bfloat16 product runs 10 to 100 times slower than float32's, several rows take a
+  PyTorch's stock bfloat16 product runs 10 to 100 times slower than float32's, up to ``FEW_ROWS``
+  rows take the native few-row kernel (the weight widened in registers, eight rows a pass), more a
   float32 product over the weight widened a block of output rows at a time (``widened_product``),
   rounded once;
 - everything else, and anything that needs a gradient, on another device or under
@@ -27,6 +28,7 @@ weight that a loop of calls will use (generate).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -45,6 +47,10 @@ _ONEDNN_LINEAR = find_onednn("_linear_pointwise")
 # computes it (with AVX-512 or AMX), else float32 (PyTorch's own bfloat16 product is slow there).
 WIDENED_DTYPE = torch.bfloat16 if ONEDNN_BFLOAT16 else torch.float32
 WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
+# Up to this many bfloat16 rows (a batch's step, a short prompt), where products would widen, take
+# the native few-row kernel: 2-5x faster than widening on an AVX2 Zen 3 from 2 to 32 rows, level
+# near 64, where the float32 product's speed begins to pay for widening (docs/performance.md).
+FEW_ROWS = 32
 
 
 def widened_product(flat: Tensor, out_features: int, widen: Callable[[int, int], Tensor], dtype: torch.dtype,
@@ -75,6 +81,19 @@ def _float32_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_o
     wide_bias = None if bias is None else bias.float()
     y = widened_product(flat, out_in.size(0), lambda start, end: out_in[start:end].float(), x.dtype, bias=wide_bias)
     return y.view(*x.shape[:-1], out_in.size(0))  # [..., out]
+
+
+def _few_rows(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
+    """The native product of several bfloat16 rows, where they would otherwise be widened and
+    PyTorch's routes are not forced (``GPT_HUB_KERNEL=torch``), or None."""
+    if (not _widens(weight) or not _natively(weight, bias) or weight.numel() == 0
+            or os.environ.get("GPT_HUB_KERNEL") == "torch" or not native.available("narrow")):
+        return None
+    return native.few_rows_product("narrow", weight, bias, stored_in_out)
+
+
+def _few_or_widened(x: Tensor, few: Product, widened: Product) -> Tensor:
+    return few(x) if x.numel() <= FEW_ROWS * x.size(-1) else widened(x)
 
 
 def _routable(weight: Tensor) -> bool:
@@ -193,9 +212,11 @@ def _ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> tuple[
 def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bool) -> Product:
     """The product ``x -> x @ W + b`` for x ``[..., in]`` (a single row, or not) by the fastest
     route, for a weight ``_routable`` accepts and no gradient asked."""
-    if not (one_row and _natively(weight, bias)):
-        return _torch_route(weight, bias, stored_in_out, one_row)
-    return _one_row(weight, bias, stored_in_out)
+    if one_row and _natively(weight, bias):
+        return _one_row(weight, bias, stored_in_out)
+    route = _torch_route(weight, bias, stored_in_out, one_row)
+    few = None if one_row else _few_rows(weight, bias, stored_in_out)
+    return route if few is None else partial(_few_or_widened, few=few, widened=route)
 
 
 def _one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:

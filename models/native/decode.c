@@ -13,6 +13,9 @@
  *   gemv_int4    W[o, i] = q[o, i] * scale[o, i / group], q in [-8, 7], in tiles of 16 rows
  *                (the int4 section below): uint8 [ceil(out / 16) * 16 * in / 2], scale bfloat16
  *                (passed as `const float *`) [ceil(out / 16) * 16 * in / group]
+ *   few_*_bf16   several rows of x ([rows, in], `group` = rows) times a bfloat16 W, [in, out]
+ *                (cols) or [out, in] (rows): each weight vector loaded once for eight rows, where
+ *                oneDNN has no bfloat16 product (AVX2 only) and widening the weight costs more
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
  * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its
@@ -177,6 +180,98 @@ int NAME(const void *x, const void *weight, const float *unused, const void *bia
 
 COLS_KERNEL(gemv_cols_f32, float, load_f32, one_f32)
 COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
+
+/* A few rows of x at once against a bfloat16 weight (a batch's step, a short prompt) on CPUs where
+ * oneDNN has no bfloat16 product: PyTorch's own is 10-100x slower than float32's there, and the
+ * weight widened to float32 for one product is read, written and read again. Here each vector of
+ * weights is widened in registers and meets eight rows of x (eight independent sums, so that the
+ * fused multiply-adds do not wait on each other); more rows take further groups of eight while
+ * the weights are still in cache. Sums in float32, in order along `in`. */
+#define FEW 8
+
+/* y[r, j] = s + bias[j] (if any), y [rows, out]. */
+static inline void few_finish(void *y, const void *bias, int64_t r, int64_t out, int64_t j, float s, int act) {
+    if (bias) s += load(bias, j, act);
+    store(y, r * out + j, s, act);
+}
+
+/* y[r, j..j+VL) for r in [r0, r0 + n) (n <= FEW) and the column vector at j of W [in, out]. */
+static inline void few_cols_vector(const float *xf, const bf16 *w, const void *bias, void *y, int64_t in,
+                                   int64_t out, int64_t j, int64_t r0, int64_t n, int act) {
+    const float *xr = xf + r0 * in;
+    vf s[FEW];
+    for (int r = 0; r < FEW; r++) s[r] = vzero();
+    if (n == FEW)  /* a constant count: the loop over r unrolls */
+        for (int64_t i = 0; i < in; i++) {
+            vf wv = load_bf16(w + i * out + j);
+            for (int r = 0; r < FEW; r++) s[r] = vfma(wv, vset(xr[r * in + i]), s[r]);
+        }
+    else
+        for (int64_t i = 0; i < in; i++) {
+            vf wv = load_bf16(w + i * out + j);
+            for (int r = 0; r < n; r++) s[r] = vfma(wv, vset(xr[r * in + i]), s[r]);
+        }
+    for (int64_t r = 0; r < n; r++) {
+        float lanes[VL];
+        store_f32(lanes, s[r]);
+        for (int l = 0; l < VL; l++) few_finish(y, bias, r0 + r, out, j + l, lanes[l], act);
+    }
+}
+
+int few_cols_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
+                  int64_t in, int64_t out, int64_t rows, int act, int threads) {
+    const bf16 *w = weight; (void)unused;
+    float *xf = malloc((size_t)(rows * in > 0 ? rows * in : 1) * sizeof(float));
+    if (!xf) return -1;
+    for (int64_t k = 0; k < rows * in; k++) xf[k] = load(x, k, act);
+    const int64_t vectors = out / VL;
+    #pragma omp parallel num_threads(threads)
+    {
+        #pragma omp for schedule(static) nowait
+        for (int64_t v = 0; v < vectors; v++)
+            for (int64_t r0 = 0; r0 < rows; r0 += FEW)
+                few_cols_vector(xf, w, bias, y, in, out, v * VL, r0, rows - r0 < FEW ? rows - r0 : FEW, act);
+        #pragma omp for schedule(static)
+        for (int64_t j = vectors * VL; j < out; j++)  /* the columns past the last whole vector */
+            for (int64_t r = 0; r < rows; r++) {
+                float t = 0;
+                for (int64_t i = 0; i < in; i++) t += xf[r * in + i] * from_bf16(w[i * out + j]);
+                few_finish(y, bias, r, out, j, t, act);
+            }
+    }
+    free(xf);
+    return 0;
+}
+
+int few_rows_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
+                  int64_t in, int64_t out, int64_t rows, int act, int threads) {
+    const bf16 *w = weight; (void)unused;
+    float *xf = malloc((size_t)(rows * in > 0 ? rows * in : 1) * sizeof(float));
+    if (!xf) return -1;
+    for (int64_t k = 0; k < rows * in; k++) xf[k] = load(x, k, act);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < out; o++) {
+        const bf16 *a = w + o * in;
+        for (int64_t r0 = 0; r0 < rows; r0 += FEW) {
+            const int64_t n = rows - r0 < FEW ? rows - r0 : FEW;
+            const float *xr = xf + r0 * in;
+            vf s[FEW];
+            for (int r = 0; r < FEW; r++) s[r] = vzero();
+            int64_t i = 0;
+            for (; i + VL <= in; i += VL) {
+                vf wv = load_bf16(a + i);
+                for (int r = 0; r < n; r++) s[r] = vfma(wv, load_f32(xr + r * in + i), s[r]);
+            }
+            for (int64_t r = 0; r < n; r++) {
+                float t = vsum(s[r]);
+                for (int64_t k = i; k < in; k++) t += from_bf16(a[k]) * xr[r * in + k];
+                few_finish(y, bias, r0 + r, out, o, t, act);
+            }
+        }
+    }
+    free(xf);
+    return 0;
+}
 
 /* int4, in tiles of 16 rows (int4_tiles in products.py): per tile, per block of 32 inputs, four
  * chunks of 64 bytes, chunk k holding 4 bytes of each of the 16 rows: byte j of row r's chunk k

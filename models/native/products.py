@@ -62,10 +62,12 @@ class NativeProduct:
     """A native product for one row (see the module's docstring), and what models/native/block.py
     needs to call the same kernel from C: ``function`` (its address), ``operands`` (weight,
     scales, bias), ``in_features``, ``out_features``, ``group``, ``dtype`` and the build's
-    ``variant``."""
+    ``variant``. With ``several_rows``, a product of any number of rows ``[..., in]``, whose
+    kernel takes the number of rows in place of ``group`` (decode.c's ``few_*``)."""
 
     def __init__(self, variant: str, fn, weight: Tensor, scale: Tensor | None, bias: Tensor | None,
-                 in_features: int, out_features: int, dtype: torch.dtype, group: int = 0):
+                 in_features: int, out_features: int, dtype: torch.dtype, group: int = 0,
+                 several_rows: bool = False):
         if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != dtype or not _readable(bias)
                                  or bias.numel() != out_features):
             raise InvalidArgumentError("bias must be a contiguous CPU tensor of the activations' dtype, one value "
@@ -73,6 +75,7 @@ class NativeProduct:
         self.variant, self.fn, self.function = variant, fn, ctypes.cast(fn, ctypes.c_void_p).value
         self.operands = (weight, scale, bias)
         self.in_features, self.out_features, self.dtype, self.group = in_features, out_features, dtype, group
+        self.several_rows = several_rows
         self._specs = [(t.numel(), t.dtype, t.element_size()) if t is not None else None for t in self.operands]
 
     def held(self) -> list[Tensor | None]:
@@ -93,18 +96,21 @@ class NativeProduct:
 
     def __call__(self, x: Tensor) -> Tensor:
         dtype, in_features = self.dtype, self.in_features
-        if (not isinstance(x, Tensor) or x.dtype != dtype or not x.is_cpu or x.numel() != in_features
-                or x.dim() == 0 or x.size(-1) != in_features):
-            raise InvalidArgumentError(f"a native product takes one {dtype} CPU row of {in_features} values, got "
+        shaped = isinstance(x, Tensor) and x.dim() > 0 and x.size(-1) == in_features
+        rows = x.numel() // in_features if shaped and self.several_rows else 1
+        if not shaped or x.dtype != dtype or not x.is_cpu or x.numel() != rows * in_features:
+            raise InvalidArgumentError(f"a native product takes {'' if self.several_rows else 'one '}{dtype} CPU "
+                                       f"row{'s' if self.several_rows else ''} of {in_features} values, got "
                                        f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__} "
                                        f"{getattr(x, 'dtype', '')}")
         w, s, b = self.held()
         x = x.contiguous()
-        if x.untyped_storage().nbytes() < (x.storage_offset() + in_features) * dtype.itemsize:
+        if x.untyped_storage().nbytes() < (x.storage_offset() + rows * in_features) * dtype.itemsize:
             raise InvalidArgumentError("a native product's input has no memory behind it")
         y = torch.empty(x.shape[:-1] + (self.out_features,), dtype=dtype)
         status = self.fn(x.data_ptr(), w.data_ptr(), _pointer(s), _pointer(b), y.data_ptr(), in_features,
-                         self.out_features, self.group, ACTIVATIONS[dtype], torch.get_num_threads())
+                         self.out_features, rows if self.several_rows else self.group, ACTIVATIONS[dtype],
+                         torch.get_num_threads())
         if status != 0:
             raise NativeKernelError(f"a native {tuple(w.shape)} product could not allocate its scratch memory")
         return y
@@ -133,6 +139,18 @@ def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_o
         return None
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
     return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype)
+
+
+def few_rows_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> NativeProduct | None:
+    """``x @ W + b`` for any number of bfloat16 rows ``[..., in]`` against a bfloat16 weight
+    ``[in, out]`` (``stored_in_out``) or ``[out, in]``, eight rows a pass over the weight
+    (decode.c's ``few_*_bf16``); None where the build is missing."""
+    _check(weight, (torch.bfloat16,))
+    fn = _function(variant, f"few_{'cols' if stored_in_out else 'rows'}_bf16")
+    if fn is None:
+        return None
+    in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
+    return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype, several_rows=True)
 
 
 def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None,
