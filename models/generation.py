@@ -95,7 +95,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         chosen = None if greedy is None else greedy(step_input, cache, min(run, total - length))  # [n], batch 1
         if chosen is None:
             logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
-            chosen = next_tokens(logits, tokens[:, :length], choose, generator)[:, None]  # [B, 1]
+            chosen = next_tokens(logits, tokens[:, :length], choose, generator,
+                                 None if mask is None else mask[:, :length])[:, None]  # [B, 1]
         else:
             chosen = chosen[None]  # [1, n]
         if stop is not None:  # rows already finished get padding

@@ -9,12 +9,14 @@ from torch import Tensor
 from .native.argmax import argmax as native_argmax
 
 
-def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float, counted: Tensor | None = None) -> Tensor:
     """Scores of tokens already in the sequence are divided by ``penalty`` (multiplied, if
-    negative), as in the CTRL paper. logits: [B, V]; seen: [B, T] token ids."""
-    scores = logits.gather(1, seen)
-    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits.scatter(1, seen, scores)
+    negative), as in the CTRL paper. logits: [B, V]; seen: [B, T] token ids; counted: [B, T], which
+    of them count (None: all): a left-padded prompt's padding does not, so that each row is
+    penalised as it would be alone, as Hugging Face does."""
+    weights = torch.ones_like(seen, dtype=logits.dtype) if counted is None else (counted != 0).to(logits.dtype)
+    present = torch.zeros_like(logits).scatter_reduce_(1, seen, weights, reduce="amax") > 0  # [B, V]
+    return torch.where(present, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
@@ -47,16 +49,18 @@ def apply_top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
-def next_tokens(logits: Tensor, seen: Tensor, choose, generator: torch.Generator | None) -> Tensor:
+def next_tokens(logits: Tensor, seen: Tensor, choose, generator: torch.Generator | None,
+                counted: Tensor | None = None) -> Tensor:
     """One token per row from its last-position logits [B, V]; ``choose`` holds ``do_sample``,
-    ``temperature``, ``top_k``, ``top_p`` and ``repetition_penalty`` (models/generation_args.py)."""
+    ``temperature``, ``top_k``, ``top_p`` and ``repetition_penalty`` (models/generation_args.py);
+    ``counted`` says which tokens of ``seen`` the penalty counts (``apply_repetition_penalty``)."""
     if not choose.do_sample and choose.repetition_penalty == 1.0:
         chosen = native_argmax(logits)  # torch.argmax's answer, without its slow reduction (one CPU row)
         if chosen is not None:
             return chosen
     logits = logits.float()
     if choose.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits, seen, choose.repetition_penalty)
+        logits = apply_repetition_penalty(logits, seen, choose.repetition_penalty, counted)
     if not choose.do_sample:
         return logits.argmax(-1)
     if choose.temperature != 1.0:

@@ -38,6 +38,29 @@ def test_greedy_equals_hugging_face_single_and_left_padded(pair):
         assert torch.equal(ours.generate(ids[row:row + 1, 9 - n:], max_new_tokens=15)[0, n:], mine[row, 9:])
 
 
+def test_a_repetition_penalty_skips_the_padding_of_a_left_padded_prompt(pair):
+    """The penalty counted a padded row's pad tokens as seen: padded with the very token the row
+    picks alone, the row picked another (below 1 the padding was rewarded instead: a row padded
+    with id 1 went on [1, 1, 1, ...]). Hugging Face skips the padding: each row gives what it gives
+    alone."""
+    hf, ours = pair
+    torch.manual_seed(1)
+    options = dict(max_new_tokens=6, repetition_penalty=100.0, eos_token_id=[])
+    row = next(r for r in (torch.randint(1, vocab(ours), (1, 3)) for _ in range(50))
+               if ours.generate(r, **options)[0, 3] not in r)
+    alone = ours.generate(row, **options)
+    pad = int(alone[0, 3])  # the token the row picks first, alone
+    ids = torch.cat([torch.randint(1, vocab(ours), (1, 8)), torch.cat([torch.full((1, 5), pad), row], 1)])
+    mask = torch.tensor([[1] * 8, [0] * 5 + [1] * 3])
+    mine = ours.generate(ids, attention_mask=mask, pad_token_id=pad, **options)
+    assert torch.equal(mine[1, 8:], alone[0, 3:])
+    assert torch.equal(mine[:1], ours.generate(ids[:1], **options))
+    theirs = hf.generate(ids, attention_mask=mask, do_sample=False, pad_token_id=pad, max_new_tokens=6,
+                         repetition_penalty=100.0, eos_token_id=None)
+    assert torch.equal(theirs, mine)
+    assert torch.equal(ours.generate(ids[1:], pad_token_id=pad, **options), mine[1:])  # no mask: the pad id marks it
+
+
 def test_filters_equal_hugging_face_processors():
     scores = torch.randn(4, 300) * 3
     seen = torch.randint(0, 300, (4, 12))
