@@ -29,7 +29,8 @@ def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | No
                         length: int, past_len: int, device) -> tuple[Tensor | None, Tensor]:
     """The attention mask for ``scaled_dot_product_attention`` and the positions of the new tokens.
 
-    ``attention_mask`` (1 = token, 0 = padding) covers past and new positions. Without
+    ``attention_mask`` (1 = token, 0 = padding; any other value counts as a token, as in
+    transformers' attention) covers past and new positions. Without
     ``position_ids`` the positions count real tokens only, so a left-padded row sees the positions
     it would see unpadded; a padding position is its index, as in transformers (so a right-padded
     row is exactly transformers', padding included, which a loss over it reads). The mask is None
@@ -41,12 +42,12 @@ def masks_and_positions(attention_mask: Tensor | None, position_ids: Tensor | No
         if position_ids is None:
             position_ids = torch.arange(past_len, total, device=device).expand(batch, length)  # [B, T]
         return mask, position_ids.reshape(-1, length)
-    attention_mask = attention_mask.reshape(batch, -1)  # [B, S]
+    tokens = attention_mask.reshape(batch, -1).bool()  # [B, S]
     if position_ids is None:
-        counted = attention_mask.long().cumsum(-1) - 1  # [B, S]
+        counted = tokens.long().cumsum(-1) - 1  # [B, S]: a mask of 2s or 0.5s counted 2s or 0s here
         index = torch.arange(total, device=device).expand(batch, total)  # [B, S]
-        position_ids = torch.where(attention_mask.bool(), counted, index)[:, past_len:]  # [B, T]
-    keys = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+        position_ids = torch.where(tokens, counted, index)[:, past_len:]  # [B, T]
+    keys = tokens[:, None, None, :]  # [B, 1, 1, S]
     mask = keys & causal_mask(length, total, device)  # [B, 1, T, S]
     # A query that sees no key at all (a left-pad position) would give NaN; let it see every key.
     # Its output is padding and no real position attends to it.

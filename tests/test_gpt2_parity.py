@@ -123,6 +123,20 @@ def test_left_padded_row_equals_the_row_alone(tmp_path):
     assert torch.isfinite(batch).all()
 
 
+@pytest.mark.parametrize("value", [2, 0.5, True])
+def test_a_mask_of_other_nonzero_values_keeps_those_tokens_as_hugging_face_does(tmp_path, value):
+    """A mask of 2s (segment ids) counted each token twice in the positions (logits 0.54 away from
+    transformers'), and one of 0.5s counted none (an IndexError in the position embedding):
+    transformers keeps every nonzero position."""
+    hf, ours = pair(tmp_path)
+    x, mask = left_padded_batch()
+    other = torch.where(mask.bool(), torch.tensor(value), torch.tensor(0).to(torch.tensor(value).dtype))
+    with torch.no_grad():
+        close(ours(x, attention_mask=other).logits[mask.bool()], ours(x, attention_mask=mask).logits[mask.bool()])
+        unpadded = torch.full((1, 5), value)
+        close(ours(x[:1, :5], attention_mask=unpadded).logits, hf(x[:1, :5], attention_mask=unpadded).logits)
+
+
 @pytest.mark.parametrize("overrides", [
     {"scale_attn_weights": False},
     {"scale_attn_by_inverse_layer_idx": True},
