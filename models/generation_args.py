@@ -85,6 +85,8 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
         if empty is not None:
             raise InvalidArgumentError(f"input_ids row {empty} is all pad_token_id={pad_token_id}, "
                                        "which marks padding: a row needs at least one token")
+        _check_left_padded(attention_mask, f"input_ids row {{row}} ends in pad_token_id={pad_token_id}, which marks "
+                                           "padding (no attention_mask was given)")
         return input_ids, attention_mask
     if not isinstance(attention_mask, Tensor):
         raise ArgumentTypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
@@ -98,7 +100,18 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
     empty = _first_empty_row(attention_mask)
     if empty is not None:
         raise InvalidArgumentError(f"attention_mask row {empty} masks every token: a row needs at least one")
+    _check_left_padded(attention_mask, "attention_mask row {row} ends in padding")
     return input_ids, attention_mask.long()
+
+
+def _check_left_padded(attention_mask: Tensor, problem: str) -> None:
+    """Refuse a prompt whose last position is padding (a right-padded batch, as tokenizers pad by
+    default): each row goes on from its last token, and would go on from a pad (transformers
+    warns and gives those rows wrong tokens)."""
+    ends = attention_mask[:, -1] == 0  # [batch]
+    if bool(ends.any()):
+        raise InvalidArgumentError(problem.format(row=int(ends.nonzero()[0])) + ": generate goes on from each row's "
+                                   "last token, so pad prompts on the left (tokenizer.padding_side = 'left')")
 
 
 def _first_empty_row(attention_mask: Tensor) -> int | None:
