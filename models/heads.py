@@ -7,11 +7,13 @@ model's arguments (``past``, ``attention_mask``, ``position_ids``, ...) by keywo
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ArgumentTypeError, InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError
 from .generation import generate
 from .generation_args import GenerationConfig
 from .inputs import check_choice_positions
@@ -93,9 +95,22 @@ class _Generates:
             self._generation_config = GenerationConfig()
         return self._generation_config
 
-    def generate(self, input_ids, **kwargs):
-        """Greedy or sampled continuation of ``input_ids``; see ``models.generation.generate``."""
+    def generate(self, input_ids=None, **kwargs):
+        """Greedy or sampled continuation of ``input_ids``; see ``models.generation.generate``.
+        An option it does not take (transformers' ``num_beams``, ``inputs``...) is refused by name,
+        with the options it does take."""
+        unknown = sorted(set(kwargs) - _GENERATE_OPTIONS)
+        if unknown:
+            error = UnknownArgumentError.naming(unknown, ["input_ids", *sorted(_GENERATE_OPTIONS)],
+                                               f"{type(self).__name__}.generate")
+            raise UnknownArgumentError(f"{error}; it decodes greedily or samples (no beam search), taking "
+                                       f"{', '.join(sorted(_GENERATE_OPTIONS))}")
+        if input_ids is None:
+            raise ArgumentTypeError(f"{type(self).__name__}.generate needs input_ids, the prompt's token ids")
         return generate(self, input_ids, **kwargs)
+
+
+_GENERATE_OPTIONS = frozenset(inspect.signature(generate).parameters) - {"model", "input_ids"}
 
 
 class LMHeadModel(_Generates, _Head):

@@ -214,6 +214,17 @@ def test_unknown_keywords_are_refused_with_close_matches(tmp_path, keyword, hint
     raises(TypeError, f"'{keyword}'", models.GPT2Config.from_pretrained, tmp_path, **{keyword: 1})
 
 
+@pytest.mark.parametrize("keyword, hint", [("num_beams", "no beam search"), ("inputs", "did you mean 'input_ids'"),
+                                           ("max_new_token", "did you mean 'max_new_tokens'")])
+def test_generate_refuses_options_it_does_not_take_saying_which_it_takes(gpt2, keyword, hint):
+    """transformers' options (num_beams, its ``inputs=``) gave Python's bare "unexpected keyword
+    argument" or "missing input_ids"."""
+    error = raises(TypeError, f"GPT2LMHeadModel.generate got unexpected keyword argument '{keyword}'", gpt2.generate,
+                   **{"input_ids": IDS, keyword: 2} if keyword != "inputs" else {"inputs": IDS})
+    assert hint in str(error) and "top_p" in str(error)
+    raises(TypeError, "generate needs input_ids", gpt2.generate, max_new_tokens=2)
+
+
 def test_entrypoints_refuse_unknown_keywords(tmp_path):
     hub = repo_module("hubconfs.gpt2_hubconf")
     models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
