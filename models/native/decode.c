@@ -221,9 +221,9 @@ static inline void few_cols_vector(const float *xf, const bf16 *w, const void *b
 int few_cols_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
                   int64_t in, int64_t out, int64_t rows, int act, int threads) {
     const bf16 *w = weight; (void)unused;
-    float *xf = malloc((size_t)(rows * in > 0 ? rows * in : 1) * sizeof(float));
+    float *copy;
+    const float *xf = as_float(x, rows * in, act, &copy);
     if (!xf) return -1;
-    for (int64_t k = 0; k < rows * in; k++) xf[k] = load(x, k, act);
     const int64_t vectors = out / VL;
     #pragma omp parallel num_threads(threads)
     {
@@ -239,16 +239,16 @@ int few_cols_bf16(const void *x, const void *weight, const float *unused, const 
                 few_finish(y, bias, r, out, j, t, act);
             }
     }
-    free(xf);
+    free(copy);
     return 0;
 }
 
 int few_rows_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
                   int64_t in, int64_t out, int64_t rows, int act, int threads) {
     const bf16 *w = weight; (void)unused;
-    float *xf = malloc((size_t)(rows * in > 0 ? rows * in : 1) * sizeof(float));
+    float *copy;
+    const float *xf = as_float(x, rows * in, act, &copy);
     if (!xf) return -1;
-    for (int64_t k = 0; k < rows * in; k++) xf[k] = load(x, k, act);
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t o = 0; o < out; o++) {
         const bf16 *a = w + o * in;
@@ -269,7 +269,7 @@ int few_rows_bf16(const void *x, const void *weight, const float *unused, const 
             }
         }
     }
-    free(xf);
+    free(copy);
     return 0;
 }
 
