@@ -86,7 +86,8 @@ def prompt(input_ids, attention_mask, vocab_size: int, device: torch.device,
             raise InvalidArgumentError(f"input_ids row {empty} is all pad_token_id={pad_token_id}, "
                                        "which marks padding: a row needs at least one token")
         _check_left_padded(attention_mask, f"input_ids row {{row}} ends in pad_token_id={pad_token_id}, which marks "
-                                           "padding (no attention_mask was given)")
+                                           "padding where no attention_mask is given (for a prompt without padding, "
+                                           "pass attention_mask=torch.ones_like(input_ids))")
         return input_ids, attention_mask
     if not isinstance(attention_mask, Tensor):
         raise ArgumentTypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")

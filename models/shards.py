@@ -22,7 +22,7 @@ INDEX_NAMES = tuple(name + INDEX_SUFFIX for name in (SAFETENSORS_NAME, PYTORCH_N
 # What a loader looks for, in transformers' order: safetensors (one file, then shards) before any pickle.
 SEARCH_ORDER = (SAFETENSORS_NAME, INDEX_NAMES[0], PYTORCH_NAME, INDEX_NAMES[1])
 PENDING = ".pending"  # a shard written whole, not yet under its name (write_sharded)
-_SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)(\.pending)?")
+_SHARD = re.compile(r"(model|pytorch_model)-[0-9]{5}-of-[0-9]{5}\.(safetensors|bin)(\.pending)?")  # \d: any script's digits
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$", re.IGNORECASE)
 _UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

@@ -50,7 +50,8 @@ IDS = torch.tensor([[5, 6, 7, 8]])
     ({"attention_mask": torch.tensor([[2, 1, 1, 1]])}, ValueError, "1 for tokens and 0 for padding"),
     ({"attention_mask": torch.tensor([[1, 1, 1, 0]])}, ValueError,
      r"attention_mask row 0 ends in padding: .* pad prompts on the left \(tokenizer.padding_side = 'left'\)"),
-    ({"pad_token_id": 8}, ValueError, r"input_ids row 0 ends in pad_token_id=8, which marks padding \(no attention_mask"),
+    ({"pad_token_id": 8}, ValueError, r"input_ids row 0 ends in pad_token_id=8, which marks padding where no "
+                                      r"attention_mask is given \(for a prompt without padding, pass attention_mask="),
     ({"max_new_tokens": -1}, ValueError, r"max_new_tokens must be in \[0"),
     ({"max_new_tokens": 2.5}, TypeError, "max_new_tokens must be an int"),
     ({"do_sample": True, "temperature": float("nan")}, ValueError, "temperature must be a finite number"),

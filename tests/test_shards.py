@@ -47,11 +47,12 @@ def test_one_file_unless_a_limit_splits_it_and_a_later_save_replaces_an_earlier(
     assert len(shards) > 1 and all(n.endswith(f"-of-{len(shards):05d}.safetensors") for n in shards)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(shards) and index["metadata"]["total_size"] > 20_000
-    mine = "model-00001-of-00002.safetensors\n"  # not a shard's name: a save leaves it alone
-    (tmp_path / mine).write_bytes(b"the user's")
+    mine = ["model-00001-of-00002.safetensors\n", "model-\u0660\u0660\u0660\u0660\u0661-of-\u0660\u0660\u0660\u0660\u0662.safetensors"]
+    for name in mine:  # not shards' names (a newline; Arabic-Indic digits): a save leaves them alone
+        (tmp_path / name).write_bytes(b"the user's")
     other = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
     other.save_pretrained(tmp_path)  # one file now: the shards must not outlive it (nor shadow it)
-    assert sorted(os.listdir(tmp_path)) == sorted(["config.json", "model.safetensors", mine])
+    assert sorted(os.listdir(tmp_path)) == sorted(["config.json", "model.safetensors", *mine])
     assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(other))
     tiny.save_pretrained(tmp_path, max_shard_size=20_000)  # and back: the single file would be found first
     assert "model.safetensors" not in os.listdir(tmp_path)
