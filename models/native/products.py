@@ -1,4 +1,5 @@
-"""The native kernels (decode.c) as products ``x -> x @ W.T + b`` for one row of activations.
+"""The native kernels (decode.c) as products ``x -> x @ W.T + b`` for one row of activations (and
+``few_rows_product``'s for several bfloat16 rows).
 
 Each maker checks the weight once (dtype, shape, contiguity: the C code trusts them) and returns
 a product that checks each input's dtype, contiguity and size before handing pointers to C, and
