@@ -226,9 +226,9 @@ def test_generate_streams_the_greedy_continuation(checkpoint):
     assert result.stdout == prompt + tokenizer.decode(expected[0, ids.size(1):].tolist()) + "\n"
     piped = run("generate", "--model", str(checkpoint), "--prompt", "-", "--max-new-tokens", "8", input=prompt)
     assert piped.stdout == result.stdout
-    for greedy in (("--temperature", "0"), ("--temperature", "0", "--top-k", "5", "--seed", "1"), ("--device", "cpu")):
-        zero = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8", *greedy)
-        assert zero.stdout == result.stdout, greedy
+    zero = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8", "--temperature", "0",
+               "--top-k", "5", "--seed", "1", "--device", "cpu")  # temperature 0 is greedy, whatever else is asked
+    assert zero.stdout == result.stdout, zero.stderr
 
 
 def test_generate_streams_gpt1_text_as_decode_gives_it(tmp_path):
