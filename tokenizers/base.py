@@ -3,7 +3,9 @@ and decoding (batching is tokenizers/batching.py, saving and loading tokenizers/
 
 Special-token text inside user input (``"<|endoftext|>"``) is ordinary text unless
 ``parse_special_tokens=True`` is passed (or set on the tokenizer), as in OpenAI's encoders: text
-from a user can then never inject a control token. Tokens added with ``add_tokens`` are always
+from a user can then never inject a control token. That holds for special tokens added later too
+(``add_special_tokens``, ``add_tokens(..., special_tokens=True)``: chat markers need
+``parse_special_tokens=True``). Tokens added with ``add_tokens`` as ordinary tokens are always
 matched in the text; that is what adding them is for.
 """
 
@@ -110,7 +112,9 @@ class PreTrainedTokenizer(Batching, Saving):
 
     def add_tokens(self, new_tokens: str | Iterable[str], special_tokens: bool = False) -> int:
         """Add tokens matched whole in the text; returns how many are new to the vocabulary.
-        The model's embeddings must then grow to ``len(tokenizer)``."""
+        The model's embeddings must then grow to ``len(tokenizer)``. With ``special_tokens=True``
+        they are special: matched only with ``parse_special_tokens=True``, skipped by
+        ``decode(skip_special_tokens=True)``."""
         if isinstance(new_tokens, str):
             new_tokens = [new_tokens]
         before = len(self)
