@@ -218,6 +218,20 @@ def test_common_transformers_calls_answer_as_transformers_does(hugging_face):
     assert ours.get_special_tokens_mask([1, 2, 50256]) == [0, 0, 0]  # none are added (transformers' raises here)
 
 
+def test_transformers_options_off_are_taken_and_on_are_refused_by_name(python_tokenizer, hugging_face):
+    """Scripts pass return_token_type_ids=False or return_overflowing_tokens=False (and verbose):
+    they were "unexpected keyword arguments"; asked for, they are refused saying what there is."""
+    off = dict(return_token_type_ids=False, return_overflowing_tokens=False, return_special_tokens_mask=False,
+               return_offsets_mapping=False, return_length=False, is_split_into_words=False, verbose=False)
+    texts = ["Hello world", "a"]
+    assert dict(python_tokenizer(texts, **off)) == dict(hugging_face(texts, **off))
+    assert python_tokenizer.encode("Hello", return_token_type_ids=False) == hugging_face.encode("Hello")
+    with pytest.raises(TypeError, match="return_token_type_ids=True: this tokenizer gives input_ids and attention_mask only"):
+        python_tokenizer("Hello", return_token_type_ids=True)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: bogus"):
+        python_tokenizer("Hello", bogus=False)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_hugging_faces_data_collator_and_older_names_work(side, hugging_face):
     """DataCollatorForLanguageModeling needs tokenizer.pad (an AttributeError here before), and

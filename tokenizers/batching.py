@@ -24,6 +24,23 @@ class BatchEncoding(dict):
         return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
 
 
+# transformers' options that this tokenizer has no output for: taken when off (scripts pass
+# return_token_type_ids=False), refused by name when asked for; ``verbose`` is taken as it is.
+_OFF_ONLY = ("return_token_type_ids", "return_overflowing_tokens", "return_special_tokens_mask",
+             "return_offsets_mapping", "return_length", "is_split_into_words")
+
+
+def _check_options(kwargs: dict) -> None:
+    unknown = sorted(name for name in kwargs if name not in _OFF_ONLY and name != "verbose")
+    if unknown:
+        raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
+    asked = [name for name in _OFF_ONLY if kwargs.get(name)]
+    if asked:
+        raise TokenizerTypeError(f"{', '.join(f'{name}=True' for name in asked)}: this tokenizer gives input_ids and "
+                                 "attention_mask only (GPT and GPT-2 take no token types; no offsets, overflow, "
+                                 "lengths or special-token masks)")
+
+
 class Batching:
     """``tokenizer(texts, ...)``, for a tokenizer that provides ``_encode_text``,
     ``build_inputs_with_special_tokens``, ``pad_token_id`` and the sides and lengths."""
@@ -38,8 +55,7 @@ class Batching:
         as asked. ``padding``: False, True/``"longest"``, ``"max_length"`` (the width rounded up
         to ``pad_to_multiple_of`` where given); ``padding_side``: ``"right"`` (default) or
         ``"left"`` (for generation)."""
-        if kwargs:
-            raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        _check_options(kwargs)
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
         if batched and text_pair is None and texts and all(isinstance(t, tuple) and len(t) == 2 for t in texts):
