@@ -29,12 +29,14 @@ class UnknownArgumentError(GPTHubError, TypeError):
     """A keyword argument that nothing takes, likely a typo (the message names close matches)."""
 
     @classmethod
-    def naming(cls, unknown: list[str], known: list[str], where: str) -> UnknownArgumentError:
+    def naming(cls, unknown: list[str], known: list[str], where: str, more: str = "") -> UnknownArgumentError:
+        """The error for ``unknown`` keywords given to ``where``, each with its close matches among
+        ``known``, then ``more`` (what ``where`` does take, say)."""
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hints.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-        return cls(f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}")
+        return cls(f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}{more}")
 
 
 def is_flag(value: object) -> bool:

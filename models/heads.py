@@ -101,10 +101,10 @@ class _Generates:
         with the options it does take."""
         unknown = sorted(set(kwargs) - _GENERATE_OPTIONS)
         if unknown:
-            error = UnknownArgumentError.naming(unknown, ["input_ids", *sorted(_GENERATE_OPTIONS)],
-                                               f"{type(self).__name__}.generate")
-            raise UnknownArgumentError(f"{error}; it decodes greedily or samples (no beam search), taking "
-                                       f"{', '.join(sorted(_GENERATE_OPTIONS))}")
+            options = sorted(_GENERATE_OPTIONS)
+            raise UnknownArgumentError.naming(unknown, ["input_ids", *options], f"{type(self).__name__}.generate",
+                                              f"; it decodes greedily or samples (no beam search), taking "
+                                              f"{', '.join(options)}")
         if input_ids is None:
             raise ArgumentTypeError(f"{type(self).__name__}.generate needs input_ids, the prompt's token ids")
         return generate(self, input_ids, **kwargs)
