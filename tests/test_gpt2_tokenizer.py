@@ -335,7 +335,7 @@ def test_pad_refuses_what_it_cannot_pad():
     rows = [{"input_ids": [1, 2, 3], "token_type_ids": [0, 0, 1]}, {"input_ids": [1, 2, 3, 4, 5], "token_type_ids": [0] * 5}]
     assert ours.pad(rows, padding=False)["token_type_ids"] == [[0, 0, 1], [0] * 5]  # each row as wide as its ids
     single = ours.pad(rows[0], padding="max_length", max_length=6, return_tensors="pt")
-    assert single["token_type_ids"].shape == single["input_ids"].shape == (1, 6)
+    assert single["token_type_ids"].shape == single["input_ids"].shape == (6,)  # one encoding, as transformers
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -408,3 +408,55 @@ def test_hub_page_tokenizer_lines_run_verbatim():
     text = "Hello, how are you today?"
     assert tokenizer.decode(tokenizer.encode(text)) == text
     assert tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_lengths_strides_and_pairs_answer_as_transformers_does(hugging_face):
+    """Found by a differential fuzz: encode with max_length and padding cut rows that
+    transformers (and our own __call__) keep whole; a stride was checked where nothing is
+    truncated (max_length=0 blamed it, unasked); pad_to_multiple_of was checked against
+    padding="do_not_pad"; a batch of [text, pair] lists was refused (tuples only)."""
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
+    hugging_face.pad_token, hugging_face.padding_side = hugging_face.eos_token, "right"
+    text = "hello world foo bar"
+    for kwargs in ({"max_length": 2, "padding": "max_length"}, {"max_length": 2, "padding": True},
+                   {"max_length": 2}, {"max_length": 0, "truncation": True}, {"max_length": 0},
+                   {"max_length": 1, "stride": 2, "padding": "do_not_pad"}):
+        assert ours.encode(text, **kwargs) == hugging_face.encode(text, **kwargs), kwargs
+        assert ours(text, **kwargs)["input_ids"] == hugging_face(text, **kwargs)["input_ids"], kwargs
+    kwargs = {"padding": "do_not_pad", "truncation": True, "max_length": 20, "pad_to_multiple_of": 3}
+    assert ours(["hi"], **kwargs)["input_ids"] == hugging_face(["hi"], **kwargs)["input_ids"]
+    pairs = [["q", "a b"], ["c d", "e"]]
+    assert ours(pairs)["input_ids"] == hugging_face(pairs)["input_ids"] == ours.batch_encode_plus(pairs)["input_ids"]
+    with pytest.raises(ValueError, match="max_length must be an int >= 0, got -1"):
+        ours(text, max_length=-1, truncation=True)
+    with pytest.raises(ValueError, match=r"stride must be in \[0, max_length\)"):
+        ours(text, max_length=2, stride=2, truncation=True)
+
+
+def test_pad_answers_as_transformers_does(hugging_face):
+    """pad gave lists for rows of tensors (transformers gives tensors of the rows' kind), a [1, n]
+    tensor for one unbatched encoding (transformers: [n]) and dropped a given attention_mask
+    with return_attention_mask=False (transformers keeps and pads it)."""
+    numpy = require("numpy")
+    ours = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", pad_token="<|endoftext|>")
+    hugging_face.pad_token, hugging_face.padding_side = hugging_face.eos_token, "right"
+
+    def same(mine, theirs):
+        assert sorted(mine) == sorted(theirs)
+        for key in theirs:
+            assert type(mine[key]) is type(theirs[key]), key
+            assert numpy.array_equal(numpy.asarray(mine[key]), numpy.asarray(theirs[key])), key
+
+    for make in (torch.tensor, numpy.array):
+        rows = [{"input_ids": make([1, 2])}, {"input_ids": make([3])}]
+        same(ours.pad(rows), hugging_face.pad(rows))
+    one = {"input_ids": [1, 2], "attention_mask": [1, 0]}
+    same(ours.pad(one, return_tensors="pt"), hugging_face.pad(one, return_tensors="pt"))
+    same(ours.pad(one, padding="max_length", max_length=4, return_tensors="pt"),
+         hugging_face.pad(one, padding="max_length", max_length=4, return_tensors="pt"))
+    rows = [{"input_ids": [1, 2], "attention_mask": [1, 1]}, {"input_ids": [3], "attention_mask": [1]}]
+    mine, theirs = ours.pad(rows, return_attention_mask=False), hugging_face.pad(rows, return_attention_mask=False)
+    assert mine["input_ids"] == theirs["input_ids"]  # and the given mask is kept; transformers leaves it unpadded
+    assert mine["attention_mask"] == [[1, 1], [1, 0]] and theirs["attention_mask"] == [[1, 1], [1]]
+    same(ours.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}], return_attention_mask=False),
+         hugging_face.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}], return_attention_mask=False))

@@ -248,9 +248,10 @@ class PreTrainedTokenizer(Batching, Saving):
         if text_pair is None and max_length is None and not truncation and return_tensors is None and not kwargs:
             ids = self._encode_text(text, parse_special_tokens)  # the common case, without batching
             return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
+        if truncation is None and max_length is not None and kwargs.get("padding", False) is False:
+            truncation = truncation_strategy  # transformers 4's name; with padding, max_length is the width
         encoded = self(text, text_pair, add_special_tokens=add_special_tokens, max_length=max_length,
-                       stride=stride, truncation=truncation if truncation is not None else (
-                           truncation_strategy if max_length is not None else False),
+                       stride=stride, truncation=truncation,
                        return_tensors=return_tensors, parse_special_tokens=parse_special_tokens,
                        return_attention_mask=False, **kwargs)
         return encoded["input_ids"]

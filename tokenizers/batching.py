@@ -58,20 +58,23 @@ class Batching:
         _check_options(kwargs)
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
-        if batched and text_pair is None and texts and all(isinstance(t, tuple) and len(t) == 2 for t in texts):
+        if batched and text_pair is None and texts and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):
             texts, text_pair = [t[0] for t in texts], [t[1] for t in texts]  # [(text, pair), ...], as transformers takes
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
         if len(pairs) != len(texts):
             raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0):
+            raise TokenizerError(f"max_length must be an int >= 0, got {max_length!r}")
         strategy = truncation_strategy(truncation, max_length, padding)
         if strategy != "do_not_truncate" and max_length is None:
             max_length = self.model_max_length
-        if (pad_to_multiple_of and truncation not in (None, False, "do_not_truncate") and padding
-                and max_length % pad_to_multiple_of):  # transformers refuses it too: rows would pass max_length
+        truncating, padded = strategy != "do_not_truncate", padding not in (False, "do_not_pad")
+        if pad_to_multiple_of and truncating and padded and max_length % pad_to_multiple_of:
+            # transformers refuses it too: rows would pass max_length
             raise TokenizerError(f"truncation to max_length={max_length} and padding to a multiple of "
                                  f"pad_to_multiple_of={pad_to_multiple_of} disagree: rows would be longer than max_length")
-        if stride < 0 or (max_length is not None and stride >= max_length):
-            raise TokenizerError(f"stride must be in [0, max_length), got {stride}")
+        if stride < 0 or (truncating and stride and stride >= max_length):  # only overflow (not returned) uses it
+            raise TokenizerError(f"stride must be in [0, max_length) when truncating, got {stride} for max_length={max_length}")
         rows = []
         for first, second in zip(texts, pairs):
             ids = self._encode_text(first, parse_special_tokens)
@@ -87,8 +90,7 @@ class Batching:
         return self(text, text_pair, **kwargs)
 
     def batch_encode_plus(self, batch_text_or_text_pairs: Sequence, **kwargs) -> BatchEncoding:
-        texts = list(batch_text_or_text_pairs)
-        return self([tuple(t) if isinstance(t, list) and len(t) == 2 else t for t in texts], **kwargs)
+        return self(list(batch_text_or_text_pairs), **kwargs)
 
     def pad(self, encoded_inputs, padding: bool | str = True, max_length: int | None = None,
             pad_to_multiple_of: int | None = None, return_tensors: str | None = None,
@@ -105,6 +107,8 @@ class Batching:
             encoded_inputs = {k: [row[k] for row in encoded_inputs] for k in keys}
         if not isinstance(encoded_inputs, Mapping) or "input_ids" not in encoded_inputs:
             raise TokenizerTypeError("pad takes encodings with input_ids: a list of dicts or one dict of lists")
+        if return_tensors is None:  # rows of tensors give tensors of their kind, as in transformers
+            return_tensors = _tensor_kind(encoded_inputs["input_ids"])
         ids = _rows(encoded_inputs["input_ids"])
         batched = not (ids and not isinstance(ids[0], list))
         rows = ids if batched else [ids]
@@ -116,22 +120,23 @@ class Batching:
                 if [len(r) for r in beside[key]] != [len(r) for r in rows]:
                     raise TokenizerError(f"{key} and input_ids differ in length")
         out = self._batch([list(r) for r in rows], padding, max_length, return_tensors, return_attention_mask,
-                          padding_side, batched, beside=beside, multiple=pad_to_multiple_of)
+                          padding_side, batched, beside=beside, multiple=pad_to_multiple_of, batch_axis=batched)
         for key, value in encoded_inputs.items():  # the rest passes through, of its own dtype (float labels)
             if key not in ("input_ids", *_PADDED_BESIDE):
                 if return_tensors is not None:
                     try:
-                        value = tensor_maker(return_tensors, integers=False)(value if batched else [value])
+                        value = tensor_maker(return_tensors, integers=False)(value)
                     except (ValueError, TypeError) as err:
                         raise TokenizerError(f"{key!r} cannot be made into a {return_tensors!r} tensor: {err}") from None
                 out[key] = value
         return out
 
     def _batch(self, rows, padding, max_length, return_tensors, return_attention_mask, padding_side, batched,
-               beside=None, multiple=None):
+               beside=None, multiple=None, batch_axis=True):
         """The ids' ``rows`` and their per-token companions (``beside``, by name: an attention
         mask, token types, special-tokens mask; the mask is all ones where not given), padded
-        together as asked, each with its own value (``_PADDED_BESIDE``)."""
+        together as asked, each with its own value (``_PADDED_BESIDE``). One row (not
+        ``batched``) is returned alone, as a tensor ``[1, n]`` with ``batch_axis``, else ``[n]``."""
         if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
             raise TokenizerError(f"pad_to_multiple_of must be a positive int, got {multiple!r}")
         if padding is True:
@@ -155,7 +160,7 @@ class Batching:
             rows = [_fill(row, width, self.pad_token_id, side) for row in rows]
             per_token = {key: [_fill(list(r), width, _PADDED_BESIDE[key], side) for r in values]
                          for key, values in per_token.items()}
-        if return_attention_mask is False:
+        if return_attention_mask is False and "attention_mask" not in (beside or {}):  # a given one is kept
             del per_token["attention_mask"]
         named = {"input_ids": rows, **per_token}
         out = BatchEncoding({key: values if batched else values[0] for key, values in named.items()})
@@ -163,7 +168,7 @@ class Batching:
             as_tensor = tensor_maker(return_tensors)
             if len({len(row) for row in rows}) > 1:
                 raise TokenizerError("the sequences have different lengths: pass padding=True to return one tensor")
-            out = BatchEncoding({k: as_tensor(v if batched else [v]) for k, v in out.items()})
+            out = BatchEncoding({k: as_tensor(v if batched or not batch_axis else [v]) for k, v in out.items()})
         return out
 
 
@@ -196,8 +201,6 @@ def truncation_strategy(truncation: bool | str | None, max_length: int | None, p
 
 
 def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: str, side: str):
-    if max_length < 0:
-        raise TokenizerError(f"max_length must be >= 0, got {max_length}")
     excess = len(ids) + len(pair or []) - max_length
     if excess <= 0:
         return ids, pair
@@ -220,6 +223,13 @@ def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: 
     if len(ids) < excess:
         raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
     return cut(ids, excess), pair
+
+
+def _tensor_kind(ids) -> str | None:
+    """``"pt"`` or ``"np"`` where the ids (or their first row) are a PyTorch tensor or a NumPy array."""
+    first = ids[0] if isinstance(ids, (list, tuple)) and ids else ids
+    kind = type(first).__module__.split(".")[0]
+    return {"torch": "pt", "numpy": "np"}.get(kind) if hasattr(first, "tolist") else None
 
 
 def _rows(value) -> list:
