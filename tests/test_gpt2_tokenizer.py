@@ -380,9 +380,19 @@ def test_added_tokens_and_saving(tmp_path, hugging_face):
     assert theirs.encode("a<think>b") == tok.encode("a<think>b")
 
 
-def test_add_prefix_space(hugging_face):
+def test_add_prefix_space_answers_as_transformers_does():
+    """A space is added where a run of text between added tokens does not begin with one, as
+    transformers 5 (and 4's fast tokenizer) do; ours added one to every text, once: " hello" gave
+    [220, 23748] for [23748], "" gave [220] and "a<x>b" ended in "b" for " b"."""
+    transformers = require("transformers")
     tok = GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2", add_prefix_space=True)
+    theirs = transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2"), add_prefix_space=True)
     assert tok.encode("Hello") == GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2").encode(" Hello")
+    for t in (tok, theirs):
+        t.add_tokens(["<x>"])
+    for text in ["", " hi", "  hi", "hi", "\nhi", "\thi", "a<x>b", "a<x> b", "<x>", "a<x>", "<x><x>c", *HF_TEXTS]:
+        assert tok.encode(text) == theirs.encode(text), text
+    assert tok.encode("<|endoftext|>b", parse_special_tokens=True) == theirs.encode("<|endoftext|>b")
 
 
 def test_hub_page_tokenizer_lines_run_verbatim():

@@ -172,6 +172,7 @@ class PreTrainedTokenizer(Batching, Saving):
         raise NotImplementedError
 
     def _prepare_text(self, text: str) -> str:
+        """A run of ordinary text (between added tokens) as it is encoded."""
         return text
 
     def _matcher(self, parse_special: bool):
@@ -205,15 +206,14 @@ class PreTrainedTokenizer(Batching, Saving):
     def _encode_text(self, text: str, parse_special_tokens: bool | None = None) -> list[int]:
         if text.__class__ is not str or not text.isascii():  # the common case costs two checks
             check_text(text)
-        text = self._prepare_text(text)
         parse = self.parse_special_tokens if parse_special_tokens is None else parse_special_tokens
         pattern, matchable = self._matchers.get(parse) or self._matcher(parse)
         if pattern is None:
-            return self._encode_ordinary(text)
+            return self._encode_ordinary(self._prepare_text(text))
         ids: list[int] = []
         for segment, token_id in self._segments(text, pattern, matchable):
             if token_id is None:
-                ids += self._encode_ordinary(segment)
+                ids += self._encode_ordinary(self._prepare_text(segment))
             else:
                 ids.append(token_id)
         return ids

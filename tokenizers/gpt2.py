@@ -61,7 +61,8 @@ class GPT2Tokenizer(PreTrainedTokenizer):
 
     ``errors`` is how bytes that end mid-character decode (``"replace"``, ``"ignore"``,
     ``"strict"``); ``add_prefix_space`` encodes text as if a space preceded it (a word then gets
-    the same ids as in the middle of a sentence).
+    the same ids as in the middle of a sentence): as Hugging Face's tokenizers library does it,
+    each run of text between added tokens that does not begin with a space gets one.
     """
 
     vocab_file_candidates = {"vocab_file": ("vocab.json", "encoder.json"), "merges_file": ("merges.txt", "vocab.bpe")}
@@ -91,7 +92,7 @@ class GPT2Tokenizer(PreTrainedTokenizer):
     # -- encoding -------------------------------------------------------------------------------
 
     def _prepare_text(self, text: str) -> str:
-        return " " + text if self.add_prefix_space else text
+        return " " + text if self.add_prefix_space and text and text[0] != " " else text
 
     def _encode_ordinary(self, text: str) -> list[int]:
         # Chosen on first use and bound on the instance, so later calls go straight to it.
