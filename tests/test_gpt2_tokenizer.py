@@ -470,3 +470,35 @@ def test_pad_answers_as_transformers_does(hugging_face):
     assert mine["attention_mask"] == [[1, 1], [1, 0]] and theirs["attention_mask"] == [[1, 1], [1]]
     same(ours.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}], return_attention_mask=False),
          hugging_face.pad([{"input_ids": [1, 2]}, {"input_ids": [3]}], return_attention_mask=False))
+
+
+def test_added_token_objects_and_their_flags_match_and_survive_saving_as_in_transformers(tmp_path):
+    """transformers' AddedToken was refused ("must be a str"), so lstrip, rstrip and single_word
+    could not be had; and a folder saved by transformers 5 lost which added tokens are special
+    (it says so only in tokenizer.json): "<sep>" was then matched in any text and kept by
+    decode(skip_special_tokens=True)."""
+    transformers = require("transformers")
+    AddedToken = require("tokenizers").AddedToken  # Hugging Face's; ours is this repository's tokenizers package
+    texts = ["a <x> b", "a  <x>\n\nb", "word<x>word <y> z", "_<y>_ 1<y>2", " <x> . <sep>", "a<x>b <sep> c <new>"]
+
+    def build(tokenizer):
+        tokenizer.add_tokens([AddedToken("<x>", lstrip=True, rstrip=True), AddedToken("<y>", single_word=True), "<new>"])
+        tokenizer.add_tokens(["<sep>"], special_tokens=True)
+        tokenizer.add_special_tokens({"pad_token": AddedToken("<pad>", special=True)})
+        return tokenizer
+
+    ours = build(GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2"))
+    theirs = build(transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2")))
+    assert len(ours) == len(theirs) and ours.pad_token_id == theirs.pad_token_id
+    assert [ours.encode(t, parse_special_tokens=True) for t in texts] == [theirs.encode(t) for t in texts]
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    for mine, other in ((GPT2Tokenizer.from_pretrained(tmp_path / "theirs"), theirs),
+                        (ours, transformers.GPT2Tokenizer.from_pretrained(str(tmp_path / "ours"))),
+                        (GPT2Tokenizer.from_pretrained(tmp_path / "ours"), theirs)):
+        assert [mine.encode(t, parse_special_tokens=True) for t in texts] == [other.encode(t) for t in texts]
+        assert mine.encode("x <sep> y") == ours.encode("x <sep>", parse_special_tokens=False) + ours.encode(" y")
+        ids = other.encode("x <sep> y <pad>")
+        assert mine.decode(ids, skip_special_tokens=True) == other.decode(ids, skip_special_tokens=True) == "x  y "
+    with pytest.raises(TypeError, match="a token must be a str or an AddedToken, got int"):
+        ours.add_tokens([5])

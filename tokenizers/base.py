@@ -7,6 +7,10 @@ from a user can then never inject a control token. That holds for special tokens
 (``add_special_tokens``, ``add_tokens(..., special_tokens=True)``: chat markers need
 ``parse_special_tokens=True``). Tokens added with ``add_tokens`` as ordinary tokens are always
 matched in the text; that is what adding them is for.
+
+Tokens may be given as Hugging Face's ``AddedToken``: its ``special`` flag is kept, and
+``lstrip``/``rstrip`` (the token takes the whitespace on its left or right with it) and
+``single_word`` (matched only where no word character touches it) are honoured when matching.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Sequence
 import regex
 
 from .batching import Batching
-from .checks import TokenizerError, TokenizerTypeError, check_text
+from .checks import MATCH_FLAGS, TokenizerError, TokenizerTypeError, check_text, token_content
 from .saving import SPECIAL_TOKEN_NAMES, Saving
 
 
@@ -38,7 +42,7 @@ class PreTrainedTokenizer(Batching, Saving):
 
     def __init__(self, *, padding_side: str = "right", truncation_side: str = "right",
                  parse_special_tokens: bool = False, model_max_length: int | None = None,
-                 additional_special_tokens: Sequence[str] = (), **special_tokens: str | None):
+                 additional_special_tokens: Sequence = (), **special_tokens):
         unknown = set(special_tokens) - set(SPECIAL_TOKEN_NAMES)
         if unknown:
             raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -47,6 +51,7 @@ class PreTrainedTokenizer(Batching, Saving):
         self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_TOKEN_NAMES)
         self.additional_special_tokens: list[str] = []
         self._matchers: dict[bool, tuple] = {}
+        self._match_flags: dict[str, tuple[bool, bool, bool]] = {}  # token -> MATCH_FLAGS, where any is set
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.parse_special_tokens = parse_special_tokens
@@ -54,10 +59,7 @@ class PreTrainedTokenizer(Batching, Saving):
             self.model_max_length = model_max_length
         for name, token in special_tokens.items():
             setattr(self, name, token)
-        for token in additional_special_tokens:
-            self._register(token)
-            if token not in self.additional_special_tokens:
-                self.additional_special_tokens.append(token)
+        self.add_tokens(list(additional_special_tokens), special_tokens=True)
 
     # -- vocabulary and special tokens ----------------------------------------------------------
 
@@ -89,9 +91,10 @@ class PreTrainedTokenizer(Batching, Saving):
     def all_special_ids(self) -> list[int]:
         return [self._token_to_id(t) for t in self.all_special_tokens]
 
-    def _register(self, token: str, index: int | None = None) -> int:
+    def _register(self, token: str, index: int | None = None, flags: dict[str, bool] | None = None) -> int:
         """Give ``token`` an id: ``index`` when restoring a saved tokenizer, else its own where
-        the vocabulary has it, else the next free one."""
+        the vocabulary has it, else the next free one; ``flags`` (an AddedToken's) set how it is
+        matched."""
         check_text(token, "a token")
         if not token:
             raise TokenizerError("an added token cannot be empty")
@@ -107,21 +110,28 @@ class PreTrainedTokenizer(Batching, Saving):
             index = len(self)
         self.added_tokens_encoder[token] = index
         self.added_tokens_decoder[index] = token
+        if flags is not None:
+            matching = tuple(flags.get(name, False) for name in MATCH_FLAGS)
+            if any(matching):
+                self._match_flags[token] = matching
+            else:
+                self._match_flags.pop(token, None)
         self._matchers.clear()
         return index
 
-    def add_tokens(self, new_tokens: str | Iterable[str], special_tokens: bool = False) -> int:
-        """Add tokens matched whole in the text; returns how many are new to the vocabulary.
-        The model's embeddings must then grow to ``len(tokenizer)``. With ``special_tokens=True``
-        they are special: matched only with ``parse_special_tokens=True``, skipped by
-        ``decode(skip_special_tokens=True)``."""
-        if isinstance(new_tokens, str):
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Add tokens (str or ``AddedToken``) matched whole in the text; returns how many are new
+        to the vocabulary. The model's embeddings must then grow to ``len(tokenizer)``. With
+        ``special_tokens=True`` (or an AddedToken's ``special``) they are special: matched only
+        with ``parse_special_tokens=True``, skipped by ``decode(skip_special_tokens=True)``."""
+        if isinstance(new_tokens, str) or not isinstance(new_tokens, Iterable):
             new_tokens = [new_tokens]
         before = len(self)
         for token in new_tokens:
-            self._register(token)
-            if special_tokens and token not in self.all_special_tokens:
-                self.additional_special_tokens.append(token)
+            content, flags = token_content(token)
+            self._register(content, flags=flags)
+            if (special_tokens or flags.get("special")) and content not in self.all_special_tokens:
+                self.additional_special_tokens.append(content)
         return len(self) - before
 
     def add_special_tokens(self, special_tokens_dict: dict[str, str | Sequence[str]]) -> int:
@@ -131,8 +141,9 @@ class PreTrainedTokenizer(Batching, Saving):
             if name == "additional_special_tokens":
                 self.add_tokens(list(value), special_tokens=True)
             elif name in SPECIAL_TOKEN_NAMES:
-                setattr(self, name, value)
-                self._register(value)
+                content, flags = token_content(value, name)
+                setattr(self, name, content)
+                self._register(content, flags=flags)
             else:
                 raise TokenizerError(f"unknown special token kind {name!r}; use one of {SPECIAL_TOKEN_NAMES} or additional_special_tokens")
         return len(self) - before
@@ -185,19 +196,28 @@ class PreTrainedTokenizer(Batching, Saving):
                 matchable.update((t, self._token_to_id(t)) for t in special if self._token_to_id(t) is not None)
             pattern = None
             if matchable:  # longest first, so "<|endoftext|>x" cannot lose to a shorter prefix token
-                pattern = regex.compile("|".join(regex.escape(t) for t in sorted(matchable, key=len, reverse=True)))
+                pattern = regex.compile("|".join(map(self._token_pattern, sorted(matchable, key=len, reverse=True))))
             self._matchers[parse_special] = (pattern, matchable)
         return self._matchers[parse_special]
 
+    def _token_pattern(self, token: str) -> str:
+        """The token, as the one group of its pattern, with what its AddedToken flags take around it."""
+        lstrip, rstrip, single_word = self._match_flags.get(token, (False, False, False))
+        core = "(" + regex.escape(token) + ")"
+        if single_word:
+            core = r"(?<!\w)" + core + r"(?!\w)"
+        return (r"\s*" if lstrip else "") + core + (r"\s*" if rstrip else "")
+
     @staticmethod
     def _segments(text: str, pattern, matchable: dict[str, int]) -> list[tuple[str, int | None]]:
-        """Split ``text`` at the tokens ``pattern`` matches: ``(text, None)`` for ordinary text,
-        ``(token, id)`` for a matched token."""
+        """Split ``text`` at the tokens ``pattern`` matches (with the whitespace they strip):
+        ``(text, None)`` for ordinary text, ``(token, id)`` for a matched token."""
         segments, start = [], 0
         for match in pattern.finditer(text):
             if match.start() > start:
                 segments.append((text[start:match.start()], None))
-            segments.append((match.group(), matchable[match.group()]))
+            token = match.group(match.lastindex)
+            segments.append((token, matchable[token]))
             start = match.end()
         if start < len(text):
             segments.append((text[start:], None))
@@ -309,9 +329,9 @@ def _special_token_property(name: str) -> property:
     def get(self) -> str | None:
         return self._special[name]
 
-    def set(self, value: str | None) -> None:
+    def set(self, value) -> None:
         if value is not None:
-            check_text(value, name)
+            value = check_text(token_content(value, name)[0], name)
         self._special[name] = value
         self._matchers.clear()
 

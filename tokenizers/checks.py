@@ -52,3 +52,17 @@ def check_decode_errors(errors: Any) -> str:
             "'replace', 'strict', 'ignore', 'backslashreplace' or 'surrogateescape'"
         ) from None
     return errors
+
+
+MATCH_FLAGS = ("lstrip", "rstrip", "single_word")  # AddedToken's flags that change matching
+
+
+def token_content(token, what: str = "a token") -> tuple[str, dict[str, bool]]:
+    """The text of a token given as a str or as an ``AddedToken`` (Hugging Face's, or anything
+    with a str ``content``), and for the latter its flags: ``MATCH_FLAGS`` and ``special``."""
+    if isinstance(token, str):
+        return token, {}
+    content = getattr(token, "content", None)
+    if not isinstance(content, str):
+        raise TokenizerTypeError(f"{what} must be a str or an AddedToken, got {type(token).__name__}")
+    return content, {name: bool(getattr(token, name, False)) for name in (*MATCH_FLAGS, "special")}

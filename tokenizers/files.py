@@ -65,13 +65,25 @@ def tokenizer_json(path: str | os.PathLike) -> BPEFiles:
     return _belonging(encoder, merges, path, path, (digest, digest))
 
 
-def tokenizer_json_added(path: str | os.PathLike) -> dict[str, int]:
-    """The tokens a ``tokenizer.json`` adds to its vocabulary (its ``added_tokens``), by id."""
-    added = read_json_object(path, _TOKENIZER_JSON_SHAPE).get("added_tokens", [])
-    if not isinstance(added, list) or not all(isinstance(a, dict) and isinstance(a.get("content"), str)
-                                              for a in added):
-        raise TokenizerError(f"{path}: added_tokens is not a list of {{\"id\": ..., \"content\": ...}}")
-    return check_ids(path, {a["content"]: a.get("id") for a in added})
+def tokenizer_json_added(path: str | os.PathLike) -> list[dict]:
+    """The tokens a ``tokenizer.json`` adds to its vocabulary (its ``added_tokens``: each a dict
+    with ``id``, ``content`` and AddedToken's flags)."""
+    return added_token_entries(path, read_json_object(path, _TOKENIZER_JSON_SHAPE).get("added_tokens", []),
+                               "added_tokens")
+
+
+def added_token_entries(path: str | os.PathLike, entries, where: str) -> list[dict]:
+    """Added tokens as saved by Hugging Face: a list of ``{"id": ..., "content": ..., "special":
+    ...}`` (tokenizer.json's ``added_tokens``) or the same by id (tokenizer_config.json's
+    ``added_tokens_decoder``), checked: contents are str, ids distinct integers >= 0."""
+    if isinstance(entries, dict):
+        entries = [{**entry, "id": int(key) if key.isdigit() else key} if isinstance(entry, dict) else entry
+                   for key, entry in entries.items()]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("content"), str)
+                                                for e in entries):
+        raise TokenizerError(f"{path}: {where} is not a list of {{\"id\": ..., \"content\": ...}}")
+    check_ids(path, {e["content"]: e.get("id") for e in entries})
+    return entries
 
 
 def _belonging(encoder: dict[str, int], merges: list[tuple[str, str]], vocab_file, merges_file,

@@ -11,7 +11,9 @@ from typing import Any
 
 from ..download import atomic_write, download_options, resolve_file
 from ..errors import UnknownArgumentError
-from .files import TOKENIZER_JSON, check_ids, read_json_object, tokenizer_json_added, write_bpe_files
+from .checks import MATCH_FLAGS
+from .files import (TOKENIZER_JSON, added_token_entries, check_ids, read_json_object, tokenizer_json_added,
+                    write_bpe_files)
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -46,11 +48,24 @@ class Saving:
         if self.additional_special_tokens:
             special["additional_special_tokens"] = self.additional_special_tokens
         added = {t: i for t, i in self.added_tokens_encoder.items() if t not in self.encoder}
+        config["added_tokens_decoder"] = self._added_tokens_records()
         for name, content in ((TOKENIZER_CONFIG, config), (SPECIAL_TOKENS_MAP, special), (ADDED_TOKENS, added)):
             path = os.path.join(save_directory, name)
             atomic_write(path, (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
             files.append(path)
         return tuple(files)
+
+    def _added_tokens_records(self) -> dict[str, dict[str, Any]]:
+        """Every added token as transformers records it in ``added_tokens_decoder``: by id, its
+        content and AddedToken's flags (so that both libraries load which are special, and how
+        they are matched)."""
+        special = set(self.all_special_tokens)
+        records = {}
+        for index, token in sorted(self.added_tokens_decoder.items()):
+            lstrip, rstrip, single_word = self._match_flags.get(token, (False, False, False))
+            records[str(index)] = {"content": token, "lstrip": lstrip, "normalized": token not in special,
+                                   "rstrip": rstrip, "single_word": single_word, "special": token in special}
+        return records
 
     @classmethod
     def vocabulary_files(cls, name_or_path, fetch_options) -> dict[str, str]:
@@ -77,21 +92,27 @@ class Saving:
         if unknown:  # before any download
             raise UnknownArgumentError.naming(unknown, sorted(cls._settings_taken()), f"{cls.__name__}.from_pretrained")
         files = cls.vocabulary_files(name_or_path, fetch_options)
-        settings = {}
+        settings, paths = {}, {}
         for name in (TOKENIZER_CONFIG, ADDED_TOKENS):
             try:
-                path = resolve_file(name_or_path, [name], **fetch_options)
+                paths[name] = resolve_file(name_or_path, [name], **fetch_options)
             except FileNotFoundError:
                 continue
-            settings[name] = read_json_object(path, SETTINGS_SHAPES[name])
+            settings[name] = read_json_object(paths[name], SETTINGS_SHAPES[name])
             if name == ADDED_TOKENS:
-                check_ids(path, settings[name])
+                check_ids(paths[name], settings[name])
+        # Added tokens as records with their flags: transformers 4 keeps them in tokenizer_config.json
+        # (beside added_tokens.json), transformers 5 in tokenizer.json only, also beside vocab.json.
+        records = []
+        if "added_tokens_decoder" in settings.get(TOKENIZER_CONFIG, {}):
+            records = added_token_entries(paths[TOKENIZER_CONFIG], settings[TOKENIZER_CONFIG]["added_tokens_decoder"],
+                                          "added_tokens_decoder")
         vocabulary = files[next(iter(files))]
         beside = os.path.join(name_or_path, TOKENIZER_JSON) if os.path.isdir(name_or_path) else None
         added_in = vocabulary if os.path.basename(vocabulary) == TOKENIZER_JSON else beside
         if added_in is not None and os.path.isfile(added_in) and ADDED_TOKENS not in settings:
-            # transformers 5 keeps added tokens in tokenizer.json only, also beside vocab.json
-            settings[ADDED_TOKENS] = tokenizer_json_added(added_in)
+            records = tokenizer_json_added(added_in)
+            settings[ADDED_TOKENS] = {record["content"]: record["id"] for record in records}
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])
@@ -105,6 +126,13 @@ class Saving:
         for name in SPECIAL_TOKEN_NAMES:
             if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
                 tokenizer._register(getattr(tokenizer, name))
+        named = set(tokenizer.special_tokens_map.values())
+        for record in records:  # how each is matched, and which are special (transformers 5 says so only here)
+            content = record["content"]
+            if content in tokenizer.added_tokens_encoder:
+                tokenizer._register(content, flags={flag: bool(record.get(flag)) for flag in MATCH_FLAGS})
+            if record.get("special") and content not in named and content not in additional:
+                additional.append(content)
         tokenizer.add_tokens(additional, special_tokens=True)
         tokenizer.name_or_path = os.fspath(name_or_path)
         return tokenizer
