@@ -25,6 +25,9 @@ def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, *, revision=None, 
         revision, force_download, cache_dir, local_files_only: where and how the files are
             downloaded, as for the models.
         use_spacy: False forces the basic tokenizer.
+        parse_special_tokens: True matches special tokens written in the text (the ones below);
+            by default text from a user is ordinary text (per call too: ``encode(text,
+            parse_special_tokens=True)``).
 
     Example::
 
@@ -35,6 +38,7 @@ def openAIGPTTokenizer(pretrained_model_name_or_path=DEFAULT, *, revision=None, 
         ids = tokenizer.convert_tokens_to_ids(tokens)
         # the GPT paper's fine-tuning tokens, after the 40478 BPE tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": ["_start_", "_delimiter_", "_classify_"]})
+        ids = tokenizer.encode("_start_ a story _classify_", parse_special_tokens=True)  # [40478, ..., 40480]
     """
     return OpenAIGPTTokenizer.from_pretrained(pretrained_model_name_or_path, **settings,
                                               **fetch_options(revision, force_download, cache_dir, local_files_only))

@@ -136,3 +136,19 @@ def test_readme_examples_run(tmp_path, hub):
     assert "source='local'" in code and "'<owner>/<repo>'" in code
     result = run_as_hub_ci(code + "print('readme done')\n", tmp_path, hub, "<owner>/<repo>")
     assert result.returncode == 0 and "readme done" in result.stdout, result.stderr[-3000:]
+
+
+def test_every_entrypoints_example_runs_as_torch_hub_help_shows_it(tmp_path, hub):
+    """The ``Example::`` of each entrypoint's docstring (what ``torch.hub.help`` prints), all in
+    one script, as a user would paste them; the 2019 hub's checkpoint names are served locally."""
+    import textwrap
+
+    hubconf = repo_module("hubconf")
+    names = [name for name in dir(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))
+             and "torch.hub.load" in (getattr(hubconf, name).__doc__ or "")]
+    assert len(names) >= 12, names
+    examples = [textwrap.dedent(getattr(hubconf, name).__doc__.split("::\n", 1)[1]) for name in names]
+    assert all("torch.hub.load('<owner>/<repo>'" in example for example in examples)
+    code = "\n".join(examples) + "print('examples done')\n"
+    result = run_as_hub_ci(code, tmp_path, hub, "<owner>/<repo>")
+    assert result.returncode == 0 and "examples done" in result.stdout, result.stderr[-3000:]

@@ -154,3 +154,20 @@ def test_loading_does_not_import_spacy():
             "tok.encode('hello')\n"
             "assert 'spacy' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO.parent)
+
+
+def test_decode_around_added_tokens_answers_as_transformers_does():
+    """Each run of words between added tokens lost its last space ("hello<new>world" for
+    transformers 5's "hello <new>world"): only the last token's word end is no space."""
+    transformers = require("transformers")
+    ours = load()
+    theirs = transformers.OpenAIGPTTokenizer.from_pretrained(str(need_shared_data() / "openai-gpt"))
+    for tokenizer in (ours, theirs):
+        tokenizer.add_tokens(["<new>", "_start_"])
+        tokenizer.add_tokens(["<sep>"], special_tokens=True)
+    rows = [ours.encode("hello <new> world"), [27562, 33506, 19877, 40479, 14315, 18470],
+            [34902, 40480, 40479, 4832, 40480, 36687], [34167, 35959, 40478, 40479], [40478], [], [507]]
+    for ids in rows:
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip), ids
+    assert ours.decode(rows[0]) == "hello <new>world"

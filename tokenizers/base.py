@@ -29,8 +29,8 @@ class PreTrainedTokenizer(Batching, Saving):
     """A BPE tokenizer's vocabulary, special tokens and the API around ``encode``/``decode``.
 
     Subclasses provide ``encoder`` (token -> id), ``decoder`` (id -> token), ``_encode_ordinary``
-    (text without added tokens -> ids), ``_decode_tokens`` (base-vocabulary tokens -> text) and
-    ``save_vocabulary``.
+    (text without added tokens -> ids), ``_decode_tokens`` (base-vocabulary tokens -> text) or
+    their own ``convert_tokens_to_string``, and ``save_vocabulary``.
     """
 
     model_input_names = ("input_ids", "attention_mask")

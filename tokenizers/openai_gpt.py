@@ -171,8 +171,12 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
 
     # -- decoding and saving --------------------------------------------------------------------
 
-    def _decode_tokens(self, tokens: list[str]) -> str:
-        return "".join(tokens).replace("</w>", " ").strip()
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Each word's end (``</w>``) becomes a space, but the last token's, as Hugging Face's
+        decoder does; added tokens stand for themselves (``"hello</w> <new> world</w>"`` is
+        ``"hello <new>world"``, as in transformers 5)."""
+        text = "".join(tokens).replace("</w>", " ")
+        return text[:-1] if tokens and tokens[-1].endswith("</w>") else text
 
     @classmethod
     def saved_settings(cls) -> set[str]:
