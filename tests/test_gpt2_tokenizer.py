@@ -502,3 +502,19 @@ def test_added_token_objects_and_their_flags_match_and_survive_saving_as_in_tran
         assert mine.decode(ids, skip_special_tokens=True) == other.decode(ids, skip_special_tokens=True) == "x  y "
     with pytest.raises(TypeError, match="a token must be a str or an AddedToken, got int"):
         ours.add_tokens([5])
+
+
+def test_small_calls_answer_as_transformers_does(python_tokenizer, hugging_face):
+    """convert_tokens_to_string raised a bare KeyError for a character outside the byte alphabet
+    (transformers 5 lets it stand for itself); decode of what the tokenizer returned was
+    "token ids must be ints, got 'input_ids'"; tokenize took no pair and ignored any keyword
+    (a typo passed silently)."""
+    tokens = ["a😀", "Ġb"]
+    assert python_tokenizer.convert_tokens_to_string(tokens) == hugging_face.convert_tokens_to_string(tokens) == "a😀 b"
+    encoded = python_tokenizer(["hello world", "hi"])
+    assert python_tokenizer.decode(python_tokenizer("hello world")) == hugging_face.decode(hugging_face("hello world"))
+    assert python_tokenizer.decode(encoded) == ["hello world", "hi"]
+    assert python_tokenizer.tokenize("a b", "c") == hugging_face.tokenize("a b", "c")
+    assert python_tokenizer.tokenize("a", add_special_tokens=True) == hugging_face.tokenize("a", add_special_tokens=True)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: parse_special_token"):
+        python_tokenizer.tokenize("<|endoftext|>", parse_special_token=True)

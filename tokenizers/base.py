@@ -16,11 +16,11 @@ Tokens may be given as Hugging Face's ``AddedToken``: its ``special`` flag is ke
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import regex
 
-from .batching import Batching
+from .batching import Batching, check_options
 from .checks import MATCH_FLAGS, TokenizerError, TokenizerTypeError, check_text, token_content
 from .saving import SPECIAL_TOKEN_NAMES, Saving
 
@@ -238,9 +238,15 @@ class PreTrainedTokenizer(Batching, Saving):
                 ids.append(token_id)
         return ids
 
-    def tokenize(self, text: str, parse_special_tokens: bool | None = None, **kwargs) -> list[str]:
-        """The tokens of ``text`` as strings (GPT-2: ``"Ġworld"``; GPT: ``"world</w>"``)."""
-        return [self._id_to_token(i) for i in self._encode_text(text, parse_special_tokens)]
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False,
+                 parse_special_tokens: bool | None = None, **kwargs) -> list[str]:
+        """The tokens of ``text`` (and ``pair``) as strings (GPT-2: ``"Ġworld"``; GPT:
+        ``"world</w>"``); GPT and GPT-2 add no special tokens."""
+        check_options(kwargs)
+        ids = self._encode_text(text, parse_special_tokens)
+        if pair is not None:
+            ids += self._encode_text(pair, parse_special_tokens)
+        return [self._id_to_token(i) for i in ids]
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return len(self.build_inputs_with_special_tokens([], [] if pair else None))
@@ -296,6 +302,8 @@ class PreTrainedTokenizer(Batching, Saving):
                **kwargs) -> str | list[str]:
         """Text of ``token_ids`` (a list, a 1-d tensor, or one id; of a batch, the list of each
         row's, as transformers 5 gives). Raises ``ValueError`` for ids outside the vocabulary."""
+        if isinstance(token_ids, Mapping) and "input_ids" in token_ids:  # what the tokenizer returned
+            token_ids = token_ids["input_ids"]
         if hasattr(token_ids, "tolist"):
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):

@@ -30,7 +30,8 @@ _OFF_ONLY = ("return_token_type_ids", "return_overflowing_tokens", "return_speci
              "return_offsets_mapping", "return_length", "is_split_into_words")
 
 
-def _check_options(kwargs: dict) -> None:
+def check_options(kwargs: dict) -> None:
+    """Refuse keywords no call takes, and transformers' options this tokenizer has no output for."""
     unknown = sorted(name for name in kwargs if name not in _OFF_ONLY and name != "verbose")
     if unknown:
         raise TokenizerTypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
@@ -55,7 +56,7 @@ class Batching:
         as asked. ``padding``: False, True/``"longest"``, ``"max_length"`` (the width rounded up
         to ``pad_to_multiple_of`` where given); ``padding_side``: ``"right"`` (default) or
         ``"left"`` (for generation)."""
-        _check_options(kwargs)
+        check_options(kwargs)
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
         if batched and text_pair is None and texts and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):

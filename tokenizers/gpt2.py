@@ -155,7 +155,11 @@ class GPT2Tokenizer(PreTrainedTokenizer):
     # -- decoding -------------------------------------------------------------------------------
 
     def _decode_tokens(self, tokens: list[str]) -> str:
-        data = bytes(self.byte_decoder[c] for token in tokens for c in token)
+        try:
+            data = bytes(self.byte_decoder[c] for token in tokens for c in token)
+        except KeyError:  # a character outside the byte alphabet stands for itself, as in transformers 5
+            data = b"".join(bytes([self.byte_decoder[c]]) if c in self.byte_decoder else c.encode("utf-8", "replace")
+                            for token in tokens for c in token)
         return data.decode("utf-8", errors=self.errors)
 
     # -- saving ---------------------------------------------------------------------------------
