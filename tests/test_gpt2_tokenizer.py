@@ -441,6 +441,12 @@ def test_lengths_strides_and_pairs_answer_as_transformers_does(hugging_face):
         ours(text, max_length=-1, truncation=True)
     with pytest.raises(ValueError, match=r"stride must be in \[0, max_length\)"):
         ours(text, max_length=2, stride=2, truncation=True)
+    for strategy in ("only_first", "only_second"):  # a pair keeps a token of each, as in transformers 5
+        with pytest.raises(ValueError, match=f"{strategy} truncation cannot shorten"):
+            ours("a b", "c d", truncation=strategy, max_length=2)
+        assert ours("a b", "c d", truncation=strategy, max_length=3)["input_ids"] == hugging_face(
+            "a b", "c d", truncation=strategy, max_length=3)["input_ids"]
+    assert ours("a b", truncation="only_first", max_length=0)["input_ids"] == []
 
 
 def test_pad_answers_as_transformers_does(hugging_face):

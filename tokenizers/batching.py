@@ -211,7 +211,7 @@ def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: 
 
     if strategy == "only_second" or (strategy == "longest_first" and pair):
         if strategy == "only_second":
-            if pair is None or len(pair) < excess:
+            if pair is None or len(pair) <= excess:  # as Hugging Face's tokenizers: a pair keeps a token of each
                 raise TokenizerError("only_second truncation cannot shorten the pair enough (or there is no pair)")
             return ids, cut(pair, excess)
         # As Hugging Face's tokenizers library: the shorter keeps at most half (the first counts as
@@ -221,7 +221,7 @@ def truncate(ids: list[int], pair: list[int] | None, max_length: int, strategy: 
         keep_long = max_length - keep_short
         keep_ids, keep_pair = (keep_long, keep_short) if len(ids) > len(pair) else (keep_short, keep_long)
         return cut(ids, len(ids) - keep_ids), cut(pair, len(pair) - keep_pair)
-    if len(ids) < excess:
+    if len(ids) < excess or (pair is not None and len(ids) == excess):
         raise TokenizerError("only_first truncation cannot shorten the first sequence enough")
     return cut(ids, excess), pair
 
