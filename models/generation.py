@@ -65,7 +65,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         attention_mask = attention_mask.repeat_interleave(repeats, 0)
     if new == 0:  # nothing to add: a streamer still hears the prompt and the end (a reader may wait on it)
         if streamer is not None:
-            streamer.put(input_ids)
+            streamer.put(input_ids.cpu())
             streamer.end()
         return input_ids
     batch, prompt = input_ids.shape
@@ -86,8 +86,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     if choose.do_sample or choose.repetition_penalty != 1.0 or mask is not None:
         greedy = None  # its choice is the logits' argmax, nothing else
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    if streamer is not None:
-        streamer.put(input_ids)
+    if streamer is not None:  # on the CPU, as transformers hands them over (a streamer may call .numpy())
+        streamer.put(input_ids.cpu())
 
     run = GREEDY_RUN if streamer is None and stop is None else 1  # greedy steps per native call
     step_input, length = input_ids, prompt
@@ -105,7 +105,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         tokens[:, length:length + chosen.size(1)] = chosen
         length += chosen.size(1)
         if streamer is not None:
-            streamer.put(token)
+            streamer.put(token.cpu())
         if stop is not None:
             finished |= torch.isin(token, stop)
             if bool(finished.all()):

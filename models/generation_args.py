@@ -41,6 +41,37 @@ class GenerationConfig:
         return f"GenerationConfig({', '.join(f'{n}={getattr(self, n)!r}' for n in self.FIELDS)})"
 
 
+# transformers' generate options that change nothing at these values (what pasted code passes:
+# use_cache=True, num_beams=1, output_scores=False); beam-search settings without beams do nothing.
+def _one(value) -> bool:
+    return value is None or value == 1
+
+
+def _zero(value) -> bool:
+    return value is None or value == 0
+
+
+NEUTRAL_OPTIONS = {
+    "use_cache": lambda value: isinstance(value, bool), "early_stopping": lambda value: True,
+    "length_penalty": lambda value: True, "num_beams": _one, "num_beam_groups": _one, "typical_p": _one,
+    "no_repeat_ngram_size": _zero, "min_length": _zero, "min_new_tokens": _zero, "bad_words_ids": lambda value: value is None,
+    **dict.fromkeys(("output_scores", "output_logits", "output_attentions", "output_hidden_states",
+                     "return_dict_in_generate"), lambda value: not value),
+}
+
+
+def neutral_options(kwargs: dict) -> dict:
+    """``kwargs`` less transformers' options given at values that change nothing here; at any other
+    value one is refused by name (it would be ignored: beams, scores, n-gram bans)."""
+    for name in [name for name in kwargs if name in NEUTRAL_OPTIONS]:
+        value = kwargs.pop(name)
+        if not NEUTRAL_OPTIONS[name](value):
+            raise InvalidArgumentError(f"generate does not do {name}={value!r}: it decodes greedily or samples, one "
+                                       "sequence per row (no beam search, n-gram bans, minimum lengths or scores "
+                                       "returned)")
+    return kwargs
+
+
 def default_ids(model, name: str, vocab_size: int) -> list[int]:
     """``eos_token_id`` or ``pad_token_id`` where generate was given none: the generation
     config's, checked, else the model config's."""

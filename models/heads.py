@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError
 from .generation import generate
-from .generation_args import GenerationConfig
+from .generation_args import NEUTRAL_OPTIONS, GenerationConfig, neutral_options
 from .inputs import check_choice_positions
 from .layers import Linear
 from .outputs import (CausalLMOutputWithPast, DoubleHeadsModelOutput, QuestionAnsweringModelOutput,
@@ -96,13 +96,19 @@ class _Generates:
         return self._generation_config
 
     def generate(self, input_ids=None, **kwargs):
-        """Greedy or sampled continuation of ``input_ids``; see ``models.generation.generate``.
-        An option it does not take (transformers' ``num_beams``, ``inputs``...) is refused by name,
-        with the options it does take."""
-        unknown = sorted(set(kwargs) - _GENERATE_OPTIONS)
+        """Greedy or sampled continuation of ``input_ids`` (or transformers' ``inputs=``); see
+        ``models.generation.generate``. transformers' options at values that change nothing
+        (``use_cache=True``, ``num_beams=1``) are taken; at others, and an option it does not
+        take, they are refused by name, with the options it does take."""
+        if "inputs" in kwargs:
+            if input_ids is not None:
+                raise ArgumentTypeError(f"{type(self).__name__}.generate got both input_ids and inputs (the same)")
+            input_ids = kwargs.pop("inputs")
+        unknown = sorted(set(neutral_options(kwargs)) - _GENERATE_OPTIONS)
         if unknown:
             options = sorted(_GENERATE_OPTIONS)
-            raise UnknownArgumentError.naming(unknown, ["input_ids", *options], f"{type(self).__name__}.generate",
+            raise UnknownArgumentError.naming(unknown, ["input_ids", *options, *NEUTRAL_OPTIONS],
+                                              f"{type(self).__name__}.generate",
                                               f"; it decodes greedily or samples (no beam search), taking "
                                               f"{', '.join(options)}")
         if input_ids is None:

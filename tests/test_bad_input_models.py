@@ -215,15 +215,29 @@ def test_unknown_keywords_are_refused_with_close_matches(tmp_path, keyword, hint
     raises(TypeError, f"'{keyword}'", models.GPT2Config.from_pretrained, tmp_path, **{keyword: 1})
 
 
-@pytest.mark.parametrize("keyword, hint", [("num_beams", "no beam search"), ("inputs", "did you mean 'input_ids'"),
+@pytest.mark.parametrize("keyword, hint", [("num_beam", "did you mean 'num_beams'"), ("stop_strings", "no beam search"),
                                            ("max_new_token", "did you mean 'max_new_tokens'")])
 def test_generate_refuses_options_it_does_not_take_saying_which_it_takes(gpt2, keyword, hint):
-    """transformers' options (num_beams, its ``inputs=``) gave Python's bare "unexpected keyword
-    argument" or "missing input_ids"."""
+    """transformers' options gave Python's bare "unexpected keyword argument" or "missing input_ids"."""
     error = raises(TypeError, f"GPT2LMHeadModel.generate got unexpected keyword argument '{keyword}'", gpt2.generate,
-                   **{"input_ids": IDS, keyword: 2} if keyword != "inputs" else {"inputs": IDS})
+                   **{"input_ids": IDS, keyword: 2})
     assert hint in str(error) and "top_p" in str(error)
     raises(TypeError, "generate needs input_ids", gpt2.generate, max_new_tokens=2)
+    raises(TypeError, "got both input_ids and inputs", gpt2.generate, IDS, inputs=IDS)
+
+
+def test_generate_takes_transformers_options_where_they_change_nothing(gpt2):
+    """Pasted transformers code passes use_cache=True, num_beams=1, output_scores=False and
+    inputs=: all were refused as unknown. At values that would change the output they are refused
+    by name (they would be ignored)."""
+    want = gpt2.generate(IDS, max_new_tokens=3)
+    neutral = dict(use_cache=True, num_beams=1, early_stopping=True, no_repeat_ngram_size=0, min_new_tokens=0,
+                   output_scores=False, return_dict_in_generate=False, length_penalty=1.0, bad_words_ids=None)
+    assert torch.equal(gpt2.generate(inputs=IDS, max_new_tokens=3, **neutral), want)
+    for name, value in [("num_beams", 5), ("no_repeat_ngram_size", 2), ("return_dict_in_generate", True),
+                        ("min_new_tokens", 2), ("output_scores", True), ("use_cache", "yes")]:
+        raises(ValueError, f"generate does not do {name}={value!r}: it decodes greedily or samples", gpt2.generate,
+               IDS, max_new_tokens=3, **{name: value})
 
 
 def test_entrypoints_refuse_unknown_keywords(tmp_path):

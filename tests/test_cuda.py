@@ -100,6 +100,20 @@ def test_greedy_generation_on_the_gpu(tmp_path, dtype):
     if dtype == torch.float32:
         assert torch.equal(tokens.cpu(), on_cpu.generate(prompt, max_new_tokens=20))
 
+        class NumpyStreamer:  # transformers hands a streamer CPU tensors; one may call .numpy()
+            def __init__(self):
+                self.seen = []
+
+            def put(self, value):
+                self.seen += value.numpy().reshape(-1).tolist()
+
+            def end(self):
+                pass
+
+        streamer = NumpyStreamer()
+        model.generate(prompt.to(GPU), max_new_tokens=20, streamer=streamer)
+        assert streamer.seen == tokens[0].tolist()
+
 
 def test_a_left_padded_batch_gives_each_row_what_it_gives_alone(tmp_path):
     _, model, _ = hf_and_ours(tmp_path, "GPT2LMHeadModel")
