@@ -41,8 +41,10 @@ gpt2Config = config_entrypoint(
     "GPT-2's configuration: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a "
     "checkpoint directory or its ``config.json``; keywords override fields.", """\
         assert (config.n_layer, config.n_embd) == (24, 1024)
-        model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', config=config, pretrained=False,
-                               trust_repo=True)  # random weights, nothing downloaded
+        # random weights, nothing downloaded: gpt2-medium's width, 4 of its 24 layers
+        model = torch.hub.load('<owner>/<repo>', 'gpt2LMHeadModel', config=config, n_layer=4, pretrained=False,
+                               trust_repo=True)
+        assert model.config.n_layer == 4 and model.config.n_embd == 1024
 """, shown="gpt2-medium")
 
 
