@@ -20,6 +20,16 @@ def run(*args, cwd=None, **kwargs):
                           cwd=cwd or REPO.parent, **kwargs)
 
 
+def run_here(capsys, *args):
+    """``run``, in this process: for usage errors, where a process start (about 2 s) buys nothing."""
+    try:
+        status = main_module.main(list(args))
+    except SystemExit as exit:  # argparse's errors
+        status = exit.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
+
 def one_line_error(result, status: int) -> None:
     assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
@@ -112,11 +122,11 @@ def test_bad_options_fail_in_one_line_before_anything_is_printed(checkpoint, tmp
     assert result.stdout == "" and option[0] in result.stderr
 
 
-def test_other_usage_errors(tmp_path):
-    one_line_error(run("example", "--vocab", "/nonexistent"), 2)
-    one_line_error(run("example", "--model", "/nonexistent"), 2)
+def test_other_usage_errors(tmp_path, capsys):
+    one_line_error(run_here(capsys, "example", "--vocab", "/nonexistent"), 2)
+    one_line_error(run_here(capsys, "example", "--model", "/nonexistent"), 2)
     one_line_error(run("frobnicate"), 2)
-    one_line_error(run("generate", "--model", "gpt2"), 2)  # no --prompt
+    one_line_error(run_here(capsys, "generate", "--model", "gpt2"), 2)  # no --prompt
     waiting = subprocess.Popen([sys.executable, str(REPO / "hubconf.py"), "generate", "--model", "gpt2", "--prompt", "-",
                                 "--device", "cuda0"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:  # the prompt's stdin stays open: the bad device is named without waiting for it
@@ -125,20 +135,20 @@ def test_other_usage_errors(tmp_path):
         waiting.kill()
         waiting.stdin.close()
         waiting.stderr.close()
-    bad_device = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu")
+    bad_device = run_here(capsys, "generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu")
     one_line_error(bad_device, 2)
     assert "--device='gpu' is not a device" in bad_device.stderr
-    quantized = run("generate", "--model", "gpt2", "--prompt", "Hi", "--quantize", "int8", "--device", "cuda")
+    quantized = run_here(capsys, "generate", "--model", "gpt2", "--prompt", "Hi", "--quantize", "int8", "--device", "cuda")
     one_line_error(quantized, 2)
     assert "quantize='int8' is for the CPU; --device='cuda' asks for cuda" in quantized.stderr
 
 
 @pytest.mark.parametrize("command", ["finetune-lm", "finetune-mc"])
-def test_unreadable_training_files_are_refused_before_the_model_loads(tmp_path, command):
+def test_unreadable_training_files_are_refused_before_the_model_loads(tmp_path, command, capsys):
     """A mistyped --train was found only after the model had loaded (with a name, after a download)."""
     (tmp_path / "train.txt").write_text("text")
     for bad in (["--train", str(tmp_path / "typo.txt")], ["--train", str(tmp_path / "train.txt"), "--eval", str(tmp_path)]):
-        result = run(command, "--model", "gpt2", *bad, "--output", str(tmp_path / "out"))  # offline: no download tried
+        result = run_here(capsys, command, "--model", "gpt2", *bad, "--output", str(tmp_path / "out"))  # no download tried
         one_line_error(result, 2)
         assert "cannot read" in result.stderr and bad[-1] in result.stderr
         assert not (tmp_path / "out").exists()
@@ -168,13 +178,13 @@ def test_openai_releases_are_read_by_their_files_not_a_config(tmp_path):
 
 # -- failures ------------------------------------------------------------------------------------
 
-def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path):
+def test_a_failed_run_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
     missing = tmp_path / "missing-checkpoint"
     missing.mkdir()
     one_line_error(run("generate", "--model", str(missing), "--prompt", "Hi"), 1)
-    debug = run("generate", "--model", str(missing), "--prompt", "Hi", "--debug")
+    debug = run_here(capsys, "generate", "--model", str(missing), "--prompt", "Hi", "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
-    usage = run("generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu", "--debug")
+    usage = run_here(capsys, "generate", "--model", "gpt2", "--prompt", "Hi", "--device", "gpu", "--debug")
     assert usage.returncode == 2 and "Traceback" in usage.stderr  # --debug changed a usage error's status to 1
 
 
@@ -216,7 +226,7 @@ def test_ctrl_c_during_generate(tmp_path):
 
 # -- generate and score --------------------------------------------------------------------------
 
-def test_generate_streams_the_greedy_continuation(checkpoint):
+def test_generate_streams_the_greedy_continuation(checkpoint, capsys):
     model, tokenizer = in_process(checkpoint)
     prompt = "The meaning of life is"
     ids = torch.tensor([tokenizer.encode(prompt)])
@@ -226,8 +236,8 @@ def test_generate_streams_the_greedy_continuation(checkpoint):
     assert result.stdout == prompt + tokenizer.decode(expected[0, ids.size(1):].tolist()) + "\n"
     piped = run("generate", "--model", str(checkpoint), "--prompt", "-", "--max-new-tokens", "8", input=prompt)
     assert piped.stdout == result.stdout
-    zero = run("generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8", "--temperature", "0",
-               "--top-k", "5", "--seed", "1", "--device", "cpu")  # temperature 0 is greedy, whatever else is asked
+    zero = run_here(capsys, "generate", "--model", str(checkpoint), "--prompt", prompt, "--max-new-tokens", "8",
+                    "--temperature", "0", "--top-k", "5", "--seed", "1", "--device", "cpu")  # greedy, whatever else is asked
     assert zero.stdout == result.stdout, zero.stderr
 
 
@@ -242,17 +252,17 @@ def test_generate_streams_gpt1_text_as_decode_gives_it(tmp_path):
     assert result.stdout == "The meaning of life is is is is is\n"
 
 
-def test_generate_samples_reproducibly_and_several_sequences(checkpoint):
+def test_generate_samples_reproducibly_and_several_sequences(checkpoint, capsys):
     args = ("generate", "--model", str(checkpoint), "--prompt", "Hello", "--max-new-tokens", "6",
             "--temperature", "0.9", "--top-k", "50", "--top-p", "0.95", "--seed", "3")
-    first, second = run(*args), run(*args)
+    first, second = run(*args), run_here(capsys, *args)  # another process, the same text
     assert first.returncode == 0 and first.stdout == second.stdout
-    many = run(*args, "--num-return-sequences", "2", "--dtype", "bfloat16")
+    many = run_here(capsys, *args, "--num-return-sequences", "2", "--dtype", "bfloat16")
     assert many.returncode == 0, many.stderr
     assert "--- 1 ---" in many.stdout and "--- 2 ---" in many.stdout
 
 
-def test_score_prints_the_sliding_window_perplexity(checkpoint, tmp_path):
+def test_score_prints_the_sliding_window_perplexity(checkpoint, tmp_path, capsys):
     model, tokenizer = in_process(checkpoint)
     text = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 3
     (tmp_path / "text.txt").write_text(text)
@@ -262,9 +272,10 @@ def test_score_prints_the_sliding_window_perplexity(checkpoint, tmp_path):
     assert whole.returncode == 0, whole.stderr
     assert float(whole.stdout.split()[1]) == pytest.approx(expected, rel=1e-5)
     assert f"({ids.size(1) - 1} tokens scored, window 1024, stride 1024)" in whole.stdout
-    windows = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "16", "--stride", "8")
+    windows = run_here(capsys, "score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "16",
+                       "--stride", "8")
     assert f"({ids.size(1) - 1} tokens scored, window 16, stride 8)" in windows.stdout
-    auto = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--device", "auto")  # a GPU if any
+    auto = run_here(capsys, "score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--device", "auto")  # a GPU if any
     assert auto.returncode == 0 and float(auto.stdout.split()[1]) == pytest.approx(expected, rel=1e-4), auto.stderr
-    two = run("score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "2")
+    two = run_here(capsys, "score", "--model", str(checkpoint), str(tmp_path / "text.txt"), "--max-length", "2")
     assert two.returncode == 0 and f"({ids.size(1) - 1} tokens scored, window 2, stride 2)" in two.stdout
