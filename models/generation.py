@@ -9,6 +9,7 @@ padded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -32,7 +33,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
              max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, pad_token_id: int | None = None,
              eos_token_id: int | list[int] | None = None, num_return_sequences: int = 1,
-             generator: torch.Generator | None = None, seed: int | None = None, streamer=None) -> Tensor:
+             generator: torch.Generator | None = None, seed: int | None = None, streamer=None,
+             min_new_tokens: int | None = None, min_length: int = 0) -> Tensor:
     """The prompt followed by up to ``max_new_tokens`` new tokens (or up to ``max_length`` in
     all), ``[batch * num_return_sequences, length]``, with the defaults of this repository's API
     (the 2019 hub pages': ``max_length=20`` counts the prompt, ``top_k=0`` samples from the whole
@@ -42,7 +44,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     else the first eos id; eos likewise). Without an
     ``attention_mask``, a ``pad_token_id`` that is no eos id marks the prompt's padding, as in
     Hugging Face. ``streamer`` gets each step's tokens (``put``) and
-    ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py)."""
+    ``end()``, as Hugging Face's streamers do (tokenizers/streaming.py). ``min_length`` (which
+    counts the prompt, as ``max_length`` does), or ``min_new_tokens`` where given, keeps eos from
+    being chosen before then, as transformers' options of those names do."""
     table = model.get_input_embeddings()
     vocab_size = table.num_embeddings
     eos = (checks.token_ids("eos_token_id", eos_token_id, vocab_size) if eos_token_id is not None
@@ -56,6 +60,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     new = checks.new_tokens(max_length, max_new_tokens, input_ids.size(1), model.config.n_positions)
     choose = checks.sampling(do_sample, temperature, top_k, top_p, repetition_penalty)
     repeats = integer("num_return_sequences", num_return_sequences, low=1)
+    eos_allowed_from = (integer("min_length", min_length or 0, low=0) if min_new_tokens is None  # a length of rows
+                        else input_ids.size(1) + integer("min_new_tokens", min_new_tokens, low=0))
     if repeats > 1 and not choose.do_sample:  # Hugging Face refuses it too
         raise InvalidArgumentError(f"num_return_sequences={repeats} with greedy decoding would give {repeats} copies "
                                    "of one sequence: pass do_sample=True")
@@ -92,9 +98,12 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
     run = GREEDY_RUN if streamer is None and stop is None else 1  # greedy steps per native call
     step_input, length = input_ids, prompt
     while length < total:
-        chosen = None if greedy is None else greedy(step_input, cache, min(run, total - length))  # [n], batch 1
+        early = stop is not None and length < eos_allowed_from  # eos may not be chosen yet
+        chosen = None if greedy is None or early else greedy(step_input, cache, min(run, total - length))  # [n]
         if chosen is None:
             logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
+            if early:
+                logits = logits.index_fill(-1, stop, -math.inf)
             chosen = next_tokens(logits, tokens[:, :length], choose, generator,
                                  None if mask is None else mask[:, :length])[:, None]  # [B, 1]
         else:

@@ -54,7 +54,7 @@ def _zero(value) -> bool:
 NEUTRAL_OPTIONS = {
     "use_cache": lambda value: isinstance(value, bool), "early_stopping": lambda value: True,
     "length_penalty": lambda value: True, "num_beams": _one, "num_beam_groups": _one, "typical_p": _one,
-    "no_repeat_ngram_size": _zero, "min_length": _zero, "min_new_tokens": _zero, "bad_words_ids": lambda value: value is None,
+    "no_repeat_ngram_size": _zero, "bad_words_ids": lambda value: value is None,
     **dict.fromkeys(("output_scores", "output_logits", "output_attentions", "output_hidden_states",
                      "return_dict_in_generate"), lambda value: not value),
 }
@@ -67,8 +67,7 @@ def neutral_options(kwargs: dict) -> dict:
         value = kwargs.pop(name)
         if not NEUTRAL_OPTIONS[name](value):
             raise InvalidArgumentError(f"generate does not do {name}={value!r}: it decodes greedily or samples, one "
-                                       "sequence per row (no beam search, n-gram bans, minimum lengths or scores "
-                                       "returned)")
+                                       "sequence per row (no beam search, n-gram bans or scores returned)")
     return kwargs
 
 

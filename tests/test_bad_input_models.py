@@ -235,7 +235,7 @@ def test_generate_takes_transformers_options_where_they_change_nothing(gpt2):
                    output_scores=False, return_dict_in_generate=False, length_penalty=1.0, bad_words_ids=None)
     assert torch.equal(gpt2.generate(inputs=IDS, max_new_tokens=3, **neutral), want)
     for name, value in [("num_beams", 5), ("no_repeat_ngram_size", 2), ("return_dict_in_generate", True),
-                        ("min_new_tokens", 2), ("output_scores", True), ("use_cache", "yes")]:
+                        ("output_scores", True), ("use_cache", "yes")]:
         raises(ValueError, f"generate does not do {name}={value!r}: it decodes greedily or samples", gpt2.generate,
                IDS, max_new_tokens=3, **{name: value})
 

@@ -94,6 +94,29 @@ def test_rows_that_reach_eos_stop_and_are_padded(pair):
     assert torch.equal(ours.generate(x, max_length=8), free[:, :8])
 
 
+@pytest.mark.parametrize("options", [{"min_new_tokens": 5}, {"min_length": 10}, {"min_new_tokens": 2, "min_length": 11}])
+def test_minimum_lengths_keep_eos_back_as_in_hugging_face(pair, options):
+    """min_new_tokens and min_length (transformers' options, which pasted code passes) were refused:
+    eos may not be chosen before them, in a single row and a left-padded batch."""
+    hf, ours = pair
+    x = torch.randint(1, vocab(ours), (2, 6))
+    free = ours.generate(x, max_new_tokens=12, eos_token_id=[])
+    eos = [int(free[0, 6]), int(free[1, 7])]  # each row's first or second token ends it unless kept back
+    x[1, :2] = 0
+    mask = torch.ones_like(x)
+    mask[1, :2] = 0
+    for ids, attention_mask in ((x[:1], mask[:1]), (x, mask)):
+        theirs = hf.generate(ids, attention_mask=attention_mask, max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                             pad_token_id=0, **options)
+        mine = ours.generate(ids, attention_mask=attention_mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0,
+                             **options)
+        assert torch.equal(mine, theirs)
+    kept_back = 6 + options["min_new_tokens"] if "min_new_tokens" in options else options["min_length"]  # as transformers
+    assert mine.size(1) > kept_back
+    sampled = ours.generate(x[:1], max_new_tokens=8, do_sample=True, top_k=2, seed=1, eos_token_id=eos, **options)
+    assert not any(t in eos for t in sampled[0, 6:kept_back].tolist())
+
+
 def test_the_defaults_are_the_apis_and_stop_at_the_configs_eos(pair):
     """generate() ran past the config's eos_token_id (transformers stops there when none is given)
     and gave copies of one greedy sequence for num_return_sequences (transformers refuses). The
