@@ -37,6 +37,15 @@ class GenerationConfig:
                                         f"pass {name} to generate() itself")
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name: str):  # only for names it does not hold (transformers' max_length, top_k...)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise GenerationConfigError(f"generation_config holds pad_token_id, eos_token_id and bos_token_id only, not "
+                                    f"{name}: generate()'s options are its arguments, with the defaults it documents")
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
     def __repr__(self) -> str:
         return f"GenerationConfig({', '.join(f'{n}={getattr(self, n)!r}' for n in self.FIELDS)})"
 

@@ -184,6 +184,9 @@ def test_generation_config_sets_pad_and_eos_as_in_transformers(pair):
     with pytest.raises(AttributeError, match="generation_config holds pad_token_id, eos_token_id and bos_token_id"
                                              " only: pass max_new_tokens to generate"):
         ours.generation_config.max_new_tokens = 5
+    with pytest.raises(AttributeError, match="generation_config holds .* only, not max_length: generate"):
+        ours.generation_config.max_length  # read by transformers code; a bare AttributeError before
+    assert ours.generation_config.to_dict() == {"pad_token_id": 2, "eos_token_id": eos, "bos_token_id": None}
     ours.generation_config.eos_token_id = vocab(ours)
     with pytest.raises(ValueError, match=r"generation_config.eos_token_id must be in \[0, "):
         ours.generate(x, max_new_tokens=2)
