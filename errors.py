@@ -39,6 +39,17 @@ class UnknownArgumentError(GPTHubError, TypeError):
         return cls(f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}{more}")
 
 
+def take_neutral(kwargs: dict, neutral: dict, refusal: str) -> dict:
+    """``kwargs`` less the options of ``neutral`` (name -> whether a value changes nothing here)
+    given at such values: transformers' options that pasted code passes (``use_cache=True``). At
+    any other value one is refused, ``refusal`` saying why, never ignored."""
+    for name in [name for name in kwargs if name in neutral]:
+        value = kwargs.pop(name)
+        if not neutral[name](value):
+            raise InvalidArgumentError(f"{name}={value!r}: {refusal}")
+    return kwargs
+
+
 def is_flag(value: object) -> bool:
     """Whether ``value`` reads as True or False: a bool, a NumPy bool, 0 or 1 (not a string)."""
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, flag, integer, real
+from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, flag, integer, real, take_neutral
 from .inputs import check_token_ids
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,9 @@ NEUTRAL_OPTIONS = {
 
 
 def neutral_options(kwargs: dict) -> dict:
-    """``kwargs`` less transformers' options given at values that change nothing here; at any other
-    value one is refused by name (it would be ignored: beams, scores, n-gram bans)."""
-    for name in [name for name in kwargs if name in NEUTRAL_OPTIONS]:
-        value = kwargs.pop(name)
-        if not NEUTRAL_OPTIONS[name](value):
-            raise InvalidArgumentError(f"generate does not do {name}={value!r}: it decodes greedily or samples, one "
-                                       "sequence per row (no beam search, n-gram bans or scores returned)")
-    return kwargs
+    """``kwargs`` less transformers' generate options at values that change nothing here."""
+    return take_neutral(kwargs, NEUTRAL_OPTIONS, "generate does not do that: it decodes greedily or samples, one "
+                                                 "sequence per row (no beam search, n-gram bans or scores returned)")
 
 
 def default_ids(model, name: str, vocab_size: int) -> list[int]:

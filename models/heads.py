@@ -57,11 +57,18 @@ class SequenceSummary(nn.Module):
         return self.last_dropout(self.activation(self.summary(self.first_dropout(picked))))
 
 
-def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Next-token cross-entropy: position t predicts label t+1; labels of -100 are ignored."""
+def lm_loss(logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None) -> Tensor:
+    """Next-token cross-entropy: position t predicts label t+1; labels of -100 are ignored. With
+    ``num_items_in_batch`` (what transformers' Trainer passes when it accumulates gradients), the
+    sum over this batch divided by it, so that accumulated batches weigh each token alike."""
     shifted_logits = logits[..., :-1, :].float().reshape(-1, logits.size(-1))  # [N, V]
     shifted_labels = labels[..., 1:].reshape(-1).to(logits.device)  # [N]
-    return F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)
+    if num_items_in_batch is None:
+        return F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    if isinstance(num_items_in_batch, Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
 
 
 def _labels(labels: Tensor | None, lm_labels: Tensor | None) -> Tensor | None:
@@ -72,6 +79,7 @@ def _labels(labels: Tensor | None, lm_labels: Tensor | None) -> Tensor | None:
 
 class _Head(PreTrainedModel):
     base_model_class: type[PreTrainedModel]
+    accepts_loss_kwargs = False  # transformers' Trainer passes num_items_in_batch only where True
 
     def __init__(self, config):
         super().__init__(config)
@@ -120,6 +128,8 @@ _GENERATE_OPTIONS = frozenset(inspect.signature(generate).parameters) - {"model"
 
 
 class LMHeadModel(_Generates, _Head):
+    accepts_loss_kwargs = True
+
     def __init__(self, config):
         super().__init__(config)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
@@ -127,18 +137,19 @@ class LMHeadModel(_Generates, _Head):
 
     def forward(self, input_ids: Tensor | None = None, past=None, *, labels: Tensor | None = None,
                 lm_labels: Tensor | None = None, return_dict: bool | None = None, logits_to_keep: int = 0,
-                **kwargs) -> CausalLMOutputWithPast:
+                num_items_in_batch: int | Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
         """Next-token logits ``[..., T, vocab_size]``; with ``labels`` (or the 2019 ``lm_labels``),
         also the loss, labels being the inputs themselves (the shift happens inside).
         ``logits_to_keep=n`` computes the logits of the last ``n`` positions only (0: all), as in
-        Hugging Face: a prompt's last position is all that generating from it needs."""
+        Hugging Face: a prompt's last position is all that generating from it needs.
+        ``num_items_in_batch``: see ``lm_loss``."""
         labels = _labels(labels, lm_labels)
         _check_logits_to_keep(logits_to_keep, labels)
         body = self.transformer(input_ids, past, **kwargs)
         hidden = body.last_hidden_state
         logits = self.lm_head(hidden if logits_to_keep == 0 else hidden[..., -logits_to_keep:, :])
         out = CausalLMOutputWithPast(
-            loss=lm_loss(logits, labels) if labels is not None else None,
+            loss=lm_loss(logits, labels, num_items_in_batch) if labels is not None else None,
             logits=logits,
             past_key_values=body.past_key_values,
             hidden_states=body.hidden_states,
@@ -257,7 +268,7 @@ class ForTokenClassification(_Head):
 
     def forward(self, input_ids: Tensor | None = None, *, labels: Tensor | None = None,
                 return_dict: bool | None = None, **kwargs) -> TokenClassifierOutput:
-        body = self.transformer(input_ids, use_cache=False, **kwargs)
+        body = self.transformer(input_ids, **{**kwargs, "use_cache": False})  # it returns no cache
         logits = self.classifier(self.dropout(body.last_hidden_state))  # [B, T, labels]
         loss = None
         if labels is not None:
@@ -276,7 +287,7 @@ class ForQuestionAnswering(_Head):
     def forward(self, input_ids: Tensor | None = None, *, start_positions: Tensor | None = None,
                 end_positions: Tensor | None = None, return_dict: bool | None = None,
                 **kwargs) -> QuestionAnsweringModelOutput:
-        body = self.transformer(input_ids, use_cache=False, **kwargs)
+        body = self.transformer(input_ids, **{**kwargs, "use_cache": False})  # it returns no cache
         start_logits, end_logits = self.qa_outputs(body.last_hidden_state).unbind(-1)  # each [B, T]
         loss = None
         if start_positions is not None and end_positions is not None:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..download import DOWNLOAD_OPTIONS, download_options
-from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError, flag
+from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError, flag, is_flag, take_neutral
 from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME, write_safetensors, write_torch_pickle
 from .config_base import PretrainedConfig
 from .devices import place, resolve_device
@@ -36,6 +36,15 @@ def check_placement(quantize: str | None, device_map: Any, torch_dtype: Any = No
     if quantize is not None and resolved != "auto":
         check_quantizable(resolved, torch.device("cpu"), name=names[0])
     return device, resolved
+
+
+# transformers' loading options that pasted code passes, at values that change nothing here
+LOADING_NEUTRAL = {
+    "attn_implementation": lambda value: value in (None, "eager", "sdpa"),
+    "low_cpu_mem_usage": is_flag,  # loading builds on the meta device and assigns the weights read
+    "use_safetensors": lambda value: value in (None, True),
+    "trust_remote_code": is_flag,  # a checkpoint's code never runs, trusted or not
+}
 
 
 class PreTrainedModel(ConvertedWhole):
@@ -229,10 +238,15 @@ class PreTrainedModel(ConvertedWhole):
         ``progress``), ``quantize`` (``"int8"`` or ``"int4"``: see ``quantize``; a checkpoint saved
         quantized loads quantized), ``device_map`` (one device for the whole model: ``"cuda"``,
         ``"cuda:1"``, a GPU index, ``"cpu"``, or ``"auto"``, a GPU where there is one); every other
-        keyword overrides a config field (``num_labels=3``).
+        keyword overrides a config field (``num_labels=3``). transformers' ``attn_implementation``
+        (``"eager"``, ``"sdpa"``), ``low_cpu_mem_usage``, ``use_safetensors=True`` and
+        ``trust_remote_code`` are taken where they change nothing (``LOADING_NEUTRAL``).
         """
         config = cls.config_class.from_argument(config)
         device, dtype = check_placement(quantize, device_map, torch_dtype, dtype)
+        take_neutral(kwargs, LOADING_NEUTRAL, f"{cls.__name__}.from_pretrained has no such choice: attention is "
+                     "PyTorch's fused scaled_dot_product_attention (what 'eager' computes), weights load from "
+                     "model.safetensors first, never a second copy in memory, and no code of a checkpoint runs")
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
                                          also=("config", "state_dict", "torch_dtype", "dtype", "quantize",

@@ -236,7 +236,7 @@ def test_generate_takes_transformers_options_where_they_change_nothing(gpt2):
     assert torch.equal(gpt2.generate(inputs=IDS, max_new_tokens=3, **neutral), want)
     for name, value in [("num_beams", 5), ("no_repeat_ngram_size", 2), ("return_dict_in_generate", True),
                         ("output_scores", True), ("use_cache", "yes")]:
-        raises(ValueError, f"generate does not do {name}={value!r}: it decodes greedily or samples", gpt2.generate,
+        raises(ValueError, f"{name}={value!r}: generate does not do that: it decodes greedily or samples", gpt2.generate,
                IDS, max_new_tokens=3, **{name: value})
 
 
@@ -416,3 +416,22 @@ def test_a_loss_with_logits_to_keep_is_refused(gpt2):
     x = torch.ones(1, 3, dtype=torch.long)
     with pytest.raises(errors.InvalidArgumentError, match="a loss needs every position's logits"):
         gpt2(x, labels=x, logits_to_keep=1)
+
+
+def test_transformers_loading_options_and_use_cache_are_taken_where_they_change_nothing(tmp_path):
+    """Pasted transformers code passes attn_implementation="eager", low_cpu_mem_usage=True,
+    use_safetensors=True, trust_remote_code=True to from_pretrained (refused as unknown), and
+    use_cache=True to every head (token classification and question answering crashed with
+    "got multiple values for keyword argument 'use_cache'" and the whole module's repr)."""
+    models.GPT2LMHeadModel(models.GPT2Config(**TINY)).save_pretrained(tmp_path)
+    plain = models.GPT2LMHeadModel.from_pretrained(tmp_path)
+    for options in ({"attn_implementation": "eager"}, {"attn_implementation": "sdpa", "low_cpu_mem_usage": True},
+                    {"use_safetensors": True, "trust_remote_code": True}):
+        loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path, **options)
+        assert torch.equal(loaded(IDS).logits, plain(IDS).logits)
+    for name, value in (("attn_implementation", "flash_attention_2"), ("use_safetensors", False)):
+        raises(ValueError, f"{name}={value!r}: GPT2LMHeadModel.from_pretrained has no such choice",
+               models.GPT2LMHeadModel.from_pretrained, tmp_path, **{name: value})
+    for head in (models.GPT2ForTokenClassification, models.GPT2ForQuestionAnswering):
+        model = head.from_pretrained(tmp_path).eval()
+        assert torch.equal(model(IDS, use_cache=True)[0], model(IDS)[0])

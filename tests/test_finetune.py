@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, models, need_shared_data, repo_module
+from conftest import REPO, models, need_shared_data, repo_module, require
 
 cli = repo_module("cli.main")
 bpe = repo_module("tokenizers.bpe")
@@ -276,3 +276,34 @@ def test_bad_fine_tuning_arguments_give_one_line_errors(data, tmp_path, capsys):
                      "--output", str(tmp_path / "o")])
     assert code == 2
     assert "has no trainer_state.pt" in capsys.readouterr().err
+
+
+def test_transformers_trainer_trains_ours_as_it_trains_its_own(tmp_path):
+    """transformers' Trainer passes num_items_in_batch to a forward that takes **kwargs, on every
+    step (ours crashed on the first: "unexpected keyword argument"), and divides the loss by it when
+    it accumulates gradients. With the same weights, data and seed, both models end the same."""
+    require("accelerate")  # what Trainer needs
+    transformers = require("transformers")
+    from conftest import make_hf_checkpoint
+
+    checkpoint = make_hf_checkpoint(tmp_path / "start")
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17], [18, 19], [20, 21, 22, 23, 24], [25, 26, 27]]
+    features = [{"input_ids": row, "labels": row} for row in rows]  # ragged: the item count differs per batch
+
+    def collate(batch):
+        width = max(len(f["input_ids"]) for f in batch)
+        ids = torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in batch])
+        labels = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in batch])
+        return {"input_ids": ids, "labels": labels, "attention_mask": (labels != -100).long()}
+
+    trained = []
+    for model in (transformers.GPT2LMHeadModel.from_pretrained(checkpoint), models.GPT2LMHeadModel.from_pretrained(checkpoint)):
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / type(model).__module__), max_steps=2,
+                                              per_device_train_batch_size=1, gradient_accumulation_steps=3,
+                                              learning_rate=1e-2, report_to=[], use_cpu=True, save_strategy="no",
+                                              logging_strategy="no", seed=0, dataloader_num_workers=0)
+        transformers.Trainer(model=model.train(), args=args, train_dataset=features, data_collator=collate).train()
+        trained.append(model.state_dict())
+    theirs, ours = trained
+    for name, weight in ours.items():
+        torch.testing.assert_close(weight, theirs[name], rtol=1e-4, atol=1e-5, msg=name)
