@@ -1,6 +1,7 @@
 """GPT-2's tokenizer against OpenAI's own encoder (the expected ids in shared/data), tiktoken and
 Hugging Face's tokenizer."""
 
+import json
 from functools import lru_cache
 
 import pytest
@@ -524,3 +525,67 @@ def test_small_calls_answer_as_transformers_does(python_tokenizer, hugging_face)
     assert python_tokenizer.tokenize("a", add_special_tokens=True) == hugging_face.tokenize("a", add_special_tokens=True)
     with pytest.raises(TypeError, match="unexpected keyword arguments: parse_special_token"):
         python_tokenizer.tokenize("<|endoftext|>", parse_special_token=True)
+
+
+def test_added_token_flags_survive_every_save_and_strip_only_up_to_other_tokens(tmp_path):
+    """An adversarial review found: a special token's lstrip/rstrip lost on load (the special ones
+    were added again as plain strings, which reset the flags); an added token that is a
+    base-vocabulary token dropped on load (added_tokens.json leaves it out); lstrip/rstrip
+    swallowing whitespace that other added tokens match ("<r>  x" with "  " added); a record's
+    "special": "false" read as True; added_tokens_decoder's ids ignored where added_tokens.json
+    disagrees."""
+    transformers = require("transformers")
+    AddedToken = require("tokenizers").AddedToken
+    texts = ["a <x> b", "say  hello  there helloworld", "<r>  x", "a \n\n<r>\n\n b", "  <x>  "]
+
+    def build(tokenizer):
+        tokenizer.add_tokens([AddedToken("<x>", lstrip=True, rstrip=True, special=True),
+                              AddedToken("hello", lstrip=True, rstrip=True), AddedToken("<r>", rstrip=True), "  ", "\n\n"])
+        return tokenizer
+
+    ours = build(GPT2Tokenizer.from_pretrained(need_shared_data() / "gpt2"))
+    theirs = build(transformers.GPT2Tokenizer.from_pretrained(str(need_shared_data() / "gpt2")))
+    want = [theirs.encode(t) for t in texts]
+    assert [ours.encode(t, parse_special_tokens=True) for t in texts] == want
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    for folder in ("ours", "theirs"):
+        again = GPT2Tokenizer.from_pretrained(tmp_path / folder)
+        assert [again.encode(t, parse_special_tokens=True) for t in texts] == want, folder
+        again.save_pretrained(tmp_path / f"{folder}-again")
+        back = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path / f"{folder}-again"))
+        assert [back.encode(t) for t in texts] == want, folder
+    config = tmp_path / "ours" / "tokenizer_config.json"
+    saved = json.loads(config.read_text())
+    saved["added_tokens_decoder"]["50257"]["special"] = "false"
+    config.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="added_tokens_decoder gives '<x>' a special of 'false'; expected true or false"):
+        GPT2Tokenizer.from_pretrained(tmp_path / "ours")
+    saved["added_tokens_decoder"]["50257"]["special"] = True
+    saved["added_tokens_decoder"]["²"] = {"content": "<q>"}
+    config.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="gives the token '<q>' the id '²'"):
+        GPT2Tokenizer.from_pretrained(tmp_path / "ours")
+
+
+def test_numpy_lengths_split_special_tokens_and_batch_decode_of_an_encoding(python_tokenizer, hugging_face):
+    """max_length as a NumPy int was refused (it worked before a range check was added); stride
+    None crashed on a comparison and 2.5 was taken; transformers' split_special_tokens was refused;
+    batch_decode of what the tokenizer returned iterated its keys; add_tokens(b"xy") said "got int"."""
+    numpy = require("numpy")
+    text = "hello world how"
+    kwargs = {"max_length": numpy.int64(2), "truncation": True}
+    assert python_tokenizer(text, **kwargs)["input_ids"] == hugging_face(text, **kwargs)["input_ids"] == [31373, 995]
+    assert python_tokenizer.encode(text, max_length=numpy.int32(2)) == [31373, 995]
+    for stride in (None, 2.5, -1):
+        with pytest.raises(ValueError, match=f"stride must be an int >= 0, got {stride!r}"):
+            python_tokenizer(text, stride=stride)
+    special = "a<|endoftext|>b"
+    for split in (False, True):
+        assert (python_tokenizer.encode(special, split_special_tokens=split)
+                == hugging_face.encode(special, split_special_tokens=split))
+        assert python_tokenizer.tokenize(special, split_special_tokens=split) == hugging_face.tokenize(
+            special, split_special_tokens=split)
+    assert python_tokenizer.batch_decode(python_tokenizer(["a b", "c"])) == ["a b", "c"]
+    with pytest.raises(TypeError, match="a token must be a str or an AddedToken, got bytes"):
+        python_tokenizer.add_tokens(b"xy")

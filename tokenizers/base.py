@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import regex
 
 from .batching import Batching, check_options
-from .checks import MATCH_FLAGS, TokenizerError, TokenizerTypeError, check_text, token_content
+from .checks import MATCH_FLAGS, TokenizerError, TokenizerTypeError, check_text, parse_special, token_content
 from .saving import SPECIAL_TOKEN_NAMES, Saving
 
 
@@ -124,12 +124,12 @@ class PreTrainedTokenizer(Batching, Saving):
         to the vocabulary. The model's embeddings must then grow to ``len(tokenizer)``. With
         ``special_tokens=True`` (or an AddedToken's ``special``) they are special: matched only
         with ``parse_special_tokens=True``, skipped by ``decode(skip_special_tokens=True)``."""
-        if isinstance(new_tokens, str) or not isinstance(new_tokens, Iterable):
+        if isinstance(new_tokens, (str, bytes)) or not isinstance(new_tokens, Iterable):
             new_tokens = [new_tokens]
         before = len(self)
         for token in new_tokens:
             content, flags = token_content(token)
-            self._register(content, flags=flags)
+            self._register(content, flags=flags or None)  # a str keeps the flags the token has
             if (special_tokens or flags.get("special")) and content not in self.all_special_tokens:
                 self.additional_special_tokens.append(content)
         return len(self) - before
@@ -186,39 +186,48 @@ class PreTrainedTokenizer(Batching, Saving):
         """A run of ordinary text (between added tokens) as it is encoded."""
         return text
 
-    def _matcher(self, parse_special: bool):
-        """A pattern matching the tokens to take whole from the text, with their ids (None when
-        there are none): added tokens always, special tokens only when parsing them."""
+    def _matcher(self, parse_special: bool) -> list[tuple]:
+        """The passes that take tokens whole from the text, in order: special tokens (only when
+        parsing them), then the other added tokens in what is left, as Hugging Face's tokenizers
+        take its unnormalized tokens before the rest. Each pass: a pattern, the ids, and the
+        whitespace each token strips (``(lstrip, rstrip)``, where either is set)."""
         if parse_special not in self._matchers:
             special = set(self.all_special_tokens)
-            matchable = {t: i for t, i in self.added_tokens_encoder.items() if t not in special}
+            ordinary = {t: i for t, i in self.added_tokens_encoder.items() if t not in special}
+            passes = [ordinary]
             if parse_special:
-                matchable.update((t, self._token_to_id(t)) for t in special if self._token_to_id(t) is not None)
-            pattern = None
-            if matchable:  # longest first, so "<|endoftext|>x" cannot lose to a shorter prefix token
-                pattern = regex.compile("|".join(map(self._token_pattern, sorted(matchable, key=len, reverse=True))))
-            self._matchers[parse_special] = (pattern, matchable)
+                passes.insert(0, {t: self._token_to_id(t) for t in special if self._token_to_id(t) is not None})
+            self._matchers[parse_special] = [self._matching_pass(matchable) for matchable in passes if matchable]
         return self._matchers[parse_special]
 
+    def _matching_pass(self, matchable: dict[str, int]) -> tuple:
+        # longest first, so "<|endoftext|>x" cannot lose to a shorter prefix token
+        pattern = regex.compile("|".join(map(self._token_pattern, sorted(matchable, key=len, reverse=True))))
+        strips = {t: flags[:2] for t, flags in self._match_flags.items() if t in matchable and any(flags[:2])}
+        return pattern, matchable, strips
+
     def _token_pattern(self, token: str) -> str:
-        """The token, as the one group of its pattern, with what its AddedToken flags take around it."""
-        lstrip, rstrip, single_word = self._match_flags.get(token, (False, False, False))
-        core = "(" + regex.escape(token) + ")"
-        if single_word:
-            core = r"(?<!\w)" + core + r"(?!\w)"
-        return (r"\s*" if lstrip else "") + core + (r"\s*" if rstrip else "")
+        single_word = self._match_flags.get(token, (False, False, False))[2]
+        return r"(?<!\w)" + regex.escape(token) + r"(?!\w)" if single_word else regex.escape(token)
 
     @staticmethod
-    def _segments(text: str, pattern, matchable: dict[str, int]) -> list[tuple[str, int | None]]:
-        """Split ``text`` at the tokens ``pattern`` matches (with the whitespace they strip):
-        ``(text, None)`` for ordinary text, ``(token, id)`` for a matched token."""
+    def _segments(text: str, pattern, matchable: dict[str, int], strips: dict) -> list[tuple[str, int | None]]:
+        """Split ``text`` at the tokens ``pattern`` matches: ``(text, None)`` for ordinary text,
+        ``(token, id)`` for a matched token. A token that strips (``strips``) takes the whitespace
+        beside it with it, up to the next or previous token, as Hugging Face's tokenizers do."""
+        found = [(match.start(), match.end(), match.group()) for match in pattern.finditer(text)]
         segments, start = [], 0
-        for match in pattern.finditer(text):
-            if match.start() > start:
-                segments.append((text[start:match.start()], None))
-            token = match.group(match.lastindex)
+        for i, (begin, end, token) in enumerate(found):
+            lstrip, rstrip = strips.get(token, (False, False))
+            while lstrip and begin > start and text[begin - 1].isspace():
+                begin -= 1
+            limit = found[i + 1][0] if i + 1 < len(found) else len(text)
+            while rstrip and end < limit and text[end].isspace():
+                end += 1
+            if begin > start:
+                segments.append((text[start:begin], None))
             segments.append((token, matchable[token]))
-            start = match.end()
+            start = end
         if start < len(text):
             segments.append((text[start:], None))
         return segments
@@ -227,11 +236,17 @@ class PreTrainedTokenizer(Batching, Saving):
         if text.__class__ is not str or not text.isascii():  # the common case costs two checks
             check_text(text)
         parse = self.parse_special_tokens if parse_special_tokens is None else parse_special_tokens
-        pattern, matchable = self._matchers.get(parse) or self._matcher(parse)
-        if pattern is None:
+        passes = self._matchers.get(parse)
+        if passes is None:
+            passes = self._matcher(parse)
+        if not passes:
             return self._encode_ordinary(self._prepare_text(text))
+        segments = [(text, None)]
+        for matching in passes:
+            segments = [piece for segment, token_id in segments
+                        for piece in (self._segments(segment, *matching) if token_id is None else [(segment, token_id)])]
         ids: list[int] = []
-        for segment, token_id in self._segments(text, pattern, matchable):
+        for segment, token_id in segments:
             if token_id is None:
                 ids += self._encode_ordinary(self._prepare_text(segment))
             else:
@@ -242,6 +257,7 @@ class PreTrainedTokenizer(Batching, Saving):
                  parse_special_tokens: bool | None = None, **kwargs) -> list[str]:
         """The tokens of ``text`` (and ``pair``) as strings (GPT-2: ``"Ġworld"``; GPT:
         ``"world</w>"``); GPT and GPT-2 add no special tokens."""
+        parse_special_tokens = parse_special(parse_special_tokens, kwargs)
         check_options(kwargs)
         ids = self._encode_text(text, parse_special_tokens)
         if pair is not None:
@@ -329,6 +345,8 @@ class PreTrainedTokenizer(Batching, Saving):
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
     def batch_decode(self, sequences, **kwargs) -> list[str]:
+        if isinstance(sequences, Mapping) and "input_ids" in sequences:  # what the tokenizer returned
+            sequences = sequences["input_ids"]
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         return [self.decode(seq, **kwargs) for seq in sequences]

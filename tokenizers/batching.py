@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .checks import TokenizerError, TokenizerTypeError
+from .checks import TokenizerError, TokenizerTypeError, check_count, parse_special
 
 TRUNCATION = ("longest_first", "only_first", "only_second", "do_not_truncate")
 
@@ -56,6 +56,7 @@ class Batching:
         as asked. ``padding``: False, True/``"longest"``, ``"max_length"`` (the width rounded up
         to ``pad_to_multiple_of`` where given); ``padding_side``: ``"right"`` (default) or
         ``"left"`` (for generation)."""
+        parse_special_tokens = parse_special(parse_special_tokens, kwargs)
         check_options(kwargs)
         batched = not isinstance(text, str)
         texts = list(text) if batched else [text]
@@ -64,8 +65,9 @@ class Batching:
         pairs = (list(text_pair) if batched else [text_pair]) if text_pair is not None else [None] * len(texts)
         if len(pairs) != len(texts):
             raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 0):
-            raise TokenizerError(f"max_length must be an int >= 0, got {max_length!r}")
+        if max_length is not None:
+            max_length = check_count("max_length", max_length)
+        stride = check_count("stride", stride)
         strategy = truncation_strategy(truncation, max_length, padding)
         if strategy != "do_not_truncate" and max_length is None:
             max_length = self.model_max_length
@@ -74,7 +76,7 @@ class Batching:
             # transformers refuses it too: rows would pass max_length
             raise TokenizerError(f"truncation to max_length={max_length} and padding to a multiple of "
                                  f"pad_to_multiple_of={pad_to_multiple_of} disagree: rows would be longer than max_length")
-        if stride < 0 or (truncating and stride and stride >= max_length):  # only overflow (not returned) uses it
+        if truncating and stride and stride >= max_length:  # only overflow (not returned) uses it
             raise TokenizerError(f"stride must be in [0, max_length) when truncating, got {stride} for max_length={max_length}")
         rows = []
         for first, second in zip(texts, pairs):

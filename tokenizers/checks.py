@@ -7,6 +7,7 @@ the built-ins keeps working.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from ..errors import GPTHubError
@@ -66,3 +67,21 @@ def token_content(token, what: str = "a token") -> tuple[str, dict[str, bool]]:
     if not isinstance(content, str):
         raise TokenizerTypeError(f"{what} must be a str or an AddedToken, got {type(token).__name__}")
     return content, {name: bool(getattr(token, name, False)) for name in (*MATCH_FLAGS, "special")}
+
+
+def check_count(name: str, value: Any) -> int:
+    """A length or count (``max_length``, ``stride``): an int >= 0, a NumPy one too."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise TokenizerError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def parse_special(parse_special_tokens: bool | None, kwargs: dict) -> bool | None:
+    """``parse_special_tokens``, or transformers' ``split_special_tokens`` (its opposite) taken
+    from ``kwargs`` where given instead."""
+    split = kwargs.pop("split_special_tokens", None)
+    if split is None:
+        return parse_special_tokens
+    if parse_special_tokens is not None:
+        raise TokenizerTypeError("give parse_special_tokens or transformers' split_special_tokens (its opposite), not both")
+    return not split

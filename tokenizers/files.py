@@ -75,15 +75,24 @@ def tokenizer_json_added(path: str | os.PathLike) -> list[dict]:
 def added_token_entries(path: str | os.PathLike, entries, where: str) -> list[dict]:
     """Added tokens as saved by Hugging Face: a list of ``{"id": ..., "content": ..., "special":
     ...}`` (tokenizer.json's ``added_tokens``) or the same by id (tokenizer_config.json's
-    ``added_tokens_decoder``), checked: contents are str, ids distinct integers >= 0."""
+    ``added_tokens_decoder``), checked: contents are str, ids distinct integers >= 0, flags
+    (``special``, ``lstrip``...) booleans."""
     if isinstance(entries, dict):
-        entries = [{**entry, "id": int(key) if key.isdigit() else key} if isinstance(entry, dict) else entry
-                   for key, entry in entries.items()]
+        entries = [{**entry, "id": int(key) if key.isdecimal() and key.isascii() else key}
+                   if isinstance(entry, dict) else entry for key, entry in entries.items()]
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("content"), str)
                                                 for e in entries):
         raise TokenizerError(f"{path}: {where} is not a list of {{\"id\": ..., \"content\": ...}}")
     check_ids(path, {e["content"]: e.get("id") for e in entries})
+    for entry in entries:
+        wrong = [flag for flag in _ADDED_TOKEN_FLAGS if not isinstance(entry.get(flag, False), bool)]
+        if wrong:
+            raise TokenizerError(f"{path}: {where} gives {entry['content']!r} a {wrong[0]} of "
+                                 f"{entry[wrong[0]]!r}; expected true or false")
     return entries
+
+
+_ADDED_TOKEN_FLAGS = ("special", "lstrip", "rstrip", "single_word", "normalized")
 
 
 def _belonging(encoder: dict[str, int], merges: list[tuple[str, str]], vocab_file, merges_file,

@@ -110,9 +110,8 @@ class Saving:
         vocabulary = files[next(iter(files))]
         beside = os.path.join(name_or_path, TOKENIZER_JSON) if os.path.isdir(name_or_path) else None
         added_in = vocabulary if os.path.basename(vocabulary) == TOKENIZER_JSON else beside
-        if added_in is not None and os.path.isfile(added_in) and ADDED_TOKENS not in settings:
+        if not records and added_in is not None and os.path.isfile(added_in) and ADDED_TOKENS not in settings:
             records = tokenizer_json_added(added_in)
-            settings[ADDED_TOKENS] = {record["content"]: record["id"] for record in records}
         init = {k: v for k, v in settings.get(TOKENIZER_CONFIG, {}).items() if k in cls.saved_settings()}
         init = {k: (v["content"] if isinstance(v, dict) and "content" in v else v) for k, v in {**init, **kwargs}.items()}
         additional = init.pop("additional_special_tokens", [])
@@ -120,19 +119,21 @@ class Saving:
         if isinstance(extra, list) and "additional_special_tokens" not in kwargs:
             additional = [*additional, *(t for t in extra if isinstance(t, str) and t not in additional)]
         tokenizer = cls(**files, **init)
-        # Saved added tokens first, under their saved ids; then the special ones they include.
+        # Saved added tokens under their saved ids: the records' first, with how each is matched
+        # (transformers trusts them over added_tokens.json), then added_tokens.json's others; then
+        # the special ones they include (transformers 5 says which only in the records).
+        for record in sorted(records, key=lambda record: record["id"]):
+            tokenizer._register(record["content"], record["id"], {flag: record.get(flag, False) for flag in MATCH_FLAGS})
+        recorded = {record["content"] for record in records}
         for token, index in sorted(settings.get(ADDED_TOKENS, {}).items(), key=lambda item: item[1]):
-            tokenizer._register(token, index)
+            if token not in recorded:
+                tokenizer._register(token, index)
         for name in SPECIAL_TOKEN_NAMES:
             if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
                 tokenizer._register(getattr(tokenizer, name))
         named = set(tokenizer.special_tokens_map.values())
-        for record in records:  # how each is matched, and which are special (transformers 5 says so only here)
-            content = record["content"]
-            if content in tokenizer.added_tokens_encoder:
-                tokenizer._register(content, flags={flag: bool(record.get(flag)) for flag in MATCH_FLAGS})
-            if record.get("special") and content not in named and content not in additional:
-                additional.append(content)
+        additional += [record["content"] for record in records if record.get("special")
+                       and record["content"] not in named and record["content"] not in additional]
         tokenizer.add_tokens(additional, special_tokens=True)
         tokenizer.name_or_path = os.fspath(name_or_path)
         return tokenizer
