@@ -39,15 +39,29 @@ class UnknownArgumentError(GPTHubError, TypeError):
         return cls(f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}{more}")
 
 
-def take_neutral(kwargs: dict, neutral: dict, refusal: str) -> dict:
-    """``kwargs`` less the options of ``neutral`` (name -> whether a value changes nothing here)
-    given at such values: transformers' options that pasted code passes (``use_cache=True``). At
-    any other value one is refused, ``refusal`` saying why, never ignored."""
+def take_neutral(kwargs: dict, neutral: dict, where: str) -> dict:
+    """``kwargs`` less the options of ``neutral`` (name -> (whether a value changes nothing here,
+    why another value is refused)) given at such values: transformers' options that pasted code
+    passes (``use_cache=True``). At any other value one is refused by ``where``, never ignored."""
     for name in [name for name in kwargs if name in neutral]:
         value = kwargs.pop(name)
-        if not neutral[name](value):
-            raise InvalidArgumentError(f"{name}={value!r}: {refusal}")
+        changes_nothing, why = neutral[name]
+        try:
+            taken = bool(changes_nothing(value))
+        except (TypeError, ValueError):  # an array, whose truth is ambiguous, is no such value
+            taken = False
+        if not taken:
+            raise InvalidArgumentError(f"{name}={value!r}: {where} {why}")
     return kwargs
+
+
+def unset_or_flag(value: object) -> bool:
+    """None (transformers' default for many options) or a flag."""
+    return value is None or is_flag(value)
+
+
+def unset_or_off(value: object) -> bool:
+    return value is None or (is_flag(value) and not value)
 
 
 def is_flag(value: object) -> bool:

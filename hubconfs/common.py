@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..errors import flag
+from ..errors import flag, take_neutral
 from ..models.devices import place
-from ..models.pretrained import check_placement
+from ..models.pretrained import LOADING_NEUTRAL, check_placement
 
 # How examples name the repository: the GitHub owner/name it is published under.
 HUB_REPO = "<owner>/<repo>"
@@ -104,6 +104,7 @@ def model_entrypoint(name: str, model_class, default: str, summary: str, body: s
                                                torch_dtype=torch_dtype, quantize=quantize, device_map=device_map,
                                                **fetch, **config_overrides)
         config = model_class.config_class.from_argument(config)
+        take_neutral(config_overrides, LOADING_NEUTRAL, name)  # attn_implementation="eager" builds as ever
         device, _ = check_placement(quantize, device_map, torch_dtype)  # before a config is fetched
         if config is None or not isinstance(config, model_class.config_class):
             config = load_config(model_class.config_class, config or pretrained_model_name_or_path, fetch,

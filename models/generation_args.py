@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentTypeError, GPTHubError, InvalidArgumentError, flag, integer, real, take_neutral
+from ..errors import (ArgumentTypeError, GPTHubError, InvalidArgumentError, flag, integer, real, take_neutral,
+                      unset_or_flag, unset_or_off)
 from .inputs import check_token_ids
 
 logger = logging.getLogger(__name__)
@@ -53,26 +54,27 @@ class GenerationConfig:
 # transformers' generate options that change nothing at these values (what pasted code passes:
 # use_cache=True, num_beams=1, output_scores=False); beam-search settings without beams do nothing.
 def _one(value) -> bool:
-    return value is None or value == 1
+    return value is None or (not isinstance(value, bool) and value == 1)
 
 
 def _zero(value) -> bool:
-    return value is None or value == 0
+    return value is None or (not isinstance(value, bool) and value == 0)
 
 
-NEUTRAL_OPTIONS = {
-    "use_cache": lambda value: isinstance(value, bool), "early_stopping": lambda value: True,
-    "length_penalty": lambda value: True, "num_beams": _one, "num_beam_groups": _one, "typical_p": _one,
-    "no_repeat_ngram_size": _zero, "bad_words_ids": lambda value: value is None,
+_NOT_DONE = ("does not do that: it decodes greedily or samples, one sequence per row (no beam search, n-gram bans "
+             "or scores returned)")
+NEUTRAL_OPTIONS = {name: (changes_nothing, _NOT_DONE) for name, changes_nothing in {
+    "use_cache": unset_or_flag, "early_stopping": lambda value: True, "length_penalty": lambda value: True,
+    "num_beams": _one, "num_beam_groups": _one, "typical_p": _one, "no_repeat_ngram_size": _zero,
+    "bad_words_ids": lambda value: value is None,
     **dict.fromkeys(("output_scores", "output_logits", "output_attentions", "output_hidden_states",
-                     "return_dict_in_generate"), lambda value: not value),
-}
+                     "return_dict_in_generate"), unset_or_off),
+}.items()}
 
 
 def neutral_options(kwargs: dict) -> dict:
     """``kwargs`` less transformers' generate options at values that change nothing here."""
-    return take_neutral(kwargs, NEUTRAL_OPTIONS, "generate does not do that: it decodes greedily or samples, one "
-                                                 "sequence per row (no beam search, n-gram bans or scores returned)")
+    return take_neutral(kwargs, NEUTRAL_OPTIONS, "generate")
 
 
 def default_ids(model, name: str, vocab_size: int) -> list[int]:

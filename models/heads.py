@@ -108,10 +108,11 @@ class _Generates:
         ``models.generation.generate``. transformers' options at values that change nothing
         (``use_cache=True``, ``num_beams=1``) are taken; at others, and an option it does not
         take, they are refused by name, with the options it does take."""
-        if "inputs" in kwargs:
+        inputs = kwargs.pop("inputs", None)
+        if inputs is not None:
             if input_ids is not None:
                 raise ArgumentTypeError(f"{type(self).__name__}.generate got both input_ids and inputs (the same)")
-            input_ids = kwargs.pop("inputs")
+            input_ids = inputs
         unknown = sorted(set(neutral_options(kwargs)) - _GENERATE_OPTIONS)
         if unknown:
             options = sorted(_GENERATE_OPTIONS)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..download import DOWNLOAD_OPTIONS, download_options
-from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError, flag, is_flag, take_neutral
+from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownArgumentError, flag, take_neutral, unset_or_flag
 from .checkpoint import PYTORCH_NAME, SAFETENSORS_NAME, write_safetensors, write_torch_pickle
 from .config_base import PretrainedConfig
 from .devices import place, resolve_device
@@ -40,10 +40,14 @@ def check_placement(quantize: str | None, device_map: Any, torch_dtype: Any = No
 
 # transformers' loading options that pasted code passes, at values that change nothing here
 LOADING_NEUTRAL = {
-    "attn_implementation": lambda value: value in (None, "eager", "sdpa"),
-    "low_cpu_mem_usage": is_flag,  # loading builds on the meta device and assigns the weights read
-    "use_safetensors": lambda value: value in (None, True),
-    "trust_remote_code": is_flag,  # a checkpoint's code never runs, trusted or not
+    "attn_implementation": (lambda value: value is None or value in ("eager", "sdpa"),
+                            "has no such choice: attention is PyTorch's fused scaled_dot_product_attention "
+                            "('sdpa'), which computes what 'eager' does"),
+    "low_cpu_mem_usage": (unset_or_flag, "takes True or False: loading builds on the meta device either way"),
+    "use_safetensors": (lambda value: value is None or value is True,
+                        "has no such choice: model.safetensors is read first, pytorch_model.bin (weights only, no "
+                        "pickled code) where there is none"),
+    "trust_remote_code": (unset_or_flag, "takes True or False: no code of a checkpoint ever runs here"),
 }
 
 
@@ -204,8 +208,13 @@ class PreTrainedModel(ConvertedWhole):
     # -- checkpoints ----------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: PretrainedConfig, *, torch_dtype: Any = None, dtype: Any = None) -> PreTrainedModel:
-        """A model with freshly initialised weights (nothing downloaded)."""
+    def from_config(cls, config: PretrainedConfig, *, torch_dtype: Any = None, dtype: Any = None,
+                    **kwargs: Any) -> PreTrainedModel:
+        """A model with freshly initialised weights (nothing downloaded); transformers' loading
+        options are taken where they change nothing (``LOADING_NEUTRAL``)."""
+        if take_neutral(kwargs, LOADING_NEUTRAL, f"{cls.__name__}.from_config"):
+            raise UnknownArgumentError.naming(sorted(kwargs), ["torch_dtype", "dtype", *LOADING_NEUTRAL],
+                                              f"{cls.__name__}.from_config")
         weights_dtype = resolve_dtype(torch_dtype, dtype)
         weights_dtype = torch.get_default_dtype() if weights_dtype == "auto" else weights_dtype
         check_fits_in_memory(config, weights_dtype)
@@ -244,9 +253,7 @@ class PreTrainedModel(ConvertedWhole):
         """
         config = cls.config_class.from_argument(config)
         device, dtype = check_placement(quantize, device_map, torch_dtype, dtype)
-        take_neutral(kwargs, LOADING_NEUTRAL, f"{cls.__name__}.from_pretrained has no such choice: attention is "
-                     "PyTorch's fused scaled_dot_product_attention (what 'eager' computes), weights load from "
-                     "model.safetensors first, never a second copy in memory, and no code of a checkpoint runs")
+        take_neutral(kwargs, LOADING_NEUTRAL, f"{cls.__name__}.from_pretrained")
         fetch_options = download_options(kwargs)
         cls.config_class.check_overrides(kwargs, f"{cls.__name__}.from_pretrained",
                                          also=("config", "state_dict", "torch_dtype", "dtype", "quantize",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -230,14 +231,18 @@ def test_generate_takes_transformers_options_where_they_change_nothing(gpt2):
     """Pasted transformers code passes use_cache=True, num_beams=1, output_scores=False and
     inputs=: all were refused as unknown. At values that would change the output they are refused
     by name (they would be ignored)."""
+    numpy = require("numpy")
     want = gpt2.generate(IDS, max_new_tokens=3)
     neutral = dict(use_cache=True, num_beams=1, early_stopping=True, no_repeat_ngram_size=0, min_new_tokens=0,
                    output_scores=False, return_dict_in_generate=False, length_penalty=1.0, bad_words_ids=None)
     assert torch.equal(gpt2.generate(inputs=IDS, max_new_tokens=3, **neutral), want)
+    assert torch.equal(gpt2.generate(input_ids=IDS, inputs=None, max_new_tokens=3, use_cache=None, output_scores=None,
+                                     num_beams=numpy.int64(1)), want)  # transformers' defaults, NumPy values
     for name, value in [("num_beams", 5), ("no_repeat_ngram_size", 2), ("return_dict_in_generate", True),
-                        ("output_scores", True), ("use_cache", "yes")]:
-        raises(ValueError, f"{name}={value!r}: generate does not do that: it decodes greedily or samples", gpt2.generate,
-               IDS, max_new_tokens=3, **{name: value})
+                        ("output_scores", True), ("use_cache", "yes"), ("output_scores", numpy.array([0, 0])),
+                        ("num_beams", True)]:
+        raises(ValueError, re.escape(f"{name}={value!r}: generate does not do that: it decodes greedily or samples"),
+               gpt2.generate, IDS, max_new_tokens=3, **{name: value})
 
 
 def test_entrypoints_refuse_unknown_keywords(tmp_path):
@@ -432,6 +437,15 @@ def test_transformers_loading_options_and_use_cache_are_taken_where_they_change_
     for name, value in (("attn_implementation", "flash_attention_2"), ("use_safetensors", False)):
         raises(ValueError, f"{name}={value!r}: GPT2LMHeadModel.from_pretrained has no such choice",
                models.GPT2LMHeadModel.from_pretrained, tmp_path, **{name: value})
+    raises(ValueError, "low_cpu_mem_usage='yes': GPT2LMHeadModel.from_pretrained takes True or False",
+           models.GPT2LMHeadModel.from_pretrained, tmp_path, low_cpu_mem_usage="yes")
+    unset = {"low_cpu_mem_usage": None, "trust_remote_code": None, "attn_implementation": None}  # transformers' defaults
+    assert torch.equal(models.GPT2LMHeadModel.from_pretrained(tmp_path, **unset)(IDS).logits, plain(IDS).logits)
+    hub = repo_module("hubconfs.gpt2_hubconf")
+    built = hub.gpt2LMHeadModel(config=plain.config, pretrained=False, attn_implementation="sdpa")  # was: a config error
+    assert type(models.GPT2LMHeadModel.from_config(plain.config, attn_implementation="eager")) is type(built)
+    raises(TypeError, "from_config got unexpected keyword argument 'n_layers'", models.GPT2LMHeadModel.from_config,
+           plain.config, n_layers=2)
     for head in (models.GPT2ForTokenClassification, models.GPT2ForQuestionAnswering):
         model = head.from_pretrained(tmp_path).eval()
         assert torch.equal(model(IDS, use_cache=True)[0], model(IDS)[0])
