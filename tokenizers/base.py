@@ -241,10 +241,16 @@ class PreTrainedTokenizer(Batching, Saving):
             passes = self._matcher(parse)
         if not passes:
             return self._encode_ordinary(self._prepare_text(text))
-        segments = [(text, None)]
+        segments = None
         for matching in passes:
-            segments = [piece for segment, token_id in segments
-                        for piece in (self._segments(segment, *matching) if token_id is None else [(segment, token_id)])]
+            if segments is None:
+                if matching[0].search(text) is not None:  # most texts hold no added token: one scan
+                    segments = self._segments(text, *matching)
+            else:
+                segments = [piece for segment, token_id in segments for piece in (
+                    self._segments(segment, *matching) if token_id is None else [(segment, token_id)])]
+        if segments is None:
+            return self._encode_ordinary(self._prepare_text(text))
         ids: list[int] = []
         for segment, token_id in segments:
             if token_id is None:
