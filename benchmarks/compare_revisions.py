@@ -1,9 +1,10 @@
 """This checkout against another checkout of the repository (an older commit), side by side in
 one process: decode and prefill speed on the same weights, interleaved, and loading time and peak
-memory in fresh processes. GPT-2 small with random weights, 32-token prompts, greedy.
+memory in fresh processes (GPT-2 small with random weights, 32-token prompts, greedy); GPT-2's
+tokenizer on the corpus's first 20,000 lines, plain and with two added tokens.
 
     git worktree add --detach ../old COMMIT
-    python benchmarks/compare_revisions.py --old ../old [--repeats 5] [--new-tokens 64]
+    python benchmarks/compare_revisions.py --old ../old [--repeats 5] [--new-tokens 64] [--only tokenizer]
 """
 
 from __future__ import annotations
@@ -49,6 +50,25 @@ def decode(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
         print(row(f"prefill 1024, {name}", results["new"], results["old"], "forwards/s"), flush=True)
 
 
+def tokenizer(args, checkouts: dict[str, Path]) -> None:
+    data = Path(args.data)
+    lines = [line for path in sorted((data / "corpus").glob("*.txt"))
+             for line in path.read_text(encoding="utf-8").splitlines()][:20000]
+    modules = {who: repo_module("tokenizers", root) for who, root in checkouts.items()}
+    for label, options, added in (("tiktoken", {}, []), ("pure Python", {"use_tiktoken": False}, []),
+                                  ("tiktoken, 2 added tokens", {}, ["<x>", "<y>"])):
+        made = {who: m.GPT2Tokenizer.from_pretrained(data / "gpt2", **options) for who, m in modules.items()}
+        for tokenizer in made.values():
+            tokenizer.add_tokens(added)
+            for line in lines:  # warm-up, untimed: fills the pieces' caches
+                tokenizer.encode(line)
+        results: dict[str, list[float]] = {}
+        for repeat in range(2 * args.repeats):
+            for who in (("new", "old") if repeat % 2 == 0 else ("old", "new")):
+                timed(lambda: [made[who].encode(line) for line in lines], 1, results, who, len(lines))
+        print(row(f"encode, {label}", results["new"], results["old"], "lines/s"), flush=True)
+
+
 def loading(args, checkouts: dict[str, Path], checkpoint: Path) -> None:
     script = scratch_dir() / "load.py"
     script.write_text(LOAD)
@@ -71,9 +91,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--only", choices=["models", "tokenizer"], help="one half of the comparison")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the vocabularies and corpus")
     args = parser.parse_args()
     checkouts = {"new": REPO, "old": Path(args.old).resolve()}
     print(machine())
+    if args.only != "models":
+        tokenizer(args, checkouts)
+    if args.only == "tokenizer":
+        return
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "gpt2"
         models = repo_module("models")
