@@ -131,7 +131,7 @@ class Saving:
         for name in SPECIAL_TOKEN_NAMES:
             if getattr(tokenizer, name) in tokenizer.added_tokens_encoder:
                 tokenizer._register(getattr(tokenizer, name))
-        named = set(tokenizer.special_tokens_map.values())
+        named = {token for token in tokenizer._special.values() if token is not None}
         additional += [record["content"] for record in records if record.get("special")
                        and record["content"] not in named and record["content"] not in additional]
         tokenizer.add_tokens(additional, special_tokens=True)
