@@ -171,3 +171,15 @@ def test_decode_around_added_tokens_answers_as_transformers_does():
         for skip in (False, True):
             assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip), ids
     assert ours.decode(rows[0]) == "hello <new>world"
+
+
+def test_a_tokenizer_that_has_encoded_pickles():
+    """Once used, it held a lambda over ftfy and spaCy's tokenizer: pickle (DataLoader workers,
+    datasets.map with num_proc) failed with "Can't pickle local object"."""
+    import pickle
+
+    tokenizer = load()
+    text = "Who was Jim Henson? Jim Henson was a puppeteer -- cafés & naïve."
+    ids = tokenizer.encode(text)
+    again = pickle.loads(pickle.dumps(tokenizer))
+    assert again.encode(text) == ids and again._exact is True

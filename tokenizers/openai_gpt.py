@@ -138,6 +138,14 @@ class OpenAIGPTTokenizer(PreTrainedTokenizer):
             words[which].append(token.text)
         return words
 
+    def __getstate__(self) -> dict:
+        """The tokenizer without its loaded pipeline (spaCy's tokenizer, a function over ftfy),
+        which a copy loads again on first use: DataLoader workers and ``datasets.map(num_proc=)``
+        pickle tokenizers."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_spacy", "_special_cases", "_fix_text")}
+        state["_exact"] = None
+        return state
+
     def _load_original_pipeline(self) -> bool:
         """ftfy and spaCy, imported on first use (slow imports); False where they are missing."""
         if not self.use_spacy:
