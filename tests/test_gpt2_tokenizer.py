@@ -509,6 +509,9 @@ def test_added_token_objects_and_their_flags_match_and_survive_saving_as_in_tran
         assert mine.decode(ids, skip_special_tokens=True) == other.decode(ids, skip_special_tokens=True) == "x  y "
     with pytest.raises(TypeError, match="a token must be a str or an AddedToken, got int"):
         ours.add_tokens([5])
+    for tokenizer in (ours, theirs):  # added again as a str, a token matches plainly again (it kept its strips)
+        tokenizer.add_tokens(["<x>"])
+    assert ours.encode("a <x> b", parse_special_tokens=True) == theirs.encode("a <x> b") == [64, 220, 50257, 275]
 
 
 def test_small_calls_answer_as_transformers_does(python_tokenizer, hugging_face):

@@ -129,10 +129,15 @@ class PreTrainedTokenizer(Batching, Saving):
         before = len(self)
         for token in new_tokens:
             content, flags = token_content(token)
-            self._register(content, flags=flags or None)  # a str keeps the flags the token has
-            if (special_tokens or flags.get("special")) and content not in self.all_special_tokens:
-                self.additional_special_tokens.append(content)
+            self._register(content, flags=flags)  # a str matches plainly again, as in transformers
+            if special_tokens or flags.get("special"):
+                self._mark_special(content)
         return len(self) - before
+
+    def _mark_special(self, token: str) -> None:
+        """Make an added token special (``additional_special_tokens``), unless it is already."""
+        if token not in self.all_special_tokens:
+            self.additional_special_tokens.append(token)
 
     def add_special_tokens(self, special_tokens_dict: dict[str, str | Sequence[str]]) -> int:
         """``{"pad_token": "<pad>", "additional_special_tokens": ["<sep>"]}``: returns how many are new."""

@@ -134,7 +134,11 @@ class Saving:
         named = {token for token in tokenizer._special.values() if token is not None}
         additional += [record["content"] for record in records if record.get("special")
                        and record["content"] not in named and record["content"] not in additional]
-        tokenizer.add_tokens(additional, special_tokens=True)
+        for token in additional:  # one restored above keeps its flags; adding it again would reset them
+            if token in tokenizer.added_tokens_encoder:
+                tokenizer._mark_special(token)
+            else:
+                tokenizer.add_tokens(token, special_tokens=True)
         tokenizer.name_or_path = os.fspath(name_or_path)
         return tokenizer
 
