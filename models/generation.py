@@ -101,11 +101,11 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, max
         early = stop is not None and length < eos_allowed_from  # eos may not be chosen yet
         chosen = None if greedy is None or early else greedy(step_input, cache, min(run, total - length))  # [n]
         if chosen is None:
-            logits = last_logits(step_input, cache, None if mask is None else mask[:, :length])
+            visible = None if mask is None else mask[:, :length]  # [B, length]
+            logits = last_logits(step_input, cache, visible)
             if early:
                 logits = logits.index_fill(-1, stop, -math.inf)
-            chosen = next_tokens(logits, tokens[:, :length], choose, generator,
-                                 None if mask is None else mask[:, :length])[:, None]  # [B, 1]
+            chosen = next_tokens(logits, tokens[:, :length], choose, generator, visible)[:, None]  # [B, 1]
         else:
             chosen = chosen[None]  # [1, n]
         if stop is not None:  # rows already finished get padding

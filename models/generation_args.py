@@ -48,7 +48,7 @@ class GenerationConfig:
         return {name: getattr(self, name) for name in self.FIELDS}
 
     def __repr__(self) -> str:
-        return f"GenerationConfig({', '.join(f'{n}={getattr(self, n)!r}' for n in self.FIELDS)})"
+        return f"GenerationConfig({', '.join(f'{n}={v!r}' for n, v in self.to_dict().items())})"
 
 
 # transformers' generate options that change nothing at these values (what pasted code passes:
