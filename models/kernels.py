@@ -15,10 +15,11 @@ docs/performance.md):
 - other float32 products: oneDNN's linear operator (the one ``torch.compile`` emits on CPU);
 - bfloat16: oneDNN's linear operator on a copy of the weight packed in its blocked layout
   (models/packed_weights.py); on a CPU for which oneDNN has no bfloat16 product (AVX2 only), where
-  PyTorch's stock bfloat16 product runs 10 to 100 times slower than float32's, up to ``FEW_ROWS``
-  rows take the native few-row kernel (the weight widened in registers, eight rows a pass), more a
-  float32 product over the weight widened a block of output rows at a time (``widened_product``),
-  rounded once;
+  PyTorch's stock bfloat16 product runs 10 to 100 times slower than float32's, a float32 product
+  over the weight widened a block of output rows at a time (``widened_product``), rounded once;
+- 2 to ``FEW_ROWS`` rows (a batch's step, a short prompt), float32 or bfloat16: the fastest on
+  this machine of the route above and the native few-row kernels (eight rows a pass over the
+  weight, streamed once), timed at first use per shape and power of two of rows;
 - everything else, and anything that needs a gradient, on another device or under
   ``torch.compile``: the stock product.
 
@@ -28,7 +29,6 @@ weight that a loop of calls will use (generate).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 
@@ -47,9 +47,10 @@ _ONEDNN_LINEAR = find_onednn("_linear_pointwise")
 # computes it (with AVX-512 or AMX), else float32 (PyTorch's own bfloat16 product is slow there).
 WIDENED_DTYPE = torch.bfloat16 if ONEDNN_BFLOAT16 else torch.float32
 WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's tiles of 16): a bounded copy
-# Up to this many bfloat16 rows (a batch's step, a short prompt), where products would widen, take
-# the native few-row kernel: 2-5x faster than widening on an AVX2 Zen 3 from 2 to 32 rows, level
-# near 64, where the float32 product's speed begins to pay for widening (docs/performance.md).
+# Up to this many rows (a batch's step, a short prompt) the native few-row kernels are candidates
+# beside PyTorch's route, measured per shape and per power of two of rows: they stream the weight
+# once at the speed of memory, where oneDNN's float32 GEMM reads GPT-2's block weights at half of
+# it for eight rows; more rows are bound by arithmetic, where the GEMM's blocking wins.
 FEW_ROWS = 32
 
 
@@ -83,17 +84,60 @@ def _float32_product(x: Tensor, weight: Tensor, bias: Tensor | None, stored_in_o
     return y.view(*x.shape[:-1], out_in.size(0))  # [..., out]
 
 
-def _few_rows(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
-    """The native product of several bfloat16 rows, where they would otherwise be widened and
-    PyTorch's routes are not forced (``GPT_HUB_KERNEL=torch``), or None."""
-    if (not _widens(weight) or not _natively(weight, bias) or weight.numel() == 0
-            or os.environ.get("GPT_HUB_KERNEL") == "torch" or not native.available("narrow")):
+def _few_rows(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product | None:
+    """A build's native product of several rows (decode.c's ``few_*``), or None."""
+    if not _natively(weight, bias) or weight.numel() == 0 or not native.available(variant):
         return None
-    return native.few_rows_product("narrow", weight, bias, stored_in_out)
+    return native.float_product(variant, weight, bias, stored_in_out, several_rows=True)
 
 
-def _few_or_widened(x: Tensor, few: Product, widened: Product) -> Tensor:
-    return few(x) if x.numel() <= FEW_ROWS * x.size(-1) else widened(x)
+def _rows_bucket(rows: int) -> int:
+    """The number of rows a choice for ``rows`` (2 to ``FEW_ROWS``) is measured at: the power of
+    two at or above it."""
+    return 1 << (rows - 1).bit_length()
+
+
+def _several_rows_ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool, bucket: int) -> tuple[str, ...]:
+    """PyTorch's route (``torch``) and the builds' few-row kernels for ``bucket`` rows against this
+    weight's shape and dtype, fastest first (measured once)."""
+    in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
+    key = ("rows", weight.dtype, stored_in_out, in_features, out_features, bucket)
+
+    def synthetic() -> dict[str, Product]:
+        zeros = empty_in_huge_pages(weight.shape, weight.dtype).zero_()  # in memory as the weights' (models/pages.py)
+        zero_bias = None if bias is None else torch.zeros_like(bias)
+        found = {"torch": _torch_route(zeros, zero_bias, stored_in_out, False)}
+        for variant in ("wide", "narrow"):
+            few = _few_rows(variant, zeros, zero_bias, stored_in_out)
+            if few is not None:
+                found[variant] = few
+        return found
+
+    return route_choice.ranking(key, synthetic, weight.numel() * weight.element_size(),
+                                lambda: torch.zeros(bucket, in_features, dtype=weight.dtype))
+
+
+def _several_rows(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
+    """The product of several rows: up to ``FEW_ROWS`` by the fastest measured for their power of
+    two of rows (PyTorch's route or a few-row kernel), more by PyTorch's route."""
+    route = _torch_route(weight, bias, stored_in_out, False)
+    if not _natively(weight, bias) or weight.numel() == 0:
+        return route
+    chosen: dict[int, Product] = {}  # by bucket of rows
+
+    def product(x: Tensor) -> Tensor:
+        rows = x.numel() // x.size(-1)
+        if rows > FEW_ROWS or rows < 2:
+            return route(x)
+        bucket = _rows_bucket(rows)
+        found = chosen.get(bucket)
+        if found is None:
+            names = _several_rows_ranking(weight, bias, stored_in_out, bucket)
+            found = chosen[bucket] = route_choice.first_built(
+                names, lambda name: route if name == "torch" else _few_rows(name, weight, bias, stored_in_out)) or route
+        return found(x)
+
+    return product
 
 
 def _routable(weight: Tensor) -> bool:
@@ -214,9 +258,7 @@ def _route(weight: Tensor, bias: Tensor | None, stored_in_out: bool, one_row: bo
     route, for a weight ``_routable`` accepts and no gradient asked."""
     if one_row and _natively(weight, bias):
         return _one_row(weight, bias, stored_in_out)
-    route = _torch_route(weight, bias, stored_in_out, one_row)
-    few = None if one_row else _few_rows(weight, bias, stored_in_out)
-    return route if few is None else partial(_few_or_widened, few=few, widened=route)
+    return _torch_route(weight, bias, stored_in_out, True) if one_row else _several_rows(weight, bias, stored_in_out)
 
 
 def _one_row(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:

@@ -95,24 +95,27 @@ def test_float_kernels_against_float64(libraries, build_name, dtype, shape):
 @pytest.mark.parametrize("build_name", list(BUILDS))
 @pytest.mark.parametrize("rows", [1, 3, 8, 17])
 @pytest.mark.parametrize("shape", [(77, 301), (256, 64), (3, 5)])  # [in, out]: tails, whole vectors, tiny
-def test_few_row_kernels_against_float64(libraries, build_name, rows, shape):
-    """Several bfloat16 rows against a bfloat16 weight of either layout (decode.c's ``few_*``:
-    ``group`` is the number of rows), eight rows a pass and the rest after."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_few_row_kernels_against_float64(libraries, build_name, rows, shape, dtype):
+    """Several rows against a weight of either layout (decode.c's ``few_*``: ``group`` is the
+    number of rows), eight rows a pass and the rest after, in tiles of one or more vectors of
+    outputs and the outputs past them; the columns' kernel splits the inputs between threads."""
     torch.manual_seed(0)
     n_in, n_out = shape
-    x = torch.randn(rows, n_in).bfloat16()
-    w, b = torch.randn(n_in, n_out).bfloat16(), torch.randn(n_out).bfloat16()
+    x = torch.randn(rows, n_in).to(dtype)
+    w, b = torch.randn(n_in, n_out).to(dtype), torch.randn(n_out).to(dtype)
     want = x.double() @ w.double()
     lib = libraries[build_name]
-    for name, weight in (("few_cols_bf16", w), ("few_rows_bf16", w.t().contiguous())):
+    kind = "f32" if dtype == torch.float32 else "bf16"
+    for name, weight in ((f"few_cols_{kind}", w), (f"few_rows_{kind}", w.t().contiguous())):
         fn = getattr(lib, name)
         fn.argtypes = [products._POINTER] * 5 + [products._SIZE] * 3 + [products._INT] * 2
         for bias in (b, None):
-            y = torch.empty(rows, n_out, dtype=torch.bfloat16)
+            y = torch.empty(rows, n_out, dtype=dtype)
             assert fn(x.data_ptr(), weight.data_ptr(), None, None if bias is None else bias.data_ptr(), y.data_ptr(),
-                      n_in, n_out, rows, 1, 2) == 0
+                      n_in, n_out, rows, products.ACTIVATIONS[dtype], 2) == 0
             for row in range(rows):
-                assert_close_to(y[row], want[row] + (0 if bias is None else b.double()), torch.bfloat16)
+                assert_close_to(y[row], want[row] + (0 if bias is None else b.double()), dtype)
 
 
 @pytest.mark.parametrize("build_name", list(BUILDS))
@@ -193,7 +196,7 @@ def test_a_product_refuses_inputs_it_was_not_made_for(narrow):
 
 def test_a_few_row_product_takes_any_rows_of_its_width_only(narrow):
     weight = torch.randn(16, 8).bfloat16()
-    product = products.few_rows_product(narrow, weight, None, stored_in_out=False)
+    product = products.float_product(narrow, weight, None, stored_in_out=False, several_rows=True)
     x = torch.randn(2, 3, 8).bfloat16()
     assert torch.equal(product(x), torch.stack([product(row) for row in x]))  # [..., rows, in] as rows
     assert product(x[:, :0]).shape == (2, 0, 16)
@@ -201,7 +204,7 @@ def test_a_few_row_product_takes_any_rows_of_its_width_only(narrow):
         with pytest.raises(ValueError, match="torch.bfloat16 CPU rows of 8 values"):
             product(bad)
     with pytest.raises(ValueError, match="contiguous 2-D CPU weight"):
-        products.few_rows_product(narrow, weight.float(), None, stored_in_out=False)
+        products.float_product(narrow, weight.half(), None, stored_in_out=False, several_rows=True)
 
 
 def test_a_weight_given_other_memory_is_refused_not_read(narrow):

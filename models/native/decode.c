@@ -189,89 +189,130 @@ COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
  * the weights are still in cache. Sums in float32, in order along `in`. */
 #define FEW 8
 
-/* y[r, j] = s + bias[j] (if any), y [rows, out]. */
-static inline void few_finish(void *y, const void *bias, int64_t r, int64_t out, int64_t j, float s, int act) {
+/* y[r, j] = s (times scale[j], if any) + bias[j] (if any), y [rows, out]. */
+static inline void few_finish(void *y, const void *bias, const float *scale, int64_t r, int64_t out, int64_t j,
+                              float s, int act) {
+    if (scale) s *= scale[j];
     if (bias) s += load(bias, j, act);
     store(y, r * out + j, s, act);
 }
 
-/* y[r, j..j+VL) for r in [r0, r0 + n) (n <= FEW) and the column vector at j of W [in, out]. */
-static inline void few_cols_vector(const float *xf, const bf16 *w, const void *bias, void *y, int64_t in,
-                                   int64_t out, int64_t j, int64_t r0, int64_t n, int act) {
-    const float *xr = xf + r0 * in;
-    vf s[FEW];
-    for (int r = 0; r < FEW; r++) s[r] = vzero();
-    if (n == FEW)  /* a constant count: the loop over r unrolls */
-        for (int64_t i = 0; i < in; i++) {
-            vf wv = load_bf16(w + i * out + j);
-            for (int r = 0; r < FEW; r++) s[r] = vfma(wv, vset(xr[r * in + i]), s[r]);
-        }
-    else
-        for (int64_t i = 0; i < in; i++) {
-            vf wv = load_bf16(w + i * out + j);
-            for (int r = 0; r < n; r++) s[r] = vfma(wv, vset(xr[r * in + i]), s[r]);
-        }
-    for (int64_t r = 0; r < n; r++) {
-        float lanes[VL];
-        store_f32(lanes, s[r]);
-        for (int l = 0; l < VL; l++) few_finish(y, bias, r0 + r, out, j + l, lanes[l], act);
-    }
+/* Columns, W [in, out]: as the one-row kernel above, each thread streams its own slice of the
+ * inputs i, COLS_AT_ONCE rows of W a pass, into sums of its own, [rows, out] (in cache: a few
+ * hundred KB); a pass meets each tile of FEW rows of x and PANEL vectors of outputs with the
+ * tile's sums held in registers, each weight vector loaded once for the FEW rows and each x value
+ * once for the PANEL vectors. The threads' sums are added at the end. */
+#if VL == 16
+#define PANEL 3  /* 24 sums, 3 weight vectors and a broadcast of x: 28 of AVX-512's 32 registers */
+#else
+#define PANEL 1  /* 8 sums, a weight vector and a broadcast: 10 of AVX2's 16 */
+#endif
+#define PREFETCH(p) __builtin_prefetch(p, 0, 3)
+#define FEW_COLS_KERNEL(NAME, WT, VLOAD, ONE)                                                   \
+/* the tile of n rows from r0 and the panel at j over k inputs from i (inlined: for n == FEW the  \
+ * loops over rows unroll and the sums stay in registers) */                                   \
+static inline __attribute__((always_inline)) void NAME##_tile(                                  \
+        const float *xf, const WT *a, float *acc, int64_t in, int64_t out, int64_t i, int64_t k, \
+        int64_t r0, int64_t n, int64_t j) {                                                    \
+    vf s[FEW][PANEL];                                                                          \
+    for (int64_t r = 0; r < n; r++)                                                            \
+        for (int p = 0; p < PANEL; p++) s[r][p] = load_f32(acc + (r0 + r) * out + j + p * VL); \
+    for (int64_t u = 0; u < k; u++) {                                                          \
+        vf wv[PANEL];                                                                          \
+        for (int p = 0; p < PANEL; p++) wv[p] = VLOAD(a + u * out + j + p * VL);               \
+        for (int p = 0; p < PANEL; p++) PREFETCH(a + (u + COLS_AT_ONCE) * out + j + p * VL);   \
+        const float *xr = xf + r0 * in + i + u;                                                \
+        for (int64_t r = 0; r < n; r++) {                                                      \
+            vf xv = vset(xr[r * in]);                                                          \
+            for (int p = 0; p < PANEL; p++) s[r][p] = vfma(wv[p], xv, s[r][p]);                \
+        }                                                                                      \
+    }                                                                                          \
+    for (int64_t r = 0; r < n; r++)                                                            \
+        for (int p = 0; p < PANEL; p++) store_f32(acc + (r0 + r) * out + j + p * VL, s[r][p]); \
+}                                                                                              \
+static inline void NAME##_pass(const float *xf, const WT *a, float *acc, int64_t in, int64_t out, \
+                               int64_t i, int64_t k, int64_t rows) {                           \
+    int64_t j = 0;                                                                             \
+    for (; j + PANEL * VL <= out; j += PANEL * VL)                                             \
+        for (int64_t r0 = 0; r0 < rows; r0 += FEW) {                                           \
+            if (rows - r0 >= FEW && k == COLS_AT_ONCE)                                         \
+                NAME##_tile(xf, a, acc, in, out, i, COLS_AT_ONCE, r0, FEW, j);                 \
+            else                                                                               \
+                NAME##_tile(xf, a, acc, in, out, i, k, r0, rows - r0 < FEW ? rows - r0 : FEW, j); \
+        }                                                                                      \
+    for (; j < out; j++)  /* the outputs past the last whole panel */                          \
+        for (int64_t r = 0; r < rows; r++) {                                                   \
+            float t = acc[r * out + j];                                                        \
+            for (int64_t u = 0; u < k; u++) t += xf[r * in + i + u] * ONE(a + u * out + j);   \
+            acc[r * out + j] = t;                                                              \
+        }                                                                                      \
+}                                                                                              \
+int NAME(const void *x, const void *weight, const float *unused, const void *bias, void *y,     \
+         int64_t in, int64_t out, int64_t rows, int act, int threads) {                        \
+    const WT *w = weight; (void)unused;                                                        \
+    float *copy;                                                                               \
+    const float *xf = as_float(x, rows * in, act, &copy);                                      \
+    const int64_t size = rows * out > 0 ? rows * out : 1;                                      \
+    float *part = calloc((size_t)threads * (size_t)size, sizeof(float));                       \
+    if (!xf || !part) { free(copy); free(part); return -1; }                                   \
+    _Pragma("omp parallel num_threads(threads)")                                               \
+    {                                                                                          \
+        int t = omp_get_thread_num(), n = omp_get_num_threads();                               \
+        float *acc = part + (int64_t)t * size;                                                 \
+        for (int64_t i = in * t / n, end = in * (t + 1) / n; i < end; i += COLS_AT_ONCE)       \
+            NAME##_pass(xf, w + i * out, acc, in, out, i,                                      \
+                        end - i < COLS_AT_ONCE ? end - i : COLS_AT_ONCE, rows);                \
+        _Pragma("omp barrier")                                                                 \
+        _Pragma("omp for schedule(static)")                                                    \
+        for (int64_t e = 0; e < rows * out; e++) {                                             \
+            float s = 0;                                                                       \
+            for (int u = 0; u < n; u++) s += part[(int64_t)u * size + e];                      \
+            few_finish(y, bias, NULL, e / out, out, e % out, s, act);                          \
+        }                                                                                      \
+    }                                                                                          \
+    free(copy); free(part);                                                                    \
+    return 0;                                                                                  \
 }
 
-int few_cols_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
-                  int64_t in, int64_t out, int64_t rows, int act, int threads) {
-    const bf16 *w = weight; (void)unused;
-    float *copy;
-    const float *xf = as_float(x, rows * in, act, &copy);
-    if (!xf) return -1;
-    const int64_t vectors = out / VL;
-    #pragma omp parallel num_threads(threads)
-    {
-        #pragma omp for schedule(static) nowait
-        for (int64_t v = 0; v < vectors; v++)
-            for (int64_t r0 = 0; r0 < rows; r0 += FEW)
-                few_cols_vector(xf, w, bias, y, in, out, v * VL, r0, rows - r0 < FEW ? rows - r0 : FEW, act);
-        #pragma omp for schedule(static)
-        for (int64_t j = vectors * VL; j < out; j++)  /* the columns past the last whole vector */
-            for (int64_t r = 0; r < rows; r++) {
-                float t = 0;
-                for (int64_t i = 0; i < in; i++) t += xf[r * in + i] * from_bf16(w[i * out + j]);
-                few_finish(y, bias, r, out, j, t, act);
-            }
-    }
-    free(copy);
-    return 0;
+/* Rows, W [out, in] (times scale[o] where given: int8): each output's row of W loaded a vector at
+ * a time for eight rows of x. */
+#define FEW_ROWS_KERNEL(NAME, WT, VLOAD, ONE)                                                   \
+int NAME(const void *x, const void *weight, const float *scale, const void *bias, void *y,      \
+         int64_t in, int64_t out, int64_t rows, int act, int threads) {                        \
+    const WT *w = weight;                                                                      \
+    float *copy;                                                                               \
+    const float *xf = as_float(x, rows * in, act, &copy);                                      \
+    if (!xf) return -1;                                                                        \
+    _Pragma("omp parallel for schedule(static) num_threads(threads)")                          \
+    for (int64_t o = 0; o < out; o++) {                                                        \
+        const WT *a = w + o * in;                                                              \
+        for (int64_t r0 = 0; r0 < rows; r0 += FEW) {                                           \
+            const int64_t n = rows - r0 < FEW ? rows - r0 : FEW;                               \
+            const float *xr = xf + r0 * in;                                                    \
+            vf s[FEW];                                                                         \
+            for (int r = 0; r < FEW; r++) s[r] = vzero();                                      \
+            int64_t i = 0;                                                                     \
+            for (; i + VL <= in; i += VL) {                                                    \
+                vf wv = VLOAD(a + i);                                                          \
+                PREFETCH(a + 2 * in + i);                                                      \
+                for (int r = 0; r < n; r++) s[r] = vfma(wv, load_f32(xr + r * in + i), s[r]);  \
+            }                                                                                  \
+            for (int64_t r = 0; r < n; r++) {                                                  \
+                float t = vsum(s[r]);                                                          \
+                for (int64_t k = i; k < in; k++) t += ONE(a + k) * xr[r * in + k];             \
+                few_finish(y, bias, scale, r0 + r, out, o, t, act);                            \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    free(copy);                                                                                \
+    return 0;                                                                                  \
 }
 
-int few_rows_bf16(const void *x, const void *weight, const float *unused, const void *bias, void *y,
-                  int64_t in, int64_t out, int64_t rows, int act, int threads) {
-    const bf16 *w = weight; (void)unused;
-    float *copy;
-    const float *xf = as_float(x, rows * in, act, &copy);
-    if (!xf) return -1;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t o = 0; o < out; o++) {
-        const bf16 *a = w + o * in;
-        for (int64_t r0 = 0; r0 < rows; r0 += FEW) {
-            const int64_t n = rows - r0 < FEW ? rows - r0 : FEW;
-            const float *xr = xf + r0 * in;
-            vf s[FEW];
-            for (int r = 0; r < FEW; r++) s[r] = vzero();
-            int64_t i = 0;
-            for (; i + VL <= in; i += VL) {
-                vf wv = load_bf16(a + i);
-                for (int r = 0; r < n; r++) s[r] = vfma(wv, load_f32(xr + r * in + i), s[r]);
-            }
-            for (int64_t r = 0; r < n; r++) {
-                float t = vsum(s[r]);
-                for (int64_t k = i; k < in; k++) t += from_bf16(a[k]) * xr[r * in + k];
-                few_finish(y, bias, r0 + r, out, o, t, act);
-            }
-        }
-    }
-    free(copy);
-    return 0;
-}
+FEW_COLS_KERNEL(few_cols_bf16, bf16, load_bf16, one_bf16)
+FEW_ROWS_KERNEL(few_rows_bf16, bf16, load_bf16, one_bf16)
+FEW_COLS_KERNEL(few_cols_f32, float, load_f32, one_f32)
+FEW_ROWS_KERNEL(few_rows_f32, float, load_f32, one_f32)
+FEW_ROWS_KERNEL(few_int8, int8_t, load_i8, one_i8)
 
 /* int4, in tiles of 16 rows (int4_tiles in products.py): per tile, per block of 32 inputs, four
  * chunks of 64 bytes, chunk k holding 4 bytes of each of the 16 rows: byte j of row r's chunk k

@@ -1,5 +1,5 @@
 """The native kernels (decode.c) as products ``x -> x @ W.T + b`` for one row of activations (and
-``few_rows_product``'s for several bfloat16 rows).
+``float_product(..., several_rows=True)`` for several rows).
 
 Each maker checks the weight once (dtype, shape, contiguity: the C code trusts them) and returns
 a product that checks each input's dtype, contiguity and size before handing pointers to C, and
@@ -130,28 +130,20 @@ def _check_scales(scales: Tensor, numel: int, what: str, dtype: torch.dtype = to
         raise InvalidArgumentError(f"{what} scales must be a contiguous {dtype} CPU tensor of {numel} values")
 
 
-def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> NativeProduct | None:
+def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool,
+                  several_rows: bool = False) -> NativeProduct | None:
     """``x @ W + b`` for a float32 or bfloat16 weight ``[in, out]`` (``stored_in_out``) or
-    ``[out, in]``, activations of its dtype; None where the build is missing."""
+    ``[out, in]``, activations of its dtype: one row (decode.c's ``gemv_*``), or with
+    ``several_rows`` any number ``[..., in]``, eight rows a pass over the weight (``few_*``); None
+    where the build is missing."""
     _check(weight, (torch.float32, torch.bfloat16))
     kind = "cols" if stored_in_out else "rows"
-    fn = _function(variant, f"gemv_{kind}_{'f32' if weight.dtype == torch.float32 else 'bf16'}")
+    fn = _function(variant, f"{'few' if several_rows else 'gemv'}_{kind}_{'f32' if weight.dtype == torch.float32 else 'bf16'}")
     if fn is None:
         return None
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
-    return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype)
-
-
-def few_rows_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> NativeProduct | None:
-    """``x @ W + b`` for any number of bfloat16 rows ``[..., in]`` against a bfloat16 weight
-    ``[in, out]`` (``stored_in_out``) or ``[out, in]``, eight rows a pass over the weight
-    (decode.c's ``few_*_bf16``); None where the build is missing."""
-    _check(weight, (torch.bfloat16,))
-    fn = _function(variant, f"few_{'cols' if stored_in_out else 'rows'}_bf16")
-    if fn is None:
-        return None
-    in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
-    return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype, several_rows=True)
+    return NativeProduct(variant, fn, weight, None, bias, in_features, out_features, weight.dtype,
+                         several_rows=several_rows)
 
 
 def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None,
