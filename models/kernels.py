@@ -91,7 +91,7 @@ def _few_rows(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: 
     return native.float_product(variant, weight, bias, stored_in_out, several_rows=True)
 
 
-def _rows_bucket(rows: int) -> int:
+def rows_bucket(rows: int) -> int:
     """The number of rows a choice for ``rows`` (2 to ``FEW_ROWS``) is measured at: the power of
     two at or above it."""
     return 1 << (rows - 1).bit_length()
@@ -123,18 +123,28 @@ def _several_rows(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> P
     route = _torch_route(weight, bias, stored_in_out, False)
     if not _natively(weight, bias) or weight.numel() == 0:
         return route
-    chosen: dict[int, Product] = {}  # by bucket of rows
+
+    def choose(bucket: int) -> Product:
+        names = _several_rows_ranking(weight, bias, stored_in_out, bucket)
+        return route_choice.first_built(
+            names, lambda name: route if name == "torch" else _few_rows(name, weight, bias, stored_in_out)) or route
+
+    return by_rows(route, choose)
+
+
+def by_rows(route: Product, choose: Callable[[int], Product]) -> Product:
+    """``x -> `` the product ``choose(bucket)`` gives for x's rows (chosen once per bucket: the
+    power of two at or above them) from 2 to ``FEW_ROWS`` rows, ``route`` for other counts."""
+    chosen: dict[int, Product] = {}
 
     def product(x: Tensor) -> Tensor:
-        rows = x.numel() // x.size(-1)
-        if rows > FEW_ROWS or rows < 2:
+        rows = x.numel() // max(x.size(-1), 1)
+        if not 2 <= rows <= FEW_ROWS:
             return route(x)
-        bucket = _rows_bucket(rows)
+        bucket = rows_bucket(rows)
         found = chosen.get(bucket)
         if found is None:
-            names = _several_rows_ranking(weight, bias, stored_in_out, bucket)
-            found = chosen[bucket] = route_choice.first_built(
-                names, lambda name: route if name == "torch" else _few_rows(name, weight, bias, stored_in_out)) or route
+            found = chosen[bucket] = choose(bucket)
         return found(x)
 
     return product

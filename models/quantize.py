@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import GPTHubError, InvalidArgumentError
 from . import route_choice
-from .kernels import WIDENED_DTYPE, widened_product
+from .kernels import WIDENED_DTYPE, by_rows, widened_product
 from .layers import Conv1D, Linear
 from .native import products as native
 from .pages import copy_in_huge_pages, empty_in_huge_pages
@@ -191,20 +191,23 @@ class QuantizedLinear(nn.Module):
         return partial(_int4_product, packed=self.qweight, scales_zeros=self.scales, group_size=self.group_size,
                        bias=self.bias, out_features=self.out_features, tiles=self.native)
 
-    def _candidate(self, name: str):
-        """One named product for one row: ``torch``, or a native build (``wide``, ``narrow``);
-        None where it cannot run here."""
+    def _candidate(self, name: str, several_rows: bool = False):
+        """One named product for one row (or with ``several_rows``, for any number): ``torch``, or
+        a native build (``wide``, ``narrow``; for several rows, int8's only); None where it cannot
+        run here."""
         if name == "torch":
             return self._torch_product()
         if self.native is None or not native.available(name):
             return None
         values, scales = self.native
         if self.scheme == "int8":
-            return native.int8_product(name, values, scales, self.bias, self.dtype)
+            return native.int8_product(name, values, scales, self.bias, self.dtype, several_rows)
+        if several_rows:
+            return None
         return native.int4_product(name, values, scales, self.group_size, self.bias, self.dtype, self.out_features)
 
-    def _candidates(self) -> dict:
-        found = {name: self._candidate(name) for name in ("torch", "wide", "narrow")}
+    def _candidates(self, several_rows: bool = False) -> dict:
+        found = {name: self._candidate(name, several_rows) for name in ("torch", "wide", "narrow")}
         return {name: product for name, product in found.items() if product is not None}
 
     def _zeros(self) -> QuantizedLinear:
@@ -233,10 +236,13 @@ class QuantizedLinear(nn.Module):
             return None
         return route_choice.fastest_native(self._ranking(), self._candidate)
 
-    def _ranking(self) -> tuple[str, ...]:
-        """The one-row candidates for this layer's shape and scheme, fastest first (measured once)."""
+    def _ranking(self, rows: int = 1) -> tuple[str, ...]:
+        """The candidates for ``rows`` rows (1, or a bucket of several: ``kernels.by_rows``) for this
+        layer's shape and scheme, fastest first (measured once)."""
         key = (self.scheme, self.group_size if self.scheme == "int4" else 0, self.in_features, self.out_features,
                self.dtype)
+        if rows > 1:
+            key = ("rows", *key, rows)
 
         made: list[QuantizedLinear] = []
 
@@ -253,22 +259,29 @@ class QuantizedLinear(nn.Module):
                 layer.native = (values, scales.clone())
             if layer.bias is not None:
                 layer.bias.data.zero_()
-            return layer._candidates()
+            return layer._candidates(rows > 1)
 
         weight_bytes = self.out_features * self.in_features // (1 if self.scheme == "int8" else 2)
         return route_choice.ranking(key, synthetic, weight_bytes,
-                                    lambda: torch.zeros(1, self.in_features, dtype=self.dtype))
+                                    lambda: torch.zeros(rows, self.in_features, dtype=self.dtype))
 
     def bind(self):
-        """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here
-        (chosen on first use), several through PyTorch's kernel for the scheme or, many, widened
-        (in bfloat16)."""
+        """``x -> x @ W.T + b`` for x of the layer's dtype: one row through the fastest kernel here,
+        up to ``kernels.FEW_ROWS`` through the fastest for their bucket of rows (each chosen on
+        first use), more through PyTorch's kernel for the scheme or widened (in bfloat16)."""
         many = self._torch_product()
         one = []
 
+        def choose(rows: int):
+            if self.native is None:
+                return many
+            return route_choice.first_built(self._ranking(rows), lambda name: self._candidate(name, True)) or many
+
+        several = by_rows(many, choose)
+
         def product(x: Tensor) -> Tensor:
             if x.numel() != x.size(-1):
-                return many(x)
+                return several(x)
             if not one:
                 one.append(self._one_row_product())
             return one[0](x)

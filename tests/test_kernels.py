@@ -209,7 +209,7 @@ def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_
         with torch.no_grad():
             for rows in (2, 9, kernels.FEW_ROWS, kernels.FEW_ROWS + 1):
                 x = torch.randn(rows, 67, dtype=dtype)
-                measured = [kernels._several_rows_ranking(w, b, stored, kernels._rows_bucket(rows))[0]
+                measured = [kernels._several_rows_ranking(w, b, stored, kernels.rows_bucket(rows))[0]
                             for w, b, stored in ((weight, bias, True), (head, None, False), (head, bias, False))
                             if rows <= kernels.FEW_ROWS]
                 ran.clear()  # the measurement ran them all

@@ -126,6 +126,15 @@ def test_int8_kernel_against_float64(libraries, build_name, dtype):
     scales, x, b = torch.rand(301) / 100, torch.randn(77).to(dtype), torch.randn(301).to(dtype)
     want = (q.double() * scales.double()[:, None]) @ x.double() + b.double()
     assert_close_to(call(libraries[build_name], "gemv_int8", x, q, scales, b, 301), want, dtype)
+    fn = getattr(libraries[build_name], "few_int8")  # several rows, eight a pass: group is the rows
+    fn.argtypes = [products._POINTER] * 5 + [products._SIZE] * 3 + [products._INT] * 2
+    for rows in (1, 3, 8, 17):
+        xs = torch.randn(rows, 77).to(dtype)
+        y = torch.empty(rows, 301, dtype=dtype)
+        assert fn(xs.data_ptr(), q.data_ptr(), scales.data_ptr(), b.data_ptr(), y.data_ptr(), 77, 301, rows,
+                  products.ACTIVATIONS[dtype], 2) == 0
+        for row in range(rows):
+            assert_close_to(y[row], (q.double() * scales.double()[:, None]) @ xs[row].double() + b.double(), dtype)
 
 
 def int4_reference(x, q, scales, group, integer: bool):

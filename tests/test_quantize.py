@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_shared_data, peak_script, repo_module
+from conftest import (REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_kernel, need_shared_data, peak_script,
+                      repo_module)
 from test_process_state import Sampler
 
 quantize = repo_module("models.quantize")
 generation = repo_module("models.generation")
 errors = repo_module("errors")
+route_choice = repo_module("models.route_choice")
 
 SCHEMES = [("int8", 32), ("int4", 32)]
 
@@ -61,6 +64,34 @@ def test_products_equal_the_dequantized_reference_within_the_quantization_error(
     assert ((error <= step / 2 + 1e-6) | ((q == 7) & (error <= step * (1 + 2 ** -5)))).all()
     if scheme == "int4":  # every group's largest magnitude is exactly -8 steps
         assert (q.view(q.size(0), -1, group_size) == -8).any(-1).all()
+
+
+@pytest.mark.parametrize("forced", ["wide", "narrow", "torch", None])
+def test_a_few_int8_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, forced):
+    """A batch's step of int8 rows ran through PyTorch's int8 kernel (batch 8 at 1.31x Hugging
+    Face's float32 on an Intel Xeon); from 2 to ``kernels.FEW_ROWS`` rows the native few-row
+    kernel of each build is now a candidate, measured per bucket of rows, and gives the same
+    products within the kernels' rounding."""
+    need_kernel(forced or "narrow")
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setattr(route_choice, "_record", lambda: Path("/nonexistent/choices.json"))
+    if forced:
+        monkeypatch.setenv("GPT_HUB_KERNEL", forced)
+    else:
+        monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 256) * 0.02, torch.randn(96) * 0.02
+    layer = quantize.QuantizedLinear.of(weight, bias, "int8", 32).eval()
+    product = layer.bind()
+    for rows in (2, 5, 8, 33):
+        x = torch.randn(rows, 256)
+        with torch.no_grad():
+            got = product(x)
+        reference = torch.nn.functional.linear(x, dequantized(layer), bias)
+        torch.testing.assert_close(got, reference, rtol=1e-2, atol=1e-2 * reference.abs().max().item())
+    found = {key[-2]: names for key, names in route_choice._chosen.items() if key[0] == "rows"}  # [-1]: threads
+    assert sorted(found) == [2, 8]  # 5 rows are measured at 8; 33 take PyTorch's kernel unmeasured
+    assert all(names == (forced,) if forced else set(names) <= {"torch", "wide", "narrow"} for names in found.values())
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])

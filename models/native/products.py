@@ -146,16 +146,17 @@ def float_product(variant: str, weight: Tensor, bias: Tensor | None, stored_in_o
                          several_rows=several_rows)
 
 
-def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None,
-                 dtype: torch.dtype) -> NativeProduct | None:
+def int8_product(variant: str, q: Tensor, scales: Tensor, bias: Tensor | None, dtype: torch.dtype,
+                 several_rows: bool = False) -> NativeProduct | None:
     """``x @ (q * scales[:, None]).T + b`` for int8 ``q`` ``[out, in]`` and float32 ``scales``
-    ``[out]`` (``int8_scales``); None where the build is missing."""
+    ``[out]`` (``int8_scales``): one row, or with ``several_rows`` any number, eight a pass over
+    the weight (decode.c's ``few_int8``); None where the build is missing."""
     _check(q, (torch.int8,))
-    fn = _function(variant, "gemv_int8")
+    fn = _function(variant, "few_int8" if several_rows else "gemv_int8")
     if fn is None:
         return None
     _check_scales(scales, q.size(0), "int8")  # one per output
-    return NativeProduct(variant, fn, q, scales, bias, q.size(1), q.size(0), dtype)
+    return NativeProduct(variant, fn, q, scales, bias, q.size(1), q.size(0), dtype, several_rows=several_rows)
 
 
 TILE = 16  # rows of an int4 tile (decode.c)
