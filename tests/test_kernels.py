@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -177,7 +176,7 @@ def test_several_bfloat16_rows_without_onednn_take_a_widened_float32_product(at_
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, narrow, dtype):
+def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, tmp_path, narrow, dtype):
     """Several rows against GPT-2's float32 block weights streamed at half the speed of memory
     through oneDNN's GEMM on an Intel Xeon (batch 8: 1.34x Hugging Face); where oneDNN has no
     bfloat16 product (AVX2 only) every bfloat16 weight was widened. From 2 to ``FEW_ROWS`` rows
@@ -186,7 +185,7 @@ def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_
     monkeypatch.setattr(packed_weights, "ENABLED", False)
     monkeypatch.setattr(kernels, "WIDENED_DTYPE", torch.float32)
     monkeypatch.setattr(route_choice, "_chosen", {})
-    monkeypatch.setattr(route_choice, "_record", lambda: Path("/nonexistent/choices.json"))
+    monkeypatch.setattr(route_choice, "_record", lambda: tmp_path / "choices.json")
     ran = []
     make = kernels.native.float_product
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -67,14 +66,14 @@ def test_products_equal_the_dequantized_reference_within_the_quantization_error(
 
 
 @pytest.mark.parametrize("forced", ["wide", "narrow", "torch", None])
-def test_a_few_int8_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, forced):
+def test_a_few_int8_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, tmp_path, forced):
     """A batch's step of int8 rows ran through PyTorch's int8 kernel (batch 8 at 1.31x Hugging
     Face's float32 on an Intel Xeon); from 2 to ``kernels.FEW_ROWS`` rows the native few-row
     kernel of each build is now a candidate, measured per bucket of rows, and gives the same
     products within the kernels' rounding."""
     need_kernel(forced or "narrow")
     monkeypatch.setattr(route_choice, "_chosen", {})
-    monkeypatch.setattr(route_choice, "_record", lambda: Path("/nonexistent/choices.json"))
+    monkeypatch.setattr(route_choice, "_record", lambda: tmp_path / "choices.json")
     if forced:
         monkeypatch.setenv("GPT_HUB_KERNEL", forced)
     else:
