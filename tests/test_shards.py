@@ -162,4 +162,8 @@ def test_safetensors_shards_are_found_before_a_pickle(tmp_path, tiny):
     other = models.GPT2LMHeadModel(models.GPT2Config(**TINY)).eval()
     torch.save(other.state_dict(), tmp_path / "pytorch_model.bin")
     assert torch.equal(logits(models.GPT2LMHeadModel.from_pretrained(tmp_path)), logits(tiny))
-    assert torch.equal(logits(transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()), logits(tiny))
+    theirs = logits(transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval())
+    # the same weights through another library's operators: equal up to float rounding (bit for bit
+    # on AMD machines, within an ulp or two on an Intel Xeon), far from the pickle's weights
+    torch.testing.assert_close(theirs, logits(tiny), rtol=1e-6, atol=1e-6)
+    assert (theirs - logits(other)).abs().max() > 1e-2
