@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..locks import ForkSafeLock
+from .native.build import cpu_flags
 
 
 def find_onednn(name: str):
@@ -44,8 +45,18 @@ def onednn_has_bfloat16() -> bool:
         return False
 
 
+def bfloat16_arithmetic(flags: frozenset[str] | None) -> bool:
+    """Whether a CPU with these flags (None: unknown) multiplies bfloat16 itself (AVX512_BF16 or
+    AMX): without it oneDNN emulates bfloat16 from AVX-512, and 1024 rows of GPT-2 ran 4x slower
+    than float32 over the weights widened (an Intel Xeon whose AMX its hypervisor hides)."""
+    return flags is None or not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags)
+
+
 _PACK = find_onednn("_reorder_linear_weight")
-ONEDNN_BFLOAT16 = onednn_has_bfloat16()
+CAN_PACK = onednn_has_bfloat16()
+# oneDNN's bfloat16 products are the route for several bfloat16 rows only where they run at
+# bfloat16's speed; elsewhere (AVX2 only, or AVX-512 without BF16) several rows widen to float32.
+ONEDNN_BFLOAT16 = CAN_PACK and bfloat16_arithmetic(cpu_flags())
 ENABLED = os.environ.get("GPT_HUB_PACK_BFLOAT16", "1") != "0" and _PACK is not None and ONEDNN_BFLOAT16
 
 # (id(weight), kind) -> (the copy, a weakref to the weight, (its data pointer, its version) when copied)
