@@ -52,6 +52,10 @@ WIDENED_AT_ONCE = 4096  # output rows widened at a time (a multiple of int4's ti
 # once at the speed of memory, where oneDNN's float32 GEMM reads GPT-2's block weights at half of
 # it for eight rows; more rows are bound by arithmetic, where the GEMM's blocking wins.
 FEW_ROWS = 32
+# More rows are measured at this many: PyTorch's float32 GEMM and oneDNN's rank differently by
+# CPU and layout (oneDNN 1.2x faster for GPT-2's head, 1.3x slower for its [in, out] block weights on
+# an Intel Xeon without AMX), and the order at 128 rows held at 1024 there.
+MANY_ROWS = 128
 
 
 def widened_product(flat: Tensor, out_features: int, widen: Callable[[int, int], Tensor], dtype: torch.dtype,
@@ -92,54 +96,68 @@ def _few_rows(variant: str, weight: Tensor, bias: Tensor | None, stored_in_out: 
 
 
 def rows_bucket(rows: int) -> int:
-    """The number of rows a choice for ``rows`` (2 to ``FEW_ROWS``) is measured at: the power of
-    two at or above it."""
-    return 1 << (rows - 1).bit_length()
+    """The number of rows a choice for ``rows`` (at least 2) is measured at: the power of two at
+    or above it up to ``FEW_ROWS``, ``MANY_ROWS`` above."""
+    return 1 << (rows - 1).bit_length() if rows <= FEW_ROWS else MANY_ROWS
+
+
+def _several_rows_candidates(weight: Tensor, bias: Tensor | None, stored_in_out: bool,
+                             bucket: int) -> dict[str, Product]:
+    """The products for ``bucket`` rows: PyTorch's route (``torch``); up to ``FEW_ROWS``, the
+    builds' few-row kernels (``wide``, ``narrow``); more, for float32 where the route is oneDNN's,
+    PyTorch's own GEMM (``stock``)."""
+    route = _torch_route(weight, bias, stored_in_out, False)
+    found = {"torch": route}
+    if bucket <= FEW_ROWS:
+        for variant in ("wide", "narrow"):
+            few = _few_rows(variant, weight, bias, stored_in_out)
+            if few is not None:
+                found[variant] = few
+    elif weight.dtype == torch.float32 and isinstance(route, partial) and route.func is _onednn_product:
+        found["stock"] = partial(_stock_product, weight=weight, bias=bias, stored_in_out=stored_in_out)
+    return found
 
 
 def _several_rows_ranking(weight: Tensor, bias: Tensor | None, stored_in_out: bool, bucket: int) -> tuple[str, ...]:
-    """PyTorch's route (``torch``) and the builds' few-row kernels for ``bucket`` rows against this
-    weight's shape and dtype, fastest first (measured once)."""
+    """The candidates for ``bucket`` rows against this weight's shape and dtype, fastest first
+    (measured once; many rows, bound by arithmetic, on one weight in cache)."""
     in_features, out_features = weight.shape if stored_in_out else weight.shape[::-1]
     key = ("rows", weight.dtype, stored_in_out, in_features, out_features, bucket)
 
     def synthetic() -> dict[str, Product]:
         zeros = empty_in_huge_pages(weight.shape, weight.dtype).zero_()  # in memory as the weights' (models/pages.py)
-        zero_bias = None if bias is None else torch.zeros_like(bias)
-        found = {"torch": _torch_route(zeros, zero_bias, stored_in_out, False)}
-        for variant in ("wide", "narrow"):
-            few = _few_rows(variant, zeros, zero_bias, stored_in_out)
-            if few is not None:
-                found[variant] = few
-        return found
+        return _several_rows_candidates(zeros, None if bias is None else torch.zeros_like(bias), stored_in_out, bucket)
 
     return route_choice.ranking(key, synthetic, weight.numel() * weight.element_size(),
-                                lambda: torch.zeros(bucket, in_features, dtype=weight.dtype))
+                                lambda: torch.zeros(bucket, in_features, dtype=weight.dtype),
+                                streamed=bucket <= FEW_ROWS)
 
 
 def _several_rows(weight: Tensor, bias: Tensor | None, stored_in_out: bool) -> Product:
-    """The product of several rows: up to ``FEW_ROWS`` by the fastest measured for their power of
-    two of rows (PyTorch's route or a few-row kernel), more by PyTorch's route."""
+    """The product of several rows, by the fastest measured for their bucket of rows
+    (``rows_bucket``) of PyTorch's routes and the few-row kernels."""
     route = _torch_route(weight, bias, stored_in_out, False)
     if not _natively(weight, bias) or weight.numel() == 0:
         return route
 
     def choose(bucket: int) -> Product:
+        candidates = _several_rows_candidates(weight, bias, stored_in_out, bucket)  # makes no copy
+        if len(candidates) == 1:
+            return route
         names = _several_rows_ranking(weight, bias, stored_in_out, bucket)
-        return route_choice.first_built(
-            names, lambda name: route if name == "torch" else _few_rows(name, weight, bias, stored_in_out)) or route
+        return route_choice.first_built(names, candidates.get) or route
 
     return by_rows(route, choose)
 
 
 def by_rows(route: Product, choose: Callable[[int], Product]) -> Product:
-    """``x -> `` the product ``choose(bucket)`` gives for x's rows (chosen once per bucket: the
-    power of two at or above them) from 2 to ``FEW_ROWS`` rows, ``route`` for other counts."""
+    """``x -> `` the product ``choose(bucket)`` gives for x's rows (chosen once per bucket,
+    ``rows_bucket``) from 2 rows on, ``route`` for one or none."""
     chosen: dict[int, Product] = {}
 
     def product(x: Tensor) -> Tensor:
         rows = x.numel() // max(x.size(-1), 1)
-        if not 2 <= rows <= FEW_ROWS:
+        if rows < 2:
             return route(x)
         bucket = rows_bucket(rows)
         found = chosen.get(bucket)

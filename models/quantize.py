@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import GPTHubError, InvalidArgumentError
 from . import route_choice
-from .kernels import WIDENED_DTYPE, by_rows, widened_product
+from .kernels import FEW_ROWS, WIDENED_DTYPE, by_rows, widened_product
 from .layers import Conv1D, Linear
 from .native import products as native
 from .pages import copy_in_huge_pages, empty_in_huge_pages
@@ -273,7 +273,7 @@ class QuantizedLinear(nn.Module):
         one = []
 
         def choose(rows: int):
-            if self.native is None:
+            if self.native is None or rows > FEW_ROWS:
                 return many
             return route_choice.first_built(self._ranking(rows), lambda name: self._candidate(name, True)) or many
 

@@ -141,11 +141,14 @@ def _seconds(products: list[Product], x: Tensor) -> float:
 
 
 def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: int,
-            x: Tensor | Callable[[], Tensor], copying: frozenset[str] = frozenset()) -> tuple[str, ...]:
+            x: Tensor | Callable[[], Tensor], copying: frozenset[str] = frozenset(),
+            streamed: bool = True) -> tuple[str, ...]:
     """The candidates' names for ``key``, fastest first: ``build()`` gives the candidates'
     products over one new weight of the key's shape (a candidate that cannot run is left out),
     ``x`` is a row to feed them (or makes one: only a measurement needs it); those named in
     ``copying`` keep a copy of the weight, and rank ``COPY_MARGIN`` slower than they measure.
+    Products bound by arithmetic, not by reading the weight (many rows: not ``streamed``), are
+    timed on the one weight, in cache.
     Measured once per key and process, one measurement at a time. A forced kernel
     (``GPT_HUB_KERNEL``) is the only name."""
     key = (*key, torch.get_num_threads())  # the fastest for two threads need not be for sixteen
@@ -175,7 +178,7 @@ def ranking(key: tuple, build: Callable[[], dict[str, Product]], weight_bytes: i
             _chosen[key] = (forced if forced in names else names[0],)
             return _chosen[key]
         copies = [first]
-        for _ in range(copy_count(weight_bytes, stream_bytes(*_machine())) - 1):
+        for _ in range(copy_count(weight_bytes, stream_bytes(*_machine())) - 1 if streamed else 0):
             try:
                 with torch.inference_mode(False):
                     copies.append(build())

@@ -188,6 +188,35 @@ def test_several_bfloat16_rows_without_onednn_take_a_widened_float32_product(at_
         assert kernels._stock_product(x[:0], weight, bias, stored_in_out=True).shape == (0, 48)
 
 
+@pytest.mark.parametrize("forced", ["torch", "stock", None])
+def test_many_float32_rows_take_the_faster_measured_of_onednn_and_pytorchs_own_gemm(monkeypatch, tmp_path, onednn,
+                                                                                   forced):
+    """oneDNN's linear operator was the route for every float32 product of many rows, but on an
+    Intel Xeon without AMX it ran GPT-2's [in, out] block weights 1.3x slower than PyTorch's own
+    GEMM (a 1024-token prefill at 0.97x Hugging Face); more than ``FEW_ROWS`` rows now take the
+    faster of the two, measured once per shape at ``MANY_ROWS`` rows."""
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setattr(route_choice, "_record", lambda: tmp_path / "choices.json")
+    if forced:
+        monkeypatch.setenv("GPT_HUB_KERNEL", forced)
+    else:
+        monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+    ran = []
+    for name in ("_stock_product", "_onednn_product"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _o=original, _n=name, **k: ran.append(_n) or _o(*a, **k))
+    torch.manual_seed(0)
+    weight, bias = torch.randn(64, 48), torch.randn(48)
+    x = torch.randn(3, 50, 64)
+    with torch.no_grad():
+        measured = kernels._several_rows_ranking(weight, bias, True, kernels.MANY_ROWS)
+        ran.clear()  # the measurement ran both
+        got = linear_in_out(x, weight, bias)
+    assert set(measured) == ({forced} if forced else {"torch", "stock"})
+    assert ran == ["_onednn_product" if measured[0] == "torch" else "_stock_product"]
+    torch.testing.assert_close(got, x @ weight + bias, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_pytorchs(monkeypatch, tmp_path, narrow, dtype):
     """Several rows against GPT-2's float32 block weights streamed at half the speed of memory
@@ -235,7 +264,8 @@ def test_a_few_rows_take_the_fastest_measured_of_the_native_few_row_kernels_and_
                 check(ours[1], correctly_rounded(x, head.t()))
                 check(ours[2], correctly_rounded(x, head.t(), bias))
                 assert all(y.dtype == dtype and y.shape == (rows, 45) for y in ours)
-    assert {key[-2] for key in route_choice.chosen() if key[0] == "rows"} == {2, 16, 32}  # buckets of 2, 9, 32 rows
+    many = {kernels.MANY_ROWS} if dtype == torch.float32 and kernels._ONEDNN_LINEAR is not None else set()
+    assert {key[-2] for key in route_choice.chosen() if key[0] == "rows"} == {2, 16, 32} | many  # 2, 9, 32, 33 rows
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
