@@ -225,6 +225,18 @@ def need_compiler():
         pytest.skip("no C compiler, or not x86-64: the native kernels are not built here")
 
 
+def fresh_kernel_choices(monkeypatch, folder, forced: str | None = None) -> None:
+    """No kernel choice kept, in this process or in a file (the test's own ``folder`` holds one),
+    and ``GPT_HUB_KERNEL`` set to ``forced`` (unset for None): the choices are measured again."""
+    route_choice = repo_module("models.route_choice")
+    monkeypatch.setattr(route_choice, "_chosen", {})
+    monkeypatch.setattr(route_choice, "_record", lambda: folder / "choices.json")
+    if forced:
+        monkeypatch.setenv("GPT_HUB_KERNEL", forced)
+    else:
+        monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+
+
 def need_kernel(name: str) -> None:
     """Skip where the native build a kernel name (``wide``, ``narrow-rows``...) asks for is not
     made on this CPU: ``wide`` is AVX-512's, and a CPU without it has only ``narrow``."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, models, need_compiler, need_kernel, repo_module
+from conftest import TINY, fresh_kernel_choices, models, need_compiler, need_kernel, repo_module
 
 kernels = repo_module("models.kernels")
 packed_weights = repo_module("models.packed_weights")
@@ -195,12 +195,7 @@ def test_many_float32_rows_take_the_faster_measured_of_onednn_and_pytorchs_own_g
     Intel Xeon without AMX it ran GPT-2's [in, out] block weights 1.3x slower than PyTorch's own
     GEMM (a 1024-token prefill at 0.97x Hugging Face); more than ``FEW_ROWS`` rows now take the
     faster of the two, measured once per shape at ``MANY_ROWS`` rows."""
-    monkeypatch.setattr(route_choice, "_chosen", {})
-    monkeypatch.setattr(route_choice, "_record", lambda: tmp_path / "choices.json")
-    if forced:
-        monkeypatch.setenv("GPT_HUB_KERNEL", forced)
-    else:
-        monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+    fresh_kernel_choices(monkeypatch, tmp_path, forced)
     ran = []
     for name in ("_stock_product", "_onednn_product"):
         original = getattr(kernels, name)

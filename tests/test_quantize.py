@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-from conftest import (REPO, TINY, TINY_GPT, hubconf, models, need_compiler, need_kernel, need_shared_data, peak_script,
-                      repo_module)
+from conftest import (REPO, TINY, TINY_GPT, fresh_kernel_choices, hubconf, models, need_compiler, need_kernel,
+                      need_shared_data, peak_script, repo_module)
 from test_process_state import Sampler
 
 quantize = repo_module("models.quantize")
@@ -72,12 +72,7 @@ def test_a_few_int8_rows_take_the_fastest_measured_of_the_native_few_row_kernels
     kernel of each build is now a candidate, measured per bucket of rows, and gives the same
     products within the kernels' rounding."""
     need_kernel(forced or "narrow")
-    monkeypatch.setattr(route_choice, "_chosen", {})
-    monkeypatch.setattr(route_choice, "_record", lambda: tmp_path / "choices.json")
-    if forced:
-        monkeypatch.setenv("GPT_HUB_KERNEL", forced)
-    else:
-        monkeypatch.delenv("GPT_HUB_KERNEL", raising=False)
+    fresh_kernel_choices(monkeypatch, tmp_path, forced)
     torch.manual_seed(0)
     weight, bias = torch.randn(96, 256) * 0.02, torch.randn(96) * 0.02
     layer = quantize.QuantizedLinear.of(weight, bias, "int8", 32).eval()
