@@ -13,9 +13,9 @@
  *   gemv_int4    W[o, i] = q[o, i] * scale[o, i / group], q in [-8, 7], in tiles of 16 rows
  *                (the int4 section below): uint8 [ceil(out / 16) * 16 * in / 2], scale bfloat16
  *                (passed as `const float *`) [ceil(out / 16) * 16 * in / group]
- *   few_*_bf16   several rows of x ([rows, in], `group` = rows) times a bfloat16 W, [in, out]
- *                (cols) or [out, in] (rows): each weight vector loaded once for eight rows, where
- *                oneDNN has no bfloat16 product (AVX2 only) and widening the weight costs more
+ *   few_*        several rows of x ([rows, in], `group` = rows) times a float32 or bfloat16 W,
+ *                [in, out] (few_cols_*) or [out, in] (few_rows_*), or int8 q [out, in] with
+ *                scale [out] (few_int8): each weight vector loaded once for eight rows
  * All have values.h's signature (x, w, scale, bias, y, in, out, group, act, threads); `scale`
  * and `group` mean something only where said. The caller (products.py) checks shapes, dtypes and
  * contiguity: these functions trust them. Each returns 0, or -1 when it could not allocate its
@@ -181,12 +181,13 @@ int NAME(const void *x, const void *weight, const float *unused, const void *bia
 COLS_KERNEL(gemv_cols_f32, float, load_f32, one_f32)
 COLS_KERNEL(gemv_cols_bf16, bf16, load_bf16, one_bf16)
 
-/* A few rows of x at once against a bfloat16 weight (a batch's step, a short prompt) on CPUs where
- * oneDNN has no bfloat16 product: PyTorch's own is 10-100x slower than float32's there, and the
- * weight widened to float32 for one product is read, written and read again. Here each vector of
- * weights is widened in registers and meets eight rows of x (eight independent sums, so that the
- * fused multiply-adds do not wait on each other); more rows take further groups of eight while
- * the weights are still in cache. Sums in float32, in order along `in`. */
+/* A few rows of x at once (a batch's step, a short prompt), streaming the weight once as the
+ * one-row kernels do, where a GEMM reads it at half the memory's speed for eight rows (oneDNN's
+ * float32 on an Intel Xeon) or has no fast bfloat16 product (AVX2 only): each vector of weights
+ * is widened in registers and meets eight rows of x (eight independent sums, so that the fused
+ * multiply-adds do not wait on each other); more rows take further groups of eight while the
+ * weights are still in cache. Sums in float32. models/kernels.py times them against PyTorch's
+ * routes per shape and number of rows. */
 #define FEW 8
 
 /* y[r, j] = s (times scale[j], if any) + bias[j] (if any), y [rows, out]. */
